@@ -1,0 +1,91 @@
+"""MediaPipe Face Mesh behind a small interface.
+
+MediaPipe's legacy `solutions.face_mesh` ships its TFLite models inside the 0.10.x wheel, so it runs
+offline (the Tasks API would need a downloaded `.task` file). Points are returned in pixels:
+x, y in image pixels and z in the same pixel scale (MediaPipe normalises z by the image width).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from infp.errors import NoFaceError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One detected face: 478 landmarks in pixels, (478, 3) float32."""
+
+    points: np.ndarray
+
+    @property
+    def bbox(self) -> tuple[float, float, float, float]:
+        x0, y0 = self.points[:, :2].min(0)
+        x1, y1 = self.points[:, :2].max(0)
+        return float(x0), float(y0), float(x1), float(y1)
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.bbox
+        return (x1 - x0) * (y1 - y0)
+
+
+class FaceMesh:
+    """Face Mesh detector. `static=True` detects in every image independently; `static=False` tracks
+    the face across consecutive video frames (faster and steadier, one face)."""
+
+    def __init__(self, static: bool = True, max_faces: int = 1, min_confidence: float = 0.5):
+        from mediapipe.python.solutions import face_mesh
+
+        self._mesh = face_mesh.FaceMesh(
+            static_image_mode=static,
+            max_num_faces=max_faces,
+            refine_landmarks=True,  # 478 points: irises and refined lips
+            min_detection_confidence=min_confidence,
+            min_tracking_confidence=min_confidence,
+        )
+
+    def detect(self, image: np.ndarray) -> list[Face]:
+        """Faces in an RGB uint8 image (H, W, 3), largest first."""
+        h, w = image.shape[:2]
+        result = self._mesh.process(np.ascontiguousarray(image[..., :3]))
+        faces = []
+        for lms in result.multi_face_landmarks or []:
+            pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], dtype=np.float32)
+            faces.append(Face(pts))
+        return sorted(faces, key=lambda f: -f.area)
+
+    def close(self) -> None:
+        self._mesh.close()
+
+    def __enter__(self) -> FaceMesh:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def detect_portrait_face(
+    image: np.ndarray, path: str | Path | None = None, face_index: int | None = None, max_faces: int = 8
+) -> Face:
+    """The face to animate in a portrait: the largest one, or `face_index` (0 = largest).
+
+    Raises `NoFaceError` naming the file when there is no face or the index is out of range.
+    """
+    with FaceMesh(static=True, max_faces=max_faces) as mesh:
+        faces = mesh.detect(image)
+    if not faces:
+        raise NoFaceError("no face found in the image", path)
+    if face_index is not None:
+        if not 0 <= face_index < len(faces):
+            raise NoFaceError(f"--face-index {face_index} is out of range: {len(faces)} face(s) found", path)
+        return faces[face_index]
+    if len(faces) > 1:
+        log.warning("%s: found %d faces, using the largest (choose another with --face-index)", path or "image", len(faces))
+    return faces[0]

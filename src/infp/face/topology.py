@@ -1,0 +1,103 @@
+"""Named regions of the MediaPipe Face Mesh (478 points with the refined iris/lip model).
+
+The index sets come from MediaPipe's own connection tables, so they stay right if the mesh changes;
+we only turn edge lists into ordered polygons (cycles), which is what masks and warps need.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+from mediapipe.python.solutions import face_mesh_connections as fmc
+
+N_LANDMARKS = 478
+
+# Single points used for measurements (MediaPipe's canonical mesh indices).
+UPPER_LIP_INNER = 13
+LOWER_LIP_INNER = 14
+MOUTH_LEFT, MOUTH_RIGHT = 291, 61  # subject's left / right mouth corner
+FOREHEAD, CHIN = 10, 152
+RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
+RIGHT_EYE_TOP, RIGHT_EYE_BOTTOM = 159, 145
+LEFT_EYE_TOP, LEFT_EYE_BOTTOM = 386, 374
+NOSE_TIP = 1
+
+
+def _cycles(edges: frozenset[tuple[int, int]]) -> list[list[int]]:
+    """Split an undirected edge set whose components are simple cycles into ordered cycles."""
+    nbrs: dict[int, list[int]] = {}
+    for a, b in edges:
+        nbrs.setdefault(a, []).append(b)
+        nbrs.setdefault(b, []).append(a)
+    seen: set[int] = set()
+    cycles = []
+    for start in sorted(nbrs):
+        if start in seen:
+            continue
+        cycle, prev, cur = [start], None, start
+        seen.add(start)
+        while True:
+            nxt = [n for n in nbrs[cur] if n != prev and (n not in seen or n == start)]
+            if not nxt or nxt[0] == start:
+                break
+            prev, cur = cur, nxt[0]
+            cycle.append(cur)
+            seen.add(cur)
+        cycles.append(cycle)
+    return cycles
+
+
+@cache
+def face_oval() -> np.ndarray:
+    """Ordered face-outline polygon (36 points): the paper's 'face outline' orientation cue."""
+    return np.array(_cycles(fmc.FACEMESH_FACE_OVAL)[0])
+
+
+@cache
+def eye_polygons() -> tuple[np.ndarray, np.ndarray]:
+    """Ordered outlines of the right and left eye (16 points each)."""
+    return (np.array(_cycles(fmc.FACEMESH_RIGHT_EYE)[0]), np.array(_cycles(fmc.FACEMESH_LEFT_EYE)[0]))
+
+
+@cache
+def lip_polygons() -> tuple[np.ndarray, np.ndarray]:
+    """Ordered (outer, inner) lip outlines, 20 points each."""
+    a, b = (np.array(c) for c in _cycles(fmc.FACEMESH_LIPS))
+    return (b, a) if UPPER_LIP_INNER in a else (a, b)
+
+
+@cache
+def eyebrow_points() -> np.ndarray:
+    return np.array(sorted({i for e in fmc.FACEMESH_LEFT_EYEBROW | fmc.FACEMESH_RIGHT_EYEBROW for i in e}))
+
+
+@cache
+def iris_points() -> np.ndarray:
+    return np.array(sorted({i for e in fmc.FACEMESH_IRISES for i in e}))
+
+
+def _split(cycle: np.ndarray, a: int, b: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split a closed polygon at corners `a`, `b` into (upper arc, lower arc), corners excluded.
+
+    The upper arc is the one holding `top`. Splitting by topology, not by y, stays right for curved
+    mouths whose inner corners sit higher than the middle of the upper lip.
+    """
+    c = list(cycle)
+    i, j = sorted((c.index(a), c.index(b)))
+    arc1, arc2 = np.array(c[i + 1 : j]), np.array(c[j + 1 :] + c[:i])
+    return (arc1, arc2) if top in arc1 else (arc2, arc1)
+
+
+@cache
+def lip_arcs() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((outer upper, outer lower), (inner upper, inner lower)) lip arcs, corners excluded."""
+    outer, inner = lip_polygons()
+    return _split(outer, MOUTH_RIGHT, MOUTH_LEFT, 0), _split(inner, 78, 308, UPPER_LIP_INNER)
+
+
+@cache
+def eyelid_arcs() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((upper lid, lower lid) of the right eye, same for the left eye), corners excluded."""
+    right, left = eye_polygons()
+    return _split(right, RIGHT_EYE_OUTER, 133, RIGHT_EYE_TOP), _split(left, LEFT_EYE_OUTER, 362, LEFT_EYE_TOP)
