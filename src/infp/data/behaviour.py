@@ -98,8 +98,8 @@ def simulate(rng: np.random.Generator, conv: ConversationAudio) -> Behaviour:
     level = speech_level(conv.agent)
 
     # Mouth: the agent's own loudness, only where it speaks; articulation varies per person.
-    articulation = rng.uniform(0.75, 1.0)
-    mouth = gaussian_filter1d(level * speaking * articulation, 0.8)
+    articulation = rng.uniform(0.65, 0.95)
+    mouth = gaussian_filter1d(level**1.2 * speaking * articulation, 0.8)
 
     # Head drift, livelier while speaking; emphasis bobs the head and lifts the brows.
     k = np.where(speaking, 1.7, 1.0)

@@ -16,7 +16,7 @@ import numpy as np
 from infp.face import topology as tp
 from infp.face.warp import MeshWarper, border_anchors
 
-MAX_JAW_DEG = 10.0  # full mouth opening: jaw rotated this much about the ear axis (inner-lip gap ~15% of face height)
+MAX_JAW_DEG = 8.0  # full mouth opening: jaw rotated this much about the ear axis (inner-lip gap ~15% of face height)
 MAX_YAW, MAX_PITCH, MAX_ROLL = 20.0, 15.0, 15.0
 DEPTH_FLATTEN = 0.5  # renderer limits (degrees), beyond them it folds
 
@@ -48,6 +48,7 @@ class PortraitAnimator:
 
     def __init__(self, image: np.ndarray, points: np.ndarray):
         self.image = image
+        self.gap0 = float(points[tp.LOWER_LIP_INNER, 1] - points[tp.UPPER_LIP_INNER, 1])
         self.size = image.shape[0]
         p = points.astype(np.float64)
         self.p0 = p
@@ -138,15 +139,20 @@ class PortraitAnimator:
         return self._paint_mouth(frame, p), p.astype(np.float32)
 
     def _paint_mouth(self, frame: np.ndarray, p: np.ndarray) -> np.ndarray:
-        """Fill the opened mouth: dark interior, upper teeth showing below the upper lip."""
+        """Fill the opened mouth: dark interior, upper teeth showing below the upper lip.
+
+        Only the opening beyond the portrait's own is painted: a portrait that already shows its
+        teeth keeps them while the jaw is at rest, and the paint fades in as the jaw drops.
+        """
         gap = p[tp.LOWER_LIP_INNER, 1] - p[tp.UPPER_LIP_INNER, 1]
-        if gap < 0.5:
+        strength = np.clip((gap - max(self.gap0, 0.0)) / (0.04 * self.face_h), 0, 1)
+        if strength <= 0:
             return frame
         ss = 4  # supersampled mask for smooth edges
         poly = np.round(p[tp.lip_polygons()[1], :2] * ss * 16).astype(np.int32)
         mask = np.zeros((self.size * ss, self.size * ss), np.uint8)
         cv2.fillPoly(mask, [poly], 255, cv2.LINE_AA, 4)
-        a = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] / 255
+        a = cv2.resize(mask, (self.size, self.size), interpolation=cv2.INTER_AREA).astype(np.float32)[..., None] * (strength / 255)
         up = tp.lip_arcs()[1][0]
         up = up[np.argsort(p[up, 0])]
         upper_y = np.interp(np.arange(self.size) + 0.5, p[up, 0], p[up, 1])[None, :]

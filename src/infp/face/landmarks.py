@@ -7,7 +7,10 @@ x, y in image pixels and z in the same pixel scale (MediaPipe normalises z by th
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +19,29 @@ import numpy as np
 from infp.errors import NoFaceError
 
 log = logging.getLogger(__name__)
+# MediaPipe's C++ side (glog/absl, TFLite) prints start-up chatter to stderr; keep warnings and errors.
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence what MediaPipe's C++ code writes to fd 2 while its graph starts (absl logs before
+    logging is configured, so no environment variable reaches them). Python errors still raise."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable stderr: nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 @dataclass(frozen=True)
@@ -41,20 +67,28 @@ class FaceMesh:
     the face across consecutive video frames (faster and steadier, one face)."""
 
     def __init__(self, static: bool = True, max_faces: int = 1, min_confidence: float = 0.5):
-        from mediapipe.python.solutions import face_mesh
+        with _quiet_native_stderr():
+            from mediapipe.python.solutions import face_mesh
 
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=static,
-            max_num_faces=max_faces,
-            refine_landmarks=True,  # 478 points: irises and refined lips
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+            self._mesh = face_mesh.FaceMesh(
+                static_image_mode=static,
+                max_num_faces=max_faces,
+                refine_landmarks=True,  # 478 points: irises and refined lips
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
+        self._started = False
 
     def detect(self, image: np.ndarray) -> list[Face]:
         """Faces in an RGB uint8 image (H, W, 3), largest first."""
         h, w = image.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(image[..., :3]))
+        if self._started:
+            result = self._mesh.process(np.ascontiguousarray(image[..., :3]))
+        else:  # the first run starts the graph: most of the native start-up chatter (a worker
+            # thread may still log a line after this returns; that one we cannot catch)
+            with _quiet_native_stderr():
+                result = self._mesh.process(np.ascontiguousarray(image[..., :3]))
+            self._started = True
         faces = []
         for lms in result.multi_face_landmarks or []:
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lms.landmark], dtype=np.float32)

@@ -1,0 +1,3 @@
+from infp.cli import main
+
+raise SystemExit(main())
