@@ -1,0 +1,31 @@
+# The two commands of a fresh machine: `make demo` and `make test` (README.md).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: setup system demo test clean
+
+# CPU PyTorch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# espeak-ng speaks the synthetic voices; ffmpeg gives ffprobe/ffplay for looking at outputs.
+system:
+	@command -v espeak-ng >/dev/null && command -v ffmpeg >/dev/null || \
+		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q espeak-ng ffmpeg)
+
+demo: setup system
+	$(VENV)/bin/infp synth --out out/demo --count 1 --seconds 20 --seed 1
+	@echo "preview: out/demo/clip_00000/video.mp4   contact sheet: out/demo/clip_00000/contact.png"
+
+test: setup system
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) out
