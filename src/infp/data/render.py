@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from infp.face import topology as tp
+from infp.face.pose import head_rotation
 from infp.face.warp import MeshWarper, border_anchors
 
 MAX_JAW_DEG = 8.0  # full mouth opening: jaw rotated this much about the ear axis (inner-lip gap ~15% of face height)
@@ -48,30 +49,38 @@ class PortraitAnimator:
 
     def __init__(self, image: np.ndarray, points: np.ndarray):
         self.image = image
-        self.gap0 = float(points[tp.LOWER_LIP_INNER, 1] - points[tp.UPPER_LIP_INNER, 1])
         self.size = image.shape[0]
         p = points.astype(np.float64)
-        self.p0 = p
-        self.face_h = np.linalg.norm(p[tp.CHIN, :2] - p[tp.FOREHEAD, :2])
-        self.face_w = np.linalg.norm(p[tp.LEFT_EYE_OUTER, :2] - p[tp.RIGHT_EYE_OUTER, :2]) * 1.6
-        centre = p[tp.face_oval()].mean(0)
+        self.p0 = p  # image coordinates (crop pixels)
+        # Expressions are modelled in the head's own frame (x right, y down the face, z into it),
+        # so a tilted or turned portrait drops its jaw along its own chin line, not the image's.
+        self.centre = p[tp.face_oval()].mean(0)
+        self.axes = head_rotation(p)  # columns: head axes in image space
+        self.ph = (p - self.centre) @ self.axes  # (478, 3) head-frame coordinates
+        h = self.ph
+        self.gap0 = float(h[tp.LOWER_LIP_INNER, 1] - h[tp.UPPER_LIP_INNER, 1])
+        self.face_h = np.linalg.norm(h[tp.CHIN, :2] - h[tp.FOREHEAD, :2])
+        self.face_w = np.linalg.norm(h[tp.LEFT_EYE_OUTER, :2] - h[tp.RIGHT_EYE_OUTER, :2]) * 1.6
         # Head pivot: behind the face, low (the neck), so nods swing the chin more than the brow.
-        self.pivot = centre + np.array([0, 0.15 * self.face_h, 0.7 * self.face_w])
-        # Jaw hinge: ear level, behind the face.
-        self.hinge = np.array([centre[0], p[tp.NOSE_TIP, 1] - 0.1 * self.face_h, centre[2] + 0.6 * self.face_w])
+        self.pivot = self.centre + self.axes @ np.array([0, 0.15 * self.face_h, 0.7 * self.face_w])
+        # Jaw hinge (head frame): ear level, behind the face.
+        self.hinge = np.array([0.0, h[tp.NOSE_TIP, 1] - 0.1 * self.face_h, 0.6 * self.face_w])
         self._jaw_w = self._jaw_weights()
         self._eyes = [self._eye_setup(arcs) for arcs in tp.eyelid_arcs()]
         self._brow = tp.eyebrow_points()
+        # Painted mouth colours follow the photo's colourfulness (a black-and-white photo gets grey).
+        chroma = np.abs(image.astype(np.float32) - image.mean(-1, keepdims=True)).mean()
+        self._colour = float(np.clip(chroma / 12.0, 0, 1))
         # A ring outside the face carries head motion into hair and neck, fading toward the border.
         oval = p[tp.face_oval(), :2]
         self.ring_idx = tp.face_oval()
-        self.ring = centre[:2] + (oval - centre[:2]) * 1.45
+        self.ring = self.centre[:2] + (oval - self.centre[:2]) * 1.45
         self.anchors = border_anchors(self.size)
         self.warper = MeshWarper(np.concatenate([p[:, :2], self.ring, self.anchors]), self.size)
 
     def _jaw_weights(self) -> np.ndarray:
         """How much each point follows the jaw: 1 for the lower lip and chin, 0 above the upper lip."""
-        p = self.p0
+        p = self.ph
         (out_up, out_low), (in_up, in_low) = tp.lip_arcs()
         y_c = (p[tp.MOUTH_LEFT, 1] + p[tp.MOUTH_RIGHT, 1]) / 2
         x = np.clip((p[:, 1] - y_c + 0.02 * self.face_h) / (0.12 * self.face_h), 0, 1)
@@ -85,18 +94,18 @@ class PortraitAnimator:
     def _eye_setup(self, arcs: tuple[np.ndarray, np.ndarray]):
         """Upper-lid points, the lower-lid line, the iris points, and the skin just above the lid."""
         upper, lower = arcs
-        pts = self.p0[np.concatenate([upper, lower])]
+        pts = self.ph[np.concatenate([upper, lower])]
         c = pts.mean(0)
         eye_w = np.ptp(pts[:, 0])
-        inside = np.array([i for i in tp.iris_points() if np.linalg.norm(self.p0[i, :2] - c[:2]) < 0.6 * eye_w], int)
-        near = np.where((np.abs(self.p0[:, 0] - c[0]) < 0.6 * eye_w) & (self.p0[:, 1] < c[1]) &
-                        (self.p0[:, 1] > c[1] - 0.6 * eye_w))[0]
+        inside = np.array([i for i in tp.iris_points() if np.linalg.norm(self.ph[i, :2] - c[:2]) < 0.6 * eye_w], int)
+        near = np.where((np.abs(self.ph[:, 0] - c[0]) < 0.6 * eye_w) & (self.ph[:, 1] < c[1]) &
+                        (self.ph[:, 1] > c[1] - 0.6 * eye_w))[0]
         near = np.setdiff1d(near, np.concatenate([upper, lower, inside]))
-        return upper, lower[np.argsort(self.p0[lower, 0])], inside, near
+        return upper, lower[np.argsort(self.ph[lower, 0])], inside, near
 
     def deform(self, pose: Pose) -> np.ndarray:
         """Landmarks (478, 3) after applying `pose` (expression first, then the rigid head motion)."""
-        p = self.p0.copy()
+        p = self.ph.copy()  # head frame
         # Jaw: rotate lower-face points about the hinge (x axis), weighted.
         th = np.radians(MAX_JAW_DEG * pose.mouth)
         rel = p - self.hinge
@@ -105,7 +114,7 @@ class PortraitAnimator:
         # Smile: corners out and up, neighbours follow with a Gaussian falloff.
         mw = np.linalg.norm(p[tp.MOUTH_LEFT, :2] - p[tp.MOUTH_RIGHT, :2])
         for idx, sx in ((tp.MOUTH_LEFT, 1.0), (tp.MOUTH_RIGHT, -1.0)):
-            d2 = ((self.p0[:, :2] - self.p0[idx, :2]) ** 2).sum(1)
+            d2 = ((self.ph[:, :2] - self.ph[idx, :2]) ** 2).sum(1)
             g = np.exp(-d2 / (2 * (0.3 * mw) ** 2))
             p[:, 0] += pose.smile * 0.12 * mw * sx * g
             p[:, 1] -= pose.smile * 0.10 * mw * g
@@ -119,8 +128,9 @@ class PortraitAnimator:
                 p[inside, 1] += 0.9 * pose.blink * (iy - p[inside, 1])
             p[near, 1] += 0.5 * shift.mean()
         # Brows up, the forehead and lids around them following with a falloff.
-        d2 = ((self.p0[:, None, :2] - self.p0[None, self._brow, :2]) ** 2).sum(-1).min(1)
+        d2 = ((self.ph[:, None, :2] - self.ph[None, self._brow, :2]) ** 2).sum(-1).min(1)
         p[:, 1] -= pose.brow * 0.035 * self.face_h * np.exp(-d2 / (2 * (0.08 * self.face_h) ** 2))
+        p = p @ self.axes.T + self.centre  # back to image space
         # Rigid head rotation about the pivot; orthographic projection keeps x, y.
         r = _rot(np.clip(pose.yaw, -MAX_YAW, MAX_YAW), np.clip(pose.pitch, -MAX_PITCH, MAX_PITCH),
                  np.clip(pose.roll, -MAX_ROLL, MAX_ROLL))
@@ -144,7 +154,7 @@ class PortraitAnimator:
         Only the opening beyond the portrait's own is painted: a portrait that already shows its
         teeth keeps them while the jaw is at rest, and the paint fades in as the jaw drops.
         """
-        gap = p[tp.LOWER_LIP_INNER, 1] - p[tp.UPPER_LIP_INNER, 1]
+        gap = np.linalg.norm(p[tp.LOWER_LIP_INNER, :2] - p[tp.UPPER_LIP_INNER, :2])
         strength = np.clip((gap - max(self.gap0, 0.0)) / (0.04 * self.face_h), 0, 1)
         if strength <= 0:
             return frame
@@ -158,5 +168,7 @@ class PortraitAnimator:
         upper_y = np.interp(np.arange(self.size) + 0.5, p[up, 0], p[up, 1])[None, :]
         ys = np.arange(self.size)[:, None] + 0.5
         teeth = np.clip((upper_y + 0.22 * gap - ys) / 1.5, 0, 1)[..., None]  # a band under the upper lip
-        interior = (1 - teeth) * np.array([70, 25, 30], np.float32) + teeth * np.array([205, 200, 190], np.float32)
+        dark, white = np.array([70, 25, 30], np.float32), np.array([205, 200, 190], np.float32)
+        dark, white = (c.mean() + self._colour * (c - c.mean()) for c in (dark, white))
+        interior = (1 - teeth) * dark + teeth * white
         return (frame * (1 - a) + interior * a).round().clip(0, 255).astype(np.uint8)

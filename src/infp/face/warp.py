@@ -28,6 +28,7 @@ class MeshWarper:
         self.src = np.asarray(src, np.float64)
         self.size = size
         self.triangles = Delaunay(self.src).simplices  # (F, 3)
+        self._src_area = self._signed_area(self.src)
         ys, xs = np.mgrid[0:size, 0:size]
         self._pix = np.stack([xs.ravel() + 0.5, ys.ravel() + 0.5, np.ones(size * size)], 1)  # (P, 3)
 
@@ -47,9 +48,20 @@ class MeshWarper:
         """Backward maps (map_x, map_y) for `cv2.remap`, from output pixels to source pixels."""
         dst = np.asarray(dst, np.float64)
         ids = np.full((self.size, self.size), -1, np.int32)
-        order = np.argsort(-np.abs(self._signed_area(dst)))  # big triangles first, slivers win at seams
-        for f in order:
+        area = self._signed_area(dst)
+        # A triangle whose orientation flipped has folded over its neighbours: its pixels belong to
+        # them, and drawing it would smear a stretched strip of source across the fold.
+        keep = np.where(area * self._src_area > 0)[0]
+        for f in keep[np.argsort(-np.abs(area[keep]))]:  # big triangles first, small ones on top
             cv2.fillConvexPoly(ids, np.round(dst[self.triangles[f]] * 16).astype(np.int32), int(f), cv2.LINE_8, 4)
+        # Pixels left uncovered (where a folded triangle was skipped) borrow a neighbouring
+        # triangle's map, extrapolated a few pixels: continuous, unlike leaving them unwarped.
+        for _ in range(4):
+            holes = ids < 0
+            if not holes.any():
+                break
+            grown = cv2.dilate(ids.astype(np.float32), np.ones((3, 3), np.uint8)).astype(np.int32)
+            ids[holes] = grown[holes]
         flat = ids.ravel()
         a = self._affines(dst)
         src = np.einsum("pij,pj->pi", a[np.maximum(flat, 0)], self._pix)  # (P, 2)
