@@ -18,7 +18,7 @@ import soxr
 from infp import SAMPLE_RATE
 from infp.audio.io import load_mono
 from infp.audio.vad import segments, voice_activity
-from infp.errors import InfpError
+from infp.errors import InfpError, MediaError
 
 log = logging.getLogger(__name__)
 
@@ -95,21 +95,34 @@ class SpeechBank:
         files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".wav", ".flac", ".mp3", ".ogg", ".m4a", ".opus"})
         if not files:
             raise InfpError("no audio files (.wav .flac .mp3 .ogg .m4a .opus) in the speech folder", folder)
+        self.files = files
         self.clips: list[np.ndarray] = []
-        for f in files:
-            x = load_mono(f)
+        self.voice_of: list[int] = []  # which file (taken as one speaker) each clip came from
+        for k, f in enumerate(files):
+            try:
+                x = load_mono(f)
+            except MediaError as e:
+                log.warning("skipping speech file: %s", e)
+                continue
             for a, b in segments(voice_activity(x, min_silence_s=0.25)):
                 while b - a >= min_s:
                     end = min(b, a + max_s)
                     self.clips.append(x[int(a * SAMPLE_RATE) : int(end * SAMPLE_RATE)])
+                    self.voice_of.append(k)
                     a = end
         if not self.clips:
             raise InfpError("no speech found in the speech folder", folder)
         log.info("speech bank: %d utterances from %d files in %s", len(self.clips), len(files), folder)
 
-    def sample(self, rng: np.random.Generator) -> np.ndarray:
-        """One utterance, varied: speed/pitch (resampling by 0.88-1.14), and added noise."""
-        x = self.clips[rng.integers(len(self.clips))]
+    @property
+    def voices(self) -> list[int]:
+        return sorted(set(self.voice_of))
+
+    def sample(self, rng: np.random.Generator, voice: int | None = None) -> np.ndarray:
+        """One utterance (of file `voice`, or any), varied: speed/pitch (resampling by 0.88-1.14)
+        and added noise."""
+        pool = [i for i, v in enumerate(self.voice_of) if voice is None or v == voice]
+        x = self.clips[pool[rng.integers(len(pool))]]
         factor = rng.uniform(0.88, 1.14)
         x = soxr.resample(x, SAMPLE_RATE, int(SAMPLE_RATE / factor)).astype(np.float32)
         noise = rng.normal(0, 1, len(x)).astype(np.float32) * np.sqrt((x**2).mean()) * 10 ** (-rng.uniform(25, 45) / 20)
@@ -123,9 +136,13 @@ class Speaker:
     voice: EspeakVoice
     gain_db: float
     bank: SpeechBank | None = None
+    bank_voice: int | None = None  # the speech file this speaker's sentences come from
 
     def sentence(self, rng: np.random.Generator) -> np.ndarray:
-        x = self.bank.sample(rng) if self.bank is not None else self.voice.say(random_sentence(rng))
+        if self.bank is not None:
+            x = self.bank.sample(rng, self.bank_voice)
+        else:
+            x = self.voice.say(random_sentence(rng))
         return trim_and_level(x, self.gain_db)
 
     def backchannel(self, rng: np.random.Generator) -> np.ndarray:

@@ -44,10 +44,13 @@ def _speakers(rng: np.random.Generator, bank: SpeechBank | None, cfg: SynthConfi
     v2 = EspeakVoice.random(rng)
     while v2.voice == v1.voice and abs(v2.pitch - v1.pitch) < 15:  # two distinct voices
         v2 = EspeakVoice.random(rng)
-    return tuple(
-        Speaker(v, float(rng.uniform(-4, 3)), bank if bank is not None and rng.random() < cfg.real_speech_prob else None)
-        for v in (v1, v2)
-    )
+    # With a speech bank, each side may speak real speech, each from its own file (its own voice).
+    files = list(rng.permutation(bank.voices)) if bank is not None else []
+    speakers = []
+    for v in (v1, v2):
+        real = bank is not None and bool(files) and rng.random() < cfg.real_speech_prob
+        speakers.append(Speaker(v, float(rng.uniform(-4, 3)), bank if real else None, int(files.pop()) if real else None))
+    return speakers[0], speakers[1]
 
 
 def synth_clip(
@@ -86,7 +89,7 @@ def synth_clip(
 
 def _describe(s: Speaker) -> str:
     v = f"espeak-ng {s.voice.voice} pitch {s.voice.pitch} speed {s.voice.speed}"
-    return f"real speech (backchannels: {v})" if s.bank is not None else v
+    return f"real speech from {s.bank.files[s.bank_voice].name} (backchannels: {v})" if s.bank is not None else v
 
 
 def _render(tmp: Path, portrait: Portrait, conv: ConversationAudio, beh: Behaviour, bar: tqdm | None):
