@@ -103,20 +103,24 @@ def simulate(rng: np.random.Generator, conv: ConversationAudio) -> Behaviour:
 
     # Head drift, livelier while speaking; emphasis bobs the head and lifts the brows.
     k = np.where(speaking, 1.7, 1.0)
-    yaw = _ou(rng, n, 3.0 * k, 2.0)
+    yaw = _ou(rng, n, 2.5 * k, 2.0)
     pitch = _ou(rng, n, 1.8 * k, 1.5)
     roll = _ou(rng, n, 1.3 * k, 2.5)
     emphasis = np.clip(gaussian_filter1d(level * speaking, 3) - 0.4, 0, None)
     pitch -= 6.0 * emphasis
     brow = np.clip(gaussian_filter1d(1.6 * emphasis, 2), 0, 1)
 
-    # Nods while listening: near the end of each partner sentence and at its backchannel cues.
+    # Nods while listening: near the end of each partner sentence, over before the agent speaks.
     nod = np.zeros(n, bool)
     nod_cues = [u.end for u in conv.utterances if u.speaker == PARTNER and not u.backchannel]
     for t_end in nod_cues:
         s = int((t_end + rng.uniform(-0.4, 0.2)) * FPS)
         if 0 <= s < n and not speaking[s] and rng.random() < 0.75:
             length = int(rng.uniform(0.6, 1.2) * FPS)
+            ahead = speaking[s : s + length]
+            length = int(np.argmax(ahead)) if ahead.any() else length  # over before the agent speaks
+            if length < int(0.4 * FPS):
+                continue
             idx = np.arange(s, min(n, s + length))
             f = rng.uniform(1.8, 2.6)
             env = np.sin(np.pi * (idx - s) / length)

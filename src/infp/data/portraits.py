@@ -60,7 +60,9 @@ def load_portraits(folder: str | Path | None, size: int) -> list[Portrait]:
     for f in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         try:
             out.append(prepare(f.name, read_image(f), size))
-        except (NoFaceError, MediaError) as e:
+        except NoFaceError:
+            log.warning("skipping portrait: %s: no face found in the image", f)
+        except MediaError as e:  # already names the full path
             log.warning("skipping portrait: %s", e)
     if not out:
         raise InfpError("no usable portrait (an image with a face) in the folder", folder)

@@ -18,8 +18,7 @@ from infp.face.pose import head_rotation
 from infp.face.warp import MeshWarper, border_anchors
 
 MAX_JAW_DEG = 8.0  # full mouth opening: jaw rotated this much about the ear axis (inner-lip gap ~15% of face height)
-MAX_YAW, MAX_PITCH, MAX_ROLL = 20.0, 15.0, 15.0
-DEPTH_FLATTEN = 0.5  # renderer limits (degrees), beyond them it folds
+MAX_YAW, MAX_PITCH, MAX_ROLL = 20.0, 15.0, 15.0  # renderer limits (degrees), beyond them it folds
 
 
 @dataclass(frozen=True)
@@ -134,12 +133,9 @@ class PortraitAnimator:
         # Rigid head rotation about the pivot; orthographic projection keeps x, y.
         r = _rot(np.clip(pose.yaw, -MAX_YAW, MAX_YAW), np.clip(pose.pitch, -MAX_PITCH, MAX_PITCH),
                  np.clip(pose.roll, -MAX_ROLL, MAX_ROLL))
-        # Depth is flattened for the rotation: a 2D warp cannot hide the far cheek, so full
-        # foreshortening would fold the mesh at the face's edge.
-        rel = (p - self.pivot) * np.array([1.0, 1.0, DEPTH_FLATTEN])
-        out = rel @ r.T
-        out[:, 2] /= DEPTH_FLATTEN
-        return out + self.pivot
+        # A 2D warp cannot hide the far cheek, so beyond ~12 degrees of yaw the mesh folds at the
+        # face's edge (folded triangles are dropped by the warper); the behaviour model stays inside.
+        return (p - self.pivot) @ r.T + self.pivot
 
     def render(self, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
         """(frame (S, S, 3) uint8, landmarks (478, 3)) for one pose."""

@@ -114,6 +114,8 @@ def detect_portrait_face(
     """
     with FaceMesh(static=True, max_faces=max_faces) as mesh:
         faces = mesh.detect(image)
+        if not faces:
+            faces = _detect_small_faces(image, mesh)
     if not faces:
         raise NoFaceError("no face found in the image", path)
     if face_index is not None:
@@ -123,3 +125,32 @@ def detect_portrait_face(
     if len(faces) > 1:
         log.warning("%s: found %d faces, using the largest (choose another with --face-index)", path or "image", len(faces))
     return faces[0]
+
+
+def _detect_small_faces(image: np.ndarray, mesh: FaceMesh, context: float = 2.5, size: int = 384) -> list[Face]:
+    """Faces too small for Face Mesh's own short-range detector (group photos, a face far off):
+    find them with MediaPipe's full-range face detector, then run the mesh on an enlarged crop of
+    each and map the points back."""
+    import cv2
+
+    with _quiet_native_stderr():
+        from mediapipe.python.solutions import face_detection
+
+        with face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5) as det:
+            found = det.process(np.ascontiguousarray(image[..., :3])).detections or []
+    h, w = image.shape[:2]
+    faces = []
+    for d in found:
+        b = d.location_data.relative_bounding_box
+        cx, cy = (b.xmin + b.width / 2) * w, (b.ymin + b.height / 2) * h
+        side = context * max(b.width * w, b.height * h)
+        s = size / side
+        m = np.array([[s, 0, size / 2 - s * cx], [0, s, size / 2 - s * cy]])
+        crop = cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        for f in mesh.detect(crop)[:1]:
+            pts = f.points.copy()
+            pts[:, 0] = (pts[:, 0] - m[0, 2]) / s
+            pts[:, 1] = (pts[:, 1] - m[1, 2]) / s
+            pts[:, 2] /= s
+            faces.append(Face(pts))
+    return sorted(faces, key=lambda f: -f.area)
