@@ -106,6 +106,9 @@ def simulate(rng: np.random.Generator, conv: ConversationAudio) -> Behaviour:
     yaw = _ou(rng, n, 2.5 * k, 2.0)
     pitch = _ou(rng, n, 1.8 * k, 1.5)
     roll = _ou(rng, n, 1.3 * k, 2.5)
+    # Soft limits keep the head where the 2D warp of a photo stays clean (it folds past ~10 deg yaw).
+    yaw = 9.0 * np.tanh(yaw / 9.0)
+    pitch = 10.0 * np.tanh(pitch / 10.0)
     emphasis = np.clip(gaussian_filter1d(level * speaking, 3) - 0.4, 0, None)
     pitch -= 6.0 * emphasis
     brow = np.clip(gaussian_filter1d(1.6 * emphasis, 2), 0, 1)

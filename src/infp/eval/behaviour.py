@@ -38,6 +38,7 @@ class AudioFollowing:
     face_found: float  # fraction of frames with a face
     mouth_vs_agent: float
     mouth_vs_partner: float
+    mouth_vs_partner_agent_silent: float  # the same, only over frames where the agent is silent
     mouth_speaking: float  # mean opening while the agent speaks (by VAD of its track)
     mouth_listening: float  # ... while only the partner speaks
 
@@ -53,6 +54,7 @@ def audio_following(landmarks: np.ndarray, agent: np.ndarray, partner: np.ndarra
         face_found=float(np.isfinite(m).mean()),
         mouth_vs_agent=pearson(m, la),
         mouth_vs_partner=pearson(m, lp),
+        mouth_vs_partner_agent_silent=pearson(m[~va], lp[~va]),
         mouth_speaking=float(np.nanmean(m[va])) if va.any() else float("nan"),
         mouth_listening=float(np.nanmean(m[vp & ~va])) if (vp & ~va).any() else float("nan"),
     )
