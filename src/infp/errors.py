@@ -24,3 +24,16 @@ class NoFaceError(InfpError):
 
 class MediaError(InfpError):
     """A media file is missing, empty, truncated or of the wrong kind."""
+
+
+def require_file(path: str | Path) -> Path:
+    """`path` as a Path if it is a non-empty regular file; otherwise a one-line `MediaError`
+    (decoders report these cases cryptically)."""
+    path = Path(path)
+    if not path.exists():
+        raise MediaError("file not found", path)
+    if not path.is_file():
+        raise MediaError("not a regular file", path)
+    if path.stat().st_size == 0:
+        raise MediaError("the file is empty (0 bytes)", path)
+    return path

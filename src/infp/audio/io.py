@@ -22,7 +22,7 @@ import soxr
 
 from infp import FPS, SAMPLE_RATE
 from infp.audio.features import frame_count
-from infp.errors import InfpError, MediaError
+from infp.errors import InfpError, MediaError, require_file
 from infp.fsutil import atomic_file
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,6 @@ SILENCE_RMS = 1e-3
 
 # Full scale of each integer sample format, to map decoded samples into [-1, 1).
 _INT_SCALE = {"u8": 128.0, "s16": 32768.0, "s32": 2.0**31, "s64": 2.0**63}
-
-
-def _check_file(path: Path) -> None:
-    """Fail early, with a plain message, on what FFmpeg would report cryptically."""
-    if not path.exists():
-        raise MediaError("file not found", path)
-    if not path.is_file():
-        raise MediaError("not a file", path)
-    if path.stat().st_size == 0:
-        raise MediaError("the file is empty (0 bytes)", path)
 
 
 def _frame_to_planar(frame: av.AudioFrame) -> np.ndarray:
@@ -124,7 +114,7 @@ def load_audio(path: str | Path, sr: int = SAMPLE_RATE) -> np.ndarray:
     decodes, with a logged warning.
     """
     path = Path(path)
-    _check_file(path)
+    require_file(path)
     audio, rate = _decode(path)
     audio = _resample(audio, rate, sr)
     # Resampling can overshoot full scale slightly and float files may exceed it: keep the contract.

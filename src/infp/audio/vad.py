@@ -16,6 +16,7 @@ import torch
 
 from infp import FPS, SAMPLE_RATE
 from infp.audio.features import frame_count
+from infp.timeline import runs
 
 CHUNK = 512  # samples Silero scores at a time at 16 kHz (fixed by the model)
 
@@ -74,13 +75,6 @@ def _seconds_to_frames(seconds: float, fps: int) -> int:
     return max(0, int(np.ceil(seconds * fps - 1e-6)))
 
 
-def _runs(active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end (exclusive) frame indices of each run of True."""
-    padded = np.concatenate([[0], active.astype(np.int8), [0]])
-    edges = np.diff(padded)
-    return np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-
-
 def activity_from_probability(
     prob: np.ndarray,
     fps: int = FPS,
@@ -103,13 +97,13 @@ def activity_from_probability(
     for t, p in enumerate(prob):  # T is 25 per second: a Python loop is cheap here
         on = p >= threshold if not on else p >= low
         active[t] = on
-    starts, ends = _runs(active)
+    starts, ends = runs(active)
     min_gap = _seconds_to_frames(min_silence_s, fps)
     for gap_start, gap_end in zip(ends[:-1], starts[1:]):  # interior pauses only, never the edges
         if gap_end - gap_start < min_gap:
             active[gap_start:gap_end] = True
     min_len = _seconds_to_frames(min_speech_s, fps)
-    for start, end in zip(*_runs(active)):
+    for start, end in zip(*runs(active)):
         if end - start < min_len:
             active[start:end] = False
     return active
@@ -134,5 +128,5 @@ def segments(active: np.ndarray, fps: int = FPS) -> list[tuple[float, float]]:
     active = np.asarray(active, dtype=bool)
     if active.ndim != 1:
         raise ValueError(f"expected (T,) activity, got shape {active.shape}")
-    starts, ends = _runs(active)
+    starts, ends = runs(active)
     return [(float(s) / fps, float(e) / fps) for s, e in zip(starts, ends)]

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from infp.errors import InfpError, MediaError, NoFaceError
+from infp.errors import InfpError, MediaError, NoFaceError, require_file
 from infp.face import crop_image, detect_portrait_face, face_box, to_crop
 
 log = logging.getLogger(__name__)
@@ -25,11 +25,8 @@ class Portrait:
 
 def read_image(path: str | Path) -> np.ndarray:
     """RGB uint8 (H, W, 3); a clear error for a missing, empty or undecodable file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MediaError("file not found", path)
-    data = np.fromfile(path, np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    path = require_file(path)
+    img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise MediaError("not a readable image", path)
     return np.ascontiguousarray(img[:, :, ::-1])

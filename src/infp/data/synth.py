@@ -21,7 +21,7 @@ from infp.audio.io import save_wav
 from infp.data import contact
 from infp.data.behaviour import Behaviour, simulate
 from infp.data.clip import ClipMeta
-from infp.data.conversation import AGENT, PARTNER, ConversationAudio, make_conversation
+from infp.data.conversation import ConversationAudio, make_conversation
 from infp.data.portraits import Portrait, load_portraits
 from infp.data.render import PortraitAnimator
 from infp.data.speech import EspeakVoice, Speaker, SpeechBank

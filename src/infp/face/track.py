@@ -17,6 +17,7 @@ from tqdm import tqdm
 from infp import FPS
 from infp.face.crop import Jitter, box_jitter, face_box, smooth_boxes
 from infp.face.landmarks import FaceMesh
+from infp.timeline import runs
 from infp.video import iter_frames, probe
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,6 @@ class FaceTrack:
         return box_jitter(self.boxes[ok]) if ok.any() else Jitter(float("nan"), float("nan"))
 
 
-def runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """[start, end) ranges where `mask` is True."""
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    return list(zip(np.where(d == 1)[0].tolist(), np.where(d == -1)[0].tolist()))
-
-
 def fill_gaps(landmarks: np.ndarray, max_gap: int) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """Interpolate NaN runs of at most `max_gap` frames; returns (filled copy, long gaps)."""
     out = landmarks.copy()
@@ -56,7 +51,7 @@ def fill_gaps(landmarks: np.ndarray, max_gap: int) -> tuple[np.ndarray, list[tup
     t = np.arange(len(out))
     ok = ~missing
     long_gaps = []
-    for s, e in runs(missing):
+    for s, e in zip(*runs(missing)):
         if e - s > max_gap:
             long_gaps.append((s, e))
             continue
@@ -84,6 +79,6 @@ def track_video(path: str | Path, max_gap_s: float = 0.5, max_frames: int | None
     for s, e in long_gaps:
         log.warning("%s: no face from %.2f s to %.2f s (%d frames)", path, s / FPS, e / FPS, e - s)
     boxes = np.full((len(filled), 3), np.nan, np.float32)
-    for s, e in runs(np.isfinite(filled[:, 0, 0])):  # smooth each continuous stretch on its own
+    for s, e in zip(*runs(np.isfinite(filled[:, 0, 0]))):  # smooth each continuous stretch on its own
         boxes[s:e] = smooth_boxes(face_box(filled[s:e]))
     return FaceTrack(filled, detected, boxes, long_gaps, FPS)

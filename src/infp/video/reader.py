@@ -29,7 +29,7 @@ import av.video
 import numpy as np
 
 from infp import FPS
-from infp.errors import MediaError
+from infp.errors import MediaError, require_file
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,7 @@ class VideoInfo:
 
 def _open(path: str | Path) -> tuple[Path, av.container.InputContainer]:
     """Open `path` for reading, turning every way it can fail into a one-line `MediaError`."""
-    path = Path(path)
-    if not path.exists():
-        raise MediaError("file not found", path)
-    if not path.is_file():
-        raise MediaError("not a regular file", path)
-    if path.stat().st_size == 0:
-        raise MediaError("file is empty", path)
+    path = require_file(path)
     try:
         return path, av.open(str(path), mode="r")
     except OSError as e:  # before FFmpegError: PyAV's permission/IO errors are both
