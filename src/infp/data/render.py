@@ -66,7 +66,12 @@ class PortraitAnimator:
         self.hinge = np.array([0.0, h[tp.NOSE_TIP, 1] - 0.1 * self.face_h, 0.6 * self.face_w])
         self._jaw_w = self._jaw_weights()
         self._eyes = [self._eye_setup(arcs) for arcs in tp.eyelid_arcs()]
-        self._brow = tp.eyebrow_points()
+        # Falloffs of the smile (around each mouth corner) and the brow raise: fixed per portrait.
+        mw = np.linalg.norm(h[tp.MOUTH_LEFT, :2] - h[tp.MOUTH_RIGHT, :2])
+        self._smile = [(sx * 0.12 * mw, 0.10 * mw, np.exp(-((h[:, :2] - h[i, :2]) ** 2).sum(1) / (2 * (0.3 * mw) ** 2)))
+                       for i, sx in ((tp.MOUTH_LEFT, 1.0), (tp.MOUTH_RIGHT, -1.0))]
+        d2 = ((h[:, None, :2] - h[None, tp.eyebrow_points(), :2]) ** 2).sum(-1).min(1)
+        self._brow = 0.035 * self.face_h * np.exp(-d2 / (2 * (0.08 * self.face_h) ** 2))
         # Painted mouth colours follow the photo's colourfulness (a black-and-white photo gets grey).
         chroma = np.abs(image.astype(np.float32) - image.mean(-1, keepdims=True)).mean()
         self._colour = float(np.clip(chroma / 12.0, 0, 1))
@@ -111,12 +116,9 @@ class PortraitAnimator:
         rot = np.array([[1, 0, 0], [0, np.cos(th), -np.sin(th)], [0, np.sin(th), np.cos(th)]])
         p += self._jaw_w[:, None] * (rel @ rot.T - rel)
         # Smile: corners out and up, neighbours follow with a Gaussian falloff.
-        mw = np.linalg.norm(p[tp.MOUTH_LEFT, :2] - p[tp.MOUTH_RIGHT, :2])
-        for idx, sx in ((tp.MOUTH_LEFT, 1.0), (tp.MOUTH_RIGHT, -1.0)):
-            d2 = ((self.ph[:, :2] - self.ph[idx, :2]) ** 2).sum(1)
-            g = np.exp(-d2 / (2 * (0.3 * mw) ** 2))
-            p[:, 0] += pose.smile * 0.12 * mw * sx * g
-            p[:, 1] -= pose.smile * 0.10 * mw * g
+        for dx, dy, g in self._smile:
+            p[:, 0] += pose.smile * dx * g
+            p[:, 1] -= pose.smile * dy * g
         # Blink: upper lid (and iris) pulled toward the lower lid; the skin above follows halfway.
         for upper, lower, inside, near in self._eyes:
             low_y = np.interp(p[upper, 0], p[lower, 0], p[lower, 1])
@@ -127,8 +129,7 @@ class PortraitAnimator:
                 p[inside, 1] += 0.9 * pose.blink * (iy - p[inside, 1])
             p[near, 1] += 0.5 * shift.mean()
         # Brows up, the forehead and lids around them following with a falloff.
-        d2 = ((self.ph[:, None, :2] - self.ph[None, self._brow, :2]) ** 2).sum(-1).min(1)
-        p[:, 1] -= pose.brow * 0.035 * self.face_h * np.exp(-d2 / (2 * (0.08 * self.face_h) ** 2))
+        p[:, 1] -= pose.brow * self._brow
         p = p @ self.axes.T + self.centre  # back to image space
         # Rigid head rotation about the pivot; orthographic projection keeps x, y.
         r = _rot(np.clip(pose.yaw, -MAX_YAW, MAX_YAW), np.clip(pose.pitch, -MAX_PITCH, MAX_PITCH),
