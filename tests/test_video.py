@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from infp.errors import MediaError
-from infp.video import VideoWriter, frames_for_samples, iter_frames, probe, read_frames, write_video
+from infp.audio import frame_count
+from infp.video import VideoWriter, iter_frames, probe, read_frames, write_video
 
 VIDEOS = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
 
@@ -109,10 +110,10 @@ def test_audio_trimmed_or_padded_to_video_length(tmp_path: Path, n_samples: int)
         assert np.abs(decoded[0, n_samples + 1024 : 32_000]).max() < 0.01
 
 
-def test_frames_for_samples() -> None:
-    assert frames_for_samples(32_000) == 50
-    assert frames_for_samples(32_001) == 51  # a partial last frame still gets a frame
-    assert frames_for_samples(0) == 0
+def test_frame_count_for_the_writer() -> None:
+    assert frame_count(32_000) == 50
+    assert frame_count(32_001) == 51  # a partial last frame still gets a frame
+    assert frame_count(0) == 0
 
 
 def test_writer_streams_and_validates(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ a half-written video that looks finished.
 
 Length rule. The frame count is the authority: the audio is trimmed, or padded with silence, to
 exactly n_frames / fps seconds (round(n_frames * sample_rate / fps) samples). Callers make frames
-for audio of L samples with `frames_for_samples(L)`, which rounds up, so the last partial frame of
+for audio of L samples with `infp.audio.frame_count(L)`, which rounds up, so the last partial frame of
 audio gets a whole video frame and the audio is padded with silence to that frame's end; nothing of
 the caller's audio is cut. A mismatch of a whole frame or more is logged, since it means the caller
 computed lengths differently.
@@ -17,7 +17,6 @@ computed lengths differently.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterable
 from contextlib import ExitStack
 from fractions import Fraction
@@ -36,11 +35,6 @@ from infp.fsutil import atomic_file
 log = logging.getLogger(__name__)
 
 _AUDIO_CHUNK = 16 * 1024  # samples handed to the AAC encoder at a time; it re-frames to 1024
-
-
-def frames_for_samples(n_samples: int, sample_rate: int = SAMPLE_RATE, fps: float = FPS) -> int:
-    """Video frames that cover `n_samples` of audio: the last partial frame counts as a frame."""
-    return math.ceil(n_samples * Fraction(fps).limit_denominator(1001 * 1000) / sample_rate)
 
 
 def _as_channels(audio: np.ndarray) -> np.ndarray:
