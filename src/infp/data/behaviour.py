@@ -94,7 +94,7 @@ def simulate(rng: np.random.Generator, conv: ConversationAudio) -> Behaviour:
     n = conv.n_frames
     speaking = conv.speaking(AGENT)
     partner = conv.speaking(PARTNER)
-    backchannel = conv.speaking(AGENT) & ~conv.speaking(AGENT, backchannels=False)
+    backchannel = speaking & ~conv.speaking(AGENT, backchannels=False)
     level = speech_level(conv.agent)
 
     # Mouth: the agent's own loudness, only where it speaks; articulation varies per person.

@@ -48,7 +48,7 @@ def _speakers(rng: np.random.Generator, bank: SpeechBank | None, cfg: SynthConfi
     files = list(rng.permutation(bank.voices)) if bank is not None else []
     speakers = []
     for v in (v1, v2):
-        real = bank is not None and bool(files) and rng.random() < cfg.real_speech_prob
+        real = bool(files) and rng.random() < cfg.real_speech_prob  # files is empty without a bank
         speakers.append(Speaker(v, float(rng.uniform(-4, 3)), bank if real else None, int(files.pop()) if real else None))
     return speakers[0], speakers[1]
 
