@@ -71,3 +71,13 @@ def landmarks_of(mesh) -> Callable[[np.ndarray], np.ndarray | None]:
         return faces[0].points if faces else None
 
     return measure
+
+
+@pytest.fixture(scope="session")
+def synth_clips(tmp_path_factory) -> Path:
+    """A folder with one short synthetic clip (2 s, the packaged portrait): training and eval data for tests."""
+    from infp.data.synth import synthesize
+
+    out = tmp_path_factory.mktemp("synth_clips")
+    synthesize(out, count=1, seconds=2.0, seed=5, progress=False)
+    return out

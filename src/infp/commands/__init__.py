@@ -1,0 +1,25 @@
+"""Subcommands of `infp`, one module each: `register(subparsers)` adds its parser and sets `func`.
+
+Modules here are thin: parse flags, call the library, log a summary. Heavy imports happen inside
+`func`, so `infp --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+NAMES = ("synth", "preprocess", "train", "eval")  # each subcommand module adds its name here
+
+
+def positive_float(s: str) -> float:
+    v = float(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    return v
+
+
+def positive_int(s: str) -> int:
+    v = int(s)
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {s}")
+    return v

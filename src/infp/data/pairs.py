@@ -1,0 +1,119 @@
+"""Stage-1 training pairs: a source and a driving frame of the same clip, real and synthetic alike.
+
+Self-reenactment (INFP Sec. 3.1): the model re-renders the source with the driving frame's motion and
+is scored against the driving frame itself. Clips are decoded once into memory (uint8 crops and their
+landmarks at the model's size); each batch is drawn from an explicit `np.random.Generator`, so a run
+seeded by (seed, step) draws the same batches after a resume.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from infp.data.clip import Clip
+from infp.errors import InfpError
+from infp.face.hybrid import Representation, represent
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ClipFrames:
+    id: str
+    kind: str  # "real" | "synthetic"
+    frames: np.ndarray  # (T, S, S, 3) uint8 crops
+    points: np.ndarray  # (T, 478, 3) landmarks in crop pixels (NaN where no face)
+    usable: np.ndarray  # (U,) indices of frames with a face
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.frames)
+
+
+def load_clip_frames(clip: Clip, size: int, max_frames: int | None = None) -> ClipFrames:
+    """Decode a clip's crops (resized to `size` when the clip was written at another size)."""
+    frames = []
+    for i, f in enumerate(clip.frames()):
+        if max_frames is not None and i >= max_frames:
+            break
+        frames.append(f if f.shape[0] == size else cv2.resize(f, (size, size), interpolation=cv2.INTER_AREA))
+    points = clip.landmarks()[: len(frames)].astype(np.float32)
+    if len(points) != len(frames):
+        raise InfpError(f"{len(points)} landmark rows for {len(frames)} frames", clip.path)
+    points[..., :3] *= size / clip.meta.size
+    usable = np.where(np.isfinite(points[:, 0, 0]))[0]
+    return ClipFrames(clip.meta.id, clip.meta.kind, np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8),
+                      points, usable)
+
+
+def load_clips(clips: list[Clip], size: int, progress: bool = False, max_frames: int | None = None) -> list[ClipFrames]:
+    """Load every clip with at least two usable frames; the others are skipped and counted."""
+    out, skipped = [], []
+    for clip in tqdm(clips, desc="loading clips", unit="clip", disable=not progress):
+        cf = load_clip_frames(clip, size, max_frames)
+        (out if len(cf.usable) >= 2 else skipped).append(cf if len(cf.usable) >= 2 else clip.meta.id)
+    if skipped:
+        log.warning("skipped %d clip(s) with fewer than two usable face frames: %s", len(skipped), ", ".join(skipped))
+    if not out:
+        raise InfpError("no clip with usable face frames in the training data")
+    return out
+
+
+class PairBatch(NamedTuple):
+    source: torch.Tensor  # (B, 3, S, S) in [0, 1]
+    source_rep: torch.Tensor  # (B, 3, S, S) E_m's input for the source
+    driving: torch.Tensor  # (B, 3, S, S) the target
+    driving_rep: torch.Tensor  # (B, 3, S, S)
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def _colour_jitter(rep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random per-channel gain and offset on E_m's input: motion must not depend on skin or lip colour,
+    which would carry identity into the latent (the cross-identity use of stage 2)."""
+    gain = rng.uniform(0.75, 1.25, 3)
+    offset = rng.uniform(-20, 20, 3)
+    return np.clip(rep.astype(np.float32) * gain + offset * (rep > 0), 0, 255).astype(np.uint8)
+
+
+class PairSampler:
+    """Draws batches of (source, driving) pairs; real clips are drawn with probability `real_fraction`
+    when both kinds are present (real video is scarce and what the model must serve)."""
+
+    def __init__(self, clips: list[ClipFrames], representation: str = "hybrid", real_fraction: float = 0.5,
+                 augment: bool = True):
+        self.clips = clips
+        self.kind = Representation(representation)
+        self.augment = augment
+        real = np.array([c.kind == "real" for c in clips])
+        weights = np.array([len(c.usable) for c in clips], np.float64)
+        if real.any() and (~real).any():
+            weights[real] *= real_fraction / weights[real].sum()
+            weights[~real] *= (1 - real_fraction) / weights[~real].sum()
+        self.p = weights / weights.sum()
+
+    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        clip = self.clips[rng.choice(len(self.clips), p=self.p)]
+        i, j = rng.choice(clip.usable, 2)
+        src, drv = clip.frames[i], clip.frames[j]
+        src_rep = represent(src, clip.points[i], self.kind)
+        drv_rep = represent(drv, clip.points[j], self.kind)
+        if self.augment:
+            src_rep, drv_rep = _colour_jitter(src_rep, rng), _colour_jitter(drv_rep, rng)
+            if rng.random() < 0.5:  # mirror the whole pair: a face turning left is as likely as right
+                src, src_rep, drv, drv_rep = (a[:, ::-1] for a in (src, src_rep, drv, drv_rep))
+        return src, src_rep, drv, drv_rep
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> PairBatch:
+        items = [self._one(rng) for _ in range(batch_size)]
+        return PairBatch(*(to_tensor(np.stack(col)) for col in zip(*items)))

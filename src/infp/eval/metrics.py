@@ -1,0 +1,194 @@
+"""Image metrics for stage-1 self-reenactment: SSIM, PSNR and FID of rendered frames against the
+ground-truth frames they reconstruct (the paper reports SSIM 0.834, PSNR 31.56, FID 15.73 on DyConv).
+
+SSIM and PSNR are per-frame scores averaged over all frames, so the result does not depend on how the
+frames were batched. PSNR of a frame is capped at `PSNR_CAP_DB`: identical frames have an infinite
+PSNR (torchmetrics returns inf), which would make the mean infinite; with the cap, a perfect frame
+counts as 100 dB (an MSE of 1e-10, below one 8-bit level in one pixel of a 256x256 frame).
+
+FID needs Inception-v3 weights, which cannot be downloaded here: `load_inception(path)` loads the
+TorchScript file that StyleGAN2-ADA and clean-fid use, `inception-2015-12-05.pt`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
+
+# Imported from its module: `torchmetrics.image` exports it only when torch-fidelity (its default
+# Inception) is installed, which a custom feature module does not need.
+from torchmetrics.image.fid import FrechetInceptionDistance
+
+from infp.errors import InfpError
+
+log = logging.getLogger(__name__)
+
+PSNR_CAP_DB = 100.0
+INCEPTION_URL = (
+    "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/inception-2015-12-05.pt"
+)
+_EXPECTED = (
+    "expected the TorchScript Inception-v3 of StyleGAN2-ADA / clean-fid, inception-2015-12-05.pt "
+    f"(fetch it on a connected machine from {INCEPTION_URL}), or another TorchScript module called as "
+    "model(x, return_features=True) on float (N, 3, H, W) images in [0, 255] that returns (N, D)"
+)
+
+
+@dataclass(frozen=True)
+class ImageScores:
+    """Scores over all frames given to one `FrameMetrics`."""
+
+    ssim: float  # mean per-frame SSIM, higher is better
+    psnr: float  # mean per-frame PSNR in dB, each frame capped at PSNR_CAP_DB
+    n_frames: int
+    fid: float | None  # None without feature extractor, or with fewer than 2 frames
+
+
+class InceptionFeatures(nn.Module):
+    """A TorchScript feature extractor as the feature network of torchmetrics' FID: uint8
+    (N, 3, H, W) -> float32 (N, D).
+
+    The calling convention, as verified in the source of its two users: StyleGAN2-ADA
+    (NVlabs/stylegan2-ada-pytorch, metrics/frechet_inception_distance.py and metric_utils.py) loads
+    the file with `torch.jit.load(f).eval()` and calls `detector(images, return_features=True)` on
+    uint8 NCHW images of any size; clean-fid (GaParmar/clean-fid, cleanfid/inception_torchscript.py)
+    calls `self.base(x, return_features=True).view((bs, 2048))` on float images in [0, 255]. The
+    scripted forward (`forward(img, return_features=False, use_fp16=False, no_output_bias=False)`)
+    casts to float32, resizes to 299x299 itself (affine_grid + bilinear grid_sample), normalises with
+    (x - 128) / 128 and returns the (N, 2048) pool features. We pass float [0, 255], which both accept.
+    """
+
+    def __init__(self, net: nn.Module, num_features: int = 0):
+        super().__init__()
+        self.net = net
+        # torchmetrics reads `num_features` instead of probing the net with a random 299x299 image.
+        self.num_features = num_features
+        self.eval()
+
+    def train(self, mode: bool = True) -> InceptionFeatures:
+        # Features must not depend on the mode (batch norm statistics); stay in eval.
+        return super().train(False)
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, 3, H, W) uint8 -> (N, D)
+        return self.net(x.float(), return_features=True).float()
+
+
+def _probe(features: InceptionFeatures, path: Path) -> int:
+    """D, from a run on two small random images; a one-line `InfpError` when the output is not (2, D)."""
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    try:
+        with torch.no_grad():
+            out = features(x)
+    except (RuntimeError, TypeError, ValueError) as e:  # what TorchScript raises for a bad call
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InfpError(f"model(x, return_features=True) failed ({reason}); {_EXPECTED}", path) from e
+    if not isinstance(out, Tensor) or out.ndim != 2 or out.shape[0] != 2 or out.shape[1] < 1:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise InfpError(f"the model returned {got} for 2 images, not (2, D) features; {_EXPECTED}", path)
+    return int(out.shape[1])
+
+
+def load_inception(path: str | Path) -> InceptionFeatures:
+    """The FID feature extractor stored at `path` (TorchScript), checked to map images to (N, D).
+
+    Uses `torch.jit.load` only: it restores TorchScript code and tensors, never arbitrary pickled
+    Python objects, so a hostile file cannot run code at load time (unlike `torch.load` without
+    `weights_only`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InfpError(f"Inception weights not found; {_EXPECTED}", path)
+    try:
+        net = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as e:  # not a zip archive, or a zip without TorchScript code (torch.save)
+        raise InfpError(f"not a TorchScript archive; {_EXPECTED}", path) from e
+    features = InceptionFeatures(net)
+    features.num_features = _probe(features, path)
+    return features
+
+
+def _as_unit_float(images: Tensor, name: str) -> Tensor:
+    """float32 (B, 3, H, W) in [0, 1] from uint8 or floating images."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{name}: expected (B, 3, H, W) images, got {tuple(images.shape)}")
+    if images.dtype == torch.uint8:
+        return images.float() / 255
+    if not images.is_floating_point():
+        raise TypeError(f"{name}: expected uint8 or floating images, got {images.dtype}")
+    if images.numel() and float(images.max()) > 1.5:  # [0, 255] floats would be silently clamped
+        raise ValueError(f"{name}: floating images must lie in [0, 1] (pass uint8 for [0, 255])")
+    # Decoder outputs may overshoot slightly; frames are clamped when written to video anyway.
+    return images.float().clamp(0, 1)
+
+
+def _to_uint8(images: Tensor) -> Tensor:  # (B, 3, H, W) in [0, 1] -> uint8, as frames on disk
+    return (images * 255).round().to(torch.uint8)
+
+
+class FrameMetrics:
+    """SSIM, PSNR and (given a feature extractor) FID, accumulated over (pred, target) batches.
+
+    FID compares the distribution of all predicted frames (fake) with that of all target frames
+    (real); it is a set statistic, so it is only meaningful over many frames (thousands for 2048-D
+    Inception features; with fewer frames than feature dimensions it is strongly biased upwards).
+    """
+
+    def __init__(self, fid_features: nn.Module | None = None):
+        self.ssim = StructuralSimilarityIndexMeasure(data_range=1.0)  # mean of per-image SSIM
+        # dim=(1, 2, 3) + no reduction keeps one PSNR per frame (the default pools the squared
+        # error over all pixels of all frames), so we can cap each frame and take their mean.
+        self.psnr = PeakSignalNoiseRatio(data_range=1.0, dim=(1, 2, 3), reduction="none")
+        self.fid = None
+        if fid_features is not None:
+            # normalize=False: our features take uint8 images, which we pass ourselves.
+            self.fid = FrechetInceptionDistance(feature=fid_features, normalize=False)
+        self.n_frames = 0
+
+    def to(self, device: torch.device | str) -> FrameMetrics:
+        for metric in (self.ssim, self.psnr, self.fid):
+            if metric is not None:
+                metric.to(device)
+        return self
+
+    def reset(self) -> None:
+        for metric in (self.ssim, self.psnr, self.fid):
+            if metric is not None:
+                metric.reset()
+        self.n_frames = 0
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch: `pred` and `target` (B, 3, H, W), uint8 or float in [0, 1]."""
+        if pred.shape != target.shape:
+            raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+        p, t = _as_unit_float(pred, "pred"), _as_unit_float(target, "target")
+        self.ssim.update(p, t)
+        self.psnr.update(p, t)
+        if self.fid is not None:
+            self.fid.update(_to_uint8(t), real=True)
+            self.fid.update(_to_uint8(p), real=False)
+        self.n_frames += p.shape[0]
+
+    def compute(self) -> ImageScores:
+        if self.n_frames == 0:
+            raise InfpError("no frames to score (the evaluation set is empty)")
+        psnr = self.psnr.compute().clamp(max=PSNR_CAP_DB).mean()
+        return ImageScores(
+            ssim=float(self.ssim.compute()),
+            psnr=float(psnr),
+            n_frames=self.n_frames,
+            fid=self._compute_fid(),
+        )
+
+    def _compute_fid(self) -> float | None:
+        if self.fid is None:
+            return None
+        if self.n_frames < 2:
+            log.warning("FID needs at least 2 frames per side, got %d: reporting no FID", self.n_frames)
+            return None
+        # Rounding can make the distance of a set to itself slightly negative; it is >= 0 by definition.
+        return max(0.0, float(self.fid.compute()))

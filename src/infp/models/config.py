@@ -1,0 +1,74 @@
+"""Stage-1 configuration: one frozen dataclass for the imitator and its named presets.
+
+Every network of stage 1 takes the whole `ImitatorConfig` (DESIGN.md: one config per model, passed
+whole). Presets: `tiny` for CPU tests, `base` at 256 px (the bundled checkpoint; about 5-6 GFLOP per
+rendered frame, inside the 2-core real-time budget), `paper` at 512 px.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from infp.errors import InfpError
+from infp.face.hybrid import Representation
+
+
+@dataclass(frozen=True)
+class ImitatorConfig:
+    size: int = 256  # side of the face crops it renders
+    representation: str = Representation.HYBRID.value  # E_m's input; "intact"/"landmarks" are ablations
+    motion_dim: int = 32  # length of the 1D motion latent per frame
+    motion_input: int = 128  # E_m reads its input resized to this side
+    motion_channels: tuple[int, ...] = (32, 64, 128, 192, 256)  # one stride-2 stage each
+    feature_down: int = 2  # stride-2 steps from the image to the appearance feature volume
+    feature_channels: int = 64  # channels of the appearance volume
+    skip_channels: tuple[int, ...] = (16, 32)  # appearance features at full, 1/2, ... resolution
+    flow_channels: tuple[int, ...] = (32, 64, 96)  # flow U-Net widths, one per level
+    decoder_channels: int = 80  # decoder width at the feature resolution
+    decoder_blocks: int = 2  # modulated residual blocks at the feature resolution
+    preset: str = "custom"
+
+    def __post_init__(self) -> None:
+        Representation(self.representation)  # raises on an unknown kind
+        if len(self.skip_channels) != self.feature_down:
+            raise ValueError("skip_channels needs one entry per feature_down step")
+        if self.size % (2 ** (self.feature_down + len(self.flow_channels) - 1)):
+            raise ValueError(f"size {self.size} must be divisible by the flow U-Net's total stride")
+
+    @property
+    def feature_size(self) -> int:
+        return self.size // 2**self.feature_down
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ImitatorConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise InfpError(f"unknown imitator config fields {sorted(unknown)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        return cls(**d)
+
+
+IMITATOR_PRESETS: dict[str, ImitatorConfig] = {
+    "tiny": ImitatorConfig(
+        size=64, motion_dim=16, motion_input=64, motion_channels=(8, 16, 32), feature_down=2,
+        feature_channels=16, skip_channels=(8, 8), flow_channels=(16, 16), decoder_channels=16,
+        decoder_blocks=1, preset="tiny",
+    ),
+    "base": ImitatorConfig(preset="base"),
+    "paper": ImitatorConfig(
+        size=512, motion_dim=32, motion_input=256, motion_channels=(32, 64, 128, 192, 256, 256),
+        feature_down=3, feature_channels=96, skip_channels=(16, 32, 48), flow_channels=(64, 96, 128),
+        decoder_channels=128, decoder_blocks=3, preset="paper",
+    ),
+}
+
+
+def imitator_preset(name: str, **overrides) -> ImitatorConfig:
+    """A named preset, optionally with fields replaced (e.g. representation="intact" for an ablation)."""
+    if name not in IMITATOR_PRESETS:
+        raise InfpError(f"unknown preset {name!r}; choose from {', '.join(IMITATOR_PRESETS)}")
+    return replace(IMITATOR_PRESETS[name], **overrides)

@@ -1,0 +1,67 @@
+"""The stage-1 imitator: `E_m`, the appearance encoder, `F`, warping and the decoder as one model.
+
+INFP Sec. 3.1 (motion-based head imitation): a source frame is re-rendered with the motion of a
+driving frame, the motion entering only as a low-dimensional latent `E_m(hybrid(driving))`. Stage 2
+generates those latents from audio; this model turns them back into video.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from infp.models.appearance_encoder import AppearanceEncoder, AppearanceFeatures
+from infp.models.config import ImitatorConfig
+from infp.models.decoder import Decoder
+from infp.models.flow_estimator import Flow, FlowEstimator
+from infp.models.motion_encoder import MotionEncoder
+
+KIND = "imitator"
+
+
+class Rendered(NamedTuple):
+    image: torch.Tensor  # (B, 3, S, S), about [0, 1]; clamp before display
+    flow: Flow
+
+
+class Imitator(nn.Module):
+    def __init__(self, cfg: ImitatorConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.motion_encoder = MotionEncoder(cfg)
+        self.appearance_encoder = AppearanceEncoder(cfg)
+        self.flow_estimator = FlowEstimator(cfg)
+        self.decoder = Decoder(cfg)
+
+    def encode_motion(self, rep: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) representation in [0, 1] -> (B, motion_dim)."""
+        return self.motion_encoder(rep)
+
+    def encode_appearance(self, image: torch.Tensor) -> AppearanceFeatures:
+        """(B, 3, S, S) source in [0, 1]; once per portrait."""
+        return self.appearance_encoder(image)
+
+    def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor) -> Rendered:
+        """The per-frame work: motion codes -> flow -> warp -> decode."""
+        flow = self.flow_estimator(app.volume, z_src, z_drv)
+        return Rendered(self.decoder(app, flow, z_src, z_drv), flow)
+
+    def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
+        z = self.encode_motion(torch.cat([source_rep, driving_rep]))
+        z_src, z_drv = z.chunk(2)
+        return self.render(self.encode_appearance(source), z_src, z_drv)
+
+    def save_pretrained(self, path: str | Path, **card) -> None:
+        from infp.models.checkpoint import save_checkpoint
+
+        save_checkpoint(self, KIND, self.cfg.to_dict(), path, **card)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, preset: str | None = None) -> Imitator:
+        """Load a checkpoint directory; `preset`, when given, must match the checkpoint's."""
+        from infp.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, KIND, lambda d: cls(ImitatorConfig.from_dict(d)), preset)

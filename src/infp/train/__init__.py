@@ -1,0 +1,1 @@
+"""Training: losses and the training loops of the two stages (motion imitation, motion generation)."""
