@@ -110,3 +110,19 @@ def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
     assert "copy-source" in (out / "imitation.md").read_text()
     assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--out", str(out), "--checkpoint",
                  str(tmp_path / "nowhere")]) == 2
+
+
+def test_cli_eval_with_fid_features(synth_clips, tmp_path):
+    """FID through the real --inception path, with a small TorchScript stand-in for Inception."""
+    from test_metrics import TinyFeatures, scripted
+
+    run = tmp_path / "run"
+    _train(synth_clips, run, steps=1)
+    weights = scripted(TinyFeatures(), tmp_path / "standin.pt")
+    out = tmp_path / "eval"
+    assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--out", str(out), "--checkpoint",
+                 str(run / "checkpoint"), "--inception", str(weights), "--every", "10"]) == 0
+    report = json.loads((out / "imitation.json").read_text())
+    assert report["model"]["fid"] is not None and report["model"]["fid"] >= 0
+    assert report["baseline"]["fid"] is not None
+    assert "FID: model" in (out / "imitation.md").read_text()

@@ -44,13 +44,15 @@ class ResBlock(nn.Module):
 class ModResBlock(nn.Module):
     """Residual block whose normalised activations are scaled and shifted by a conditioning vector
     (FiLM / adaptive GroupNorm): the way the motion codes steer the flow estimator and the decoder.
-    The modulation starts at zero (scale 1, shift 0), as in DiT's adaLN-Zero."""
+    The modulation starts small but not zero (scale about 1, shift about 0): the networks' output
+    layers already start at zero, and a zero FiLM behind them would leave the motion codes without a
+    gradient until those layers have grown, a chain of zeros that slows early training badly."""
 
     def __init__(self, channels: int, cond_dim: int):
         super().__init__()
         self.block = ResBlock(channels)
         self.film = nn.Linear(cond_dim, 4 * channels)
-        nn.init.zeros_(self.film.weight)
+        nn.init.normal_(self.film.weight, std=0.1 / cond_dim**0.5)
         nn.init.zeros_(self.film.bias)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:

@@ -30,7 +30,8 @@ class MotionEncoder(nn.Module):
             stages += [ConvNormAct(c_in, c_out, stride=2), ResBlock(c_out)]
         self.features = nn.Sequential(*stages)
         self.head = nn.Linear(2 * chans[-1], cfg.motion_dim)
-        nn.init.normal_(self.head.weight, std=0.02)
+        # unit-scale codes from the start: the flow estimator reads their differences
+        nn.init.normal_(self.head.weight, std=(2 * chans[-1]) ** -0.5)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, rep: torch.Tensor) -> torch.Tensor:

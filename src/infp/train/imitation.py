@@ -97,7 +97,9 @@ class Trainer:
         self.model = Imitator(model_cfg)
         self.ema = AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         self.loss = ImitationLoss(loss_cfg).to(self.acc.device)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=(0.5, 0.999), weight_decay=cfg.weight_decay)
+        # GAN training wants a short first-moment memory (pix2pixHD's beta1 0.5); plain reconstruction the usual 0.9
+        betas = (0.5, 0.999) if loss_cfg.use_gan else (0.9, 0.999)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
         warm = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
         self.model, self.opt, self.sched = self.acc.prepare(self.model, self.opt, warm)
         self.use_gan = loss_cfg.use_gan
