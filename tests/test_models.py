@@ -144,3 +144,24 @@ def test_wrong_preset_and_wrong_stage(ckpt, tmp_path):
         Imitator.from_pretrained(ckpt)
     with pytest.raises(InfpError, match="not found"):
         Imitator.from_pretrained(tmp_path / "nowhere")
+
+
+def test_bundled_checkpoint_loads_with_its_card():
+    from infp.pretrained import imitator_dir
+
+    path = imitator_dir()
+    model = Imitator.from_pretrained(path, preset="base")
+    assert model.cfg.representation == "hybrid"
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["training"]["step"] > 0
+    assert (path / "model.safetensors").stat().st_size < 60e6
+    card = (path / "MODEL_CARD.md").read_text()
+    assert "infp train imitation" in card and f"{meta['training']['step']}" in card
+
+
+def test_missing_bundled_checkpoint_says_so(monkeypatch, tmp_path):
+    import infp.pretrained
+
+    monkeypatch.setattr(infp.pretrained, "BUNDLED", tmp_path)
+    with pytest.raises(InfpError, match="no bundled stage-1 checkpoint"):
+        infp.pretrained.imitator_dir()

@@ -23,7 +23,6 @@ def _model(args: argparse.Namespace):
 
 def run_imitation(args: argparse.Namespace) -> None:
     import numpy as np
-    import torch
 
     from infp.data.clip import list_clips
     from infp.data.pairs import load_clip_frames
@@ -32,7 +31,6 @@ def run_imitation(args: argparse.Namespace) -> None:
     from infp.eval.imitation import cross_identity_grid, evaluate_imitation, save_png
     from infp.eval.metrics import load_inception
 
-    torch.set_grad_enabled(False)
     model = _model(args)
     clips = [c for d in args.data for c in list_clips(d)]
     if not clips:

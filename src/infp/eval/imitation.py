@@ -1,8 +1,9 @@
 """Stage-1 evaluation: self-reenactment on held-out clips, the copy-the-source baseline beside it,
 and a cross-identity grid.
 
-Self-reenactment (INFP Sec. 4): the clip's first usable frame is the source; every frame is rendered
-from it with that frame's own motion code `E_m(hybrid(frame))` and scored against the frame. The
+Self-reenactment (INFP Sec. 4): the clip's first usable frame is the source; every other frame is
+rendered from it with that frame's own motion code `E_m(hybrid(frame))` and scored against the frame
+(the source frame is left out: the baseline would reproduce it exactly, an infinite PSNR). The
 trivial baseline predicts the source unchanged for every frame; a model that does not beat it has
 learnt nothing about motion.
 """
@@ -81,7 +82,7 @@ def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_f
         frames = load_clip_frames(clip, model.cfg.size, max_frames)
         if len(frames.usable) < 2:
             continue
-        idx = frames.usable[::every]
+        idx = frames.usable[1::every]  # the source frame itself is the input, not a prediction: not scored
         m, b = FrameMetrics(), FrameMetrics()
         for pred, target, source in reenact_clip(model, frames, idx):
             for metrics, guess in ((m, pred), (total_m, pred), (b, source), (total_b, source)):
