@@ -25,10 +25,11 @@ def run_imitation(args: argparse.Namespace) -> None:
     import numpy as np
 
     from infp.data.clip import list_clips
+    from infp.data.contact import write_png
     from infp.data.pairs import load_clip_frames
     from infp.data.portraits import load_portraits
     from infp.errors import InfpError
-    from infp.eval.imitation import cross_identity_grid, evaluate_imitation, save_png
+    from infp.eval.imitation import cross_identity_grid, evaluate_imitation
     from infp.eval.metrics import load_inception
 
     model = _model(args)
@@ -50,7 +51,7 @@ def run_imitation(args: argparse.Namespace) -> None:
         # evenly spread frames after the first (the first is the clip's reference pose)
         driving = [(f, int(f.usable[k])) for f in frames
                    for k in np.linspace(0, len(f.usable) - 1, args.grid_frames + 1).round().astype(int)[1:]]
-        save_png(args.out / "cross_identity.png", cross_identity_grid(model, portraits, driving))
+        write_png(args.out / "cross_identity.png", cross_identity_grid(model, portraits, driving))
         log.info("cross-identity grid: %s", args.out / "cross_identity.png")
 
 

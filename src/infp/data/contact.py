@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from infp.fsutil import atomic_file
+
+
+def write_png(path: str | Path, rgb: np.ndarray) -> None:
+    """Write an RGB uint8 image as PNG, atomically (OpenCV wants BGR)."""
+    with atomic_file(path) as tmp:
+        cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def pick(mask: np.ndarray, score: np.ndarray, k: int) -> list[int]:

@@ -47,7 +47,7 @@ def load_clip_frames(clip: Clip, size: int, max_frames: int | None = None) -> Cl
     points = clip.landmarks()[: len(frames)].astype(np.float32)
     if len(points) != len(frames):
         raise InfpError(f"{len(points)} landmark rows for {len(frames)} frames", clip.path)
-    points[..., :3] *= size / clip.meta.size
+    points *= size / clip.meta.size
     usable = np.where(np.isfinite(points[:, 0, 0]))[0]
     return ClipFrames(clip.meta.id, clip.meta.kind, np.stack(frames) if frames else np.zeros((0, size, size, 3), np.uint8),
                       points, usable)
@@ -58,7 +58,10 @@ def load_clips(clips: list[Clip], size: int, progress: bool = False, max_frames:
     out, skipped = [], []
     for clip in tqdm(clips, desc="loading clips", unit="clip", disable=not progress):
         cf = load_clip_frames(clip, size, max_frames)
-        (out if len(cf.usable) >= 2 else skipped).append(cf if len(cf.usable) >= 2 else clip.meta.id)
+        if len(cf.usable) >= 2:
+            out.append(cf)
+        else:
+            skipped.append(clip.meta.id)
     if skipped:
         log.warning("skipped %d clip(s) with fewer than two usable face frames: %s", len(skipped), ", ".join(skipped))
     if not out:

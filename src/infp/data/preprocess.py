@@ -36,8 +36,8 @@ from infp.audio.io import load_mono, save_wav
 from infp.data import contact
 from infp.data.clip import ClipMeta
 from infp.errors import InfpError, MediaError
-from infp.face import topology as tp
 from infp.face.crop import box_jitter, crop_image, face_box, to_crop
+from infp.face.expression import mouth_opening
 from infp.face.hybrid import represent
 from infp.face.track import FaceTrack, track_video
 from infp.fsutil import atomic_dir, atomic_file
@@ -224,12 +224,6 @@ def agent_audio(path: Path, info: VideoInfo, n_frames: int) -> tuple[np.ndarray,
     return _fit(audio, n), True
 
 
-def mouth_opening(points: np.ndarray) -> np.ndarray:
-    """(T,) inner-lip gap over face height: scale-free, so crops of any size compare."""
-    gap = np.linalg.norm(points[:, tp.LOWER_LIP_INNER, :2] - points[:, tp.UPPER_LIP_INNER, :2], axis=-1)
-    return gap / np.linalg.norm(points[:, tp.CHIN, :2] - points[:, tp.FOREHEAD, :2], axis=-1)
-
-
 def _dbfs(audio: np.ndarray) -> float:
     """RMS level of a track in dBFS (floor -100), so clips with a silent agent track stand out."""
     return round(20 * float(np.log10(max(float(np.sqrt(np.mean(np.square(audio, dtype=np.float64)))), 1e-5))), 1)
@@ -269,7 +263,7 @@ def _write_clip(dest: Path, frames, seg: tuple[int, int], track: FaceTrack, audi
         save_wav(tmp / "partner.wav", partner)
         np.save(tmp / "landmarks.npy", lms)
         rows = [[contact.label(keep[i][0], f"{(s + i) / FPS:.1f}s") for i in picks], [keep[i][1] for i in picks]]
-        cv2.imwrite(str(tmp / "contact.png"), contact.sheet(rows, size)[:, :, ::-1])
+        contact.write_png(tmp / "contact.png", contact.sheet(rows, size))
         stats = ClipStats(dest.name, n, n / FPS, s / FPS, e / FPS, float(track.detected[s:e].mean()), _jitter(track, s, e))
         interpolated = [[int(a), int(b)] for a, b in zip(*runs(~track.detected[s:e]))]
         ClipMeta(

@@ -12,7 +12,6 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
@@ -67,7 +66,7 @@ def synth_clip(
         save_wav(tmp / "partner.wav", conv.partner)
         np.save(tmp / "landmarks.npy", landmarks)
         beh.save(tmp / "behaviour.npz")
-        cv2.imwrite(str(tmp / "contact.png"), sheet[:, :, ::-1])
+        contact.write_png(tmp / "contact.png", sheet)
         found = float(np.isfinite(landmarks[:, 0, 0]).mean())
         meta = ClipMeta(
             id=clip_id, kind="synthetic", fps=FPS, n_frames=conv.n_frames, size=cfg.size, sample_rate=SAMPLE_RATE,

@@ -11,7 +11,6 @@ learnt nothing about motion.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -112,12 +111,3 @@ def cross_identity_grid(model: Imitator, portraits: list[Portrait], driving: lis
         outs = [model.render(app, z_src, z_src + dz[k : k + 1]).image for k in range(len(driving))]
         rows.append(np.concatenate([p.image, *to_uint8(torch.cat(outs))], 1))
     return np.concatenate(rows, 0)
-
-
-def save_png(path: Path, image: np.ndarray) -> None:
-    import cv2
-
-    from infp.fsutil import atomic_file
-
-    with atomic_file(path) as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

@@ -16,7 +16,7 @@ from torch import nn
 from infp.models.appearance_encoder import AppearanceFeatures
 from infp.models.blocks import ConvNormAct, ModResBlock
 from infp.models.config import ImitatorConfig
-from infp.models.flow_estimator import Flow, motion_condition, pair
+from infp.models.flow_estimator import Flow, condition_width, motion_condition, pair
 from infp.models.warping import resize_flow, warp
 
 
@@ -30,8 +30,8 @@ class Decoder(nn.Module):
     def __init__(self, cfg: ImitatorConfig):
         super().__init__()
         width = cfg.decoder_channels
-        cond = 4 * cfg.motion_dim * 2
-        self.condition = motion_condition(cfg.motion_dim, cond)
+        cond = condition_width(cfg)
+        self.condition = motion_condition(cfg)
         self.inp = ConvNormAct(cfg.feature_channels, width)
         self.blocks = nn.ModuleList(ModResBlock(width, cond) for _ in range(cfg.decoder_blocks))
         self.reduce, self.fuse = nn.ModuleList(), nn.ModuleList()

@@ -27,8 +27,14 @@ class Flow(NamedTuple):
     occlusion: torch.Tensor  # (B, 1, h, w) in (0, 1)
 
 
-def motion_condition(dim: int, width: int) -> nn.Sequential:
+def condition_width(cfg: ImitatorConfig) -> int:
+    """Width of the motion conditioning vector that FiLM reads, in F and in the decoder."""
+    return 8 * cfg.motion_dim
+
+
+def motion_condition(cfg: ImitatorConfig) -> nn.Sequential:
     """MLP over (z_src, z_drv, z_drv - z_src): the difference makes "no change" easy to represent."""
+    dim, width = cfg.motion_dim, condition_width(cfg)
     return nn.Sequential(nn.Linear(3 * dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU())
 
 
@@ -40,8 +46,8 @@ class FlowEstimator(nn.Module):
     def __init__(self, cfg: ImitatorConfig):
         super().__init__()
         chans = cfg.flow_channels
-        cond = 4 * cfg.motion_dim * 2
-        self.condition = motion_condition(cfg.motion_dim, cond)
+        cond = condition_width(cfg)
+        self.condition = motion_condition(cfg)
         self.inp = ConvNormAct(cfg.feature_channels + 2, chans[0])
         self.enc = nn.ModuleList(ModResBlock(c, cond) for c in chans)
         self.down = nn.ModuleList(ConvNormAct(a, b, stride=2) for a, b in itertools.pairwise(chans))

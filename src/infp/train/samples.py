@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
+from infp.data.contact import write_png
 from infp.data.pairs import PairBatch
-from infp.fsutil import atomic_file
 
 
 def to_uint8(images: torch.Tensor) -> np.ndarray:
@@ -22,5 +21,4 @@ def save_grid(path: Path, batch: PairBatch, pred: torch.Tensor) -> None:
     cols = [batch.source, batch.driving_rep, pred, batch.driving]
     rows = [np.concatenate([to_uint8(c[i : i + 1])[0] for c in cols], 1) for i in range(len(pred))]
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR))
+    write_png(path, np.concatenate(rows, 0))
