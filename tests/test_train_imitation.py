@@ -56,7 +56,7 @@ def test_training_lowers_the_loss(synth_clips):
 
 def test_run_writes_state_checkpoint_samples_logs(synth_clips, tmp_path):
     r = _train(synth_clips, tmp_path / "run", steps=2)
-    assert r.step == 2 and r.pairs_per_second > 0
+    assert r.step == 2 and r.items_per_second > 0
     assert (tmp_path / "run" / "state" / "step.json").is_file()
     assert (tmp_path / "run" / "samples" / "step_0000002.png").is_file()
     assert list((tmp_path / "run" / "logs").rglob("events.out.tfevents*"))
@@ -126,3 +126,17 @@ def test_cli_eval_with_fid_features(synth_clips, tmp_path):
     assert report["model"]["fid"] is not None and report["model"]["fid"] >= 0
     assert report["baseline"]["fid"] is not None
     assert "FID: model" in (out / "imitation.md").read_text()
+
+
+def test_init_from_with_a_frozen_motion_encoder(synth_clips, tmp_path):
+    """Fine-tuning from a checkpoint with E_m frozen keeps the motion latent space (and so any stage-2
+    model trained on it) unchanged, while the renderer learns."""
+    torch.manual_seed(1)
+    Imitator(TINY).save_pretrained(tmp_path / "start")
+    _train(synth_clips, tmp_path / "ft", steps=2, init_from=str(tmp_path / "start"), freeze_motion_encoder=True)
+    start = load_file(str(tmp_path / "start" / "model.safetensors"))
+    tuned = load_file(str(tmp_path / "ft" / "checkpoint" / "model.safetensors"))
+    for k in start:
+        if k.startswith("motion_encoder."):
+            torch.testing.assert_close(start[k], tuned[k], msg=k)
+    assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith("decoder."))

@@ -1,4 +1,4 @@
-"""`infp train imitation` (stage 1); `infp train motion` (stage 2) comes with its issue."""
+"""`infp train imitation` (stage 1) and `infp train motion` (stage 2)."""
 
 from __future__ import annotations
 
@@ -22,37 +22,80 @@ def run_imitation(args: argparse.Namespace) -> None:
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         real_fraction=args.real_fraction, max_frames=args.max_frames,
+        init_from=str(args.init_from) if args.init_from else None, freeze_motion_encoder=args.freeze_motion_encoder,
         log_every=args.log_every or defaults.log_every,
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
     loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan)
     r = train_imitation(args.data, args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
                         progress=not args.quiet, cpu=args.device == "cpu")
-    log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.pairs_per_second,
+    log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
              Path(args.out) / "checkpoint")
+
+
+def run_motion(args: argparse.Namespace) -> None:
+    from infp.models.motion_config import motion_preset
+    from infp.pretrained import imitator_dir
+    from infp.train.motion import MotionTrainConfig, train_motion
+
+    overrides = {k: False for k, off in (("use_memory", args.no_memory), ("use_style", args.no_style)) if off}
+    model_cfg = motion_preset(args.preset, **overrides)
+    d = MotionTrainConfig()
+    cfg = MotionTrainConfig(
+        steps=args.steps, one_sided_steps=args.one_sided_steps if args.one_sided_steps is not None else d.one_sided_steps,
+        batch_size=args.batch_size, lr=args.lr, seed=args.seed, log_every=args.log_every or d.log_every,
+        sample_every=args.save_every or d.sample_every, save_every=args.save_every or d.save_every,
+    )
+    r = train_motion(args.data, args.imitator or imitator_dir(), args.out, model_cfg, cfg, resume=args.resume, progress=not args.quiet,
+                     cpu=args.device == "cpu", cache_dir=args.cache, speech_model=args.speech_model)
+    log.info("step %d: %.0f s, %.1f windows/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
+             Path(args.out) / "checkpoint")
+
+
+def _common(s: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
+    s.add_argument("--data", type=Path, nargs="+", required=True, help="folders of clips (from infp synth / preprocess)")
+    s.add_argument("--out", type=Path, required=True, help="run folder: state/, checkpoint/, logs/, ...")
+    s.add_argument("--steps", type=positive_int, default=steps, help=f"total optimiser steps (default {steps})")
+    s.add_argument("--batch-size", type=positive_int, default=batch, help=f"examples per step and device (default {batch})")
+    s.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default {lr:g})")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--save-every", type=positive_int, default=None, help="steps between checkpoints and samples (default 500)")
+    s.add_argument("--log-every", type=positive_int, default=None, help="steps between TensorBoard points (default 10)")
+    s.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU(s) when present")
+    s.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a stage of the model")
     stages = t.add_subparsers(dest="stage", required=True)
     s = stages.add_parser("imitation", help="stage 1: the renderer (motion encoder, flow, decoder) by self-reenactment")
-    s.add_argument("--data", type=Path, nargs="+", required=True, help="folders of clips (from infp synth / preprocess)")
-    s.add_argument("--out", type=Path, required=True, help="run folder: state/, checkpoint/, samples/, logs/")
+    _common(s, steps=20000, batch=8, lr=2e-4)
     s.add_argument("--preset", default="base", help="model size: tiny, base (256 px) or paper (512 px); default base")
     s.add_argument("--representation", choices=["hybrid", "intact", "landmarks"], default=None,
                    help="E_m's input (default hybrid; the others are the paper's ablations)")
-    s.add_argument("--steps", type=positive_int, default=20000, help="total optimiser steps (default 20000)")
-    s.add_argument("--batch-size", type=positive_int, default=8, help="pairs per step and device (default 8)")
-    s.add_argument("--lr", type=float, default=2e-4, help="AdamW learning rate (default 2e-4)")
-    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--real-fraction", type=float, default=0.5,
                    help="share of pairs drawn from real clips when real and synthetic are mixed (default 0.5)")
     s.add_argument("--max-frames", type=positive_int, default=None, help="frames loaded per clip (default all)")
     s.add_argument("--vgg", type=Path, default=None,
                    help="local VGG19 weights (torchvision layout, .pth or .safetensors) for a perceptual loss")
     s.add_argument("--no-gan", action="store_true", help="no discriminator (and so no feature-matching loss)")
-    s.add_argument("--save-every", type=positive_int, default=None, help="steps between checkpoints and sample grids (default 500)")
-    s.add_argument("--log-every", type=positive_int, default=None, help="steps between TensorBoard points (default 10)")
-    s.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU(s) when present")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    s.add_argument("--init-from", type=Path, default=None,
+                   help="start from this stage-1 checkpoint's weights (its config replaces --preset)")
+    s.add_argument("--freeze-motion-encoder", action="store_true",
+                   help="keep E_m fixed, so the motion latents (and stage-2 models trained on them) stay valid")
     s.set_defaults(func=run_imitation)
+
+    m = stages.add_parser("motion", help="stage 2: audio -> motion latents (motion guider + diffusion transformer)")
+    _common(m, steps=20000, batch=32, lr=1e-4)
+    m.add_argument("--imitator", type=Path, default=None,
+                   help="stage-1 checkpoint whose motion encoder gives the latents (default: the bundled one)")
+    m.add_argument("--preset", default="base", help="model size: tiny, base or paper (default base)")
+    m.add_argument("--one-sided-steps", type=int, default=None,
+                   help="warm-up steps on one-sided windows before multi-turn data (default 1000)")
+    m.add_argument("--no-memory", action="store_true", help="ablation: no memory banks (audio straight to motion attention)")
+    m.add_argument("--no-style", action="store_true", help="ablation: no style modulation of the memory banks")
+    m.add_argument("--speech-model", type=Path, default=None,
+                   help="local wav2vec2/HuBERT directory for the audio features (default: log-mel)")
+    m.add_argument("--cache", type=Path, default=None,
+                   help="where motion latents and audio features are cached (default OUT/cache)")
+    m.set_defaults(func=run_motion)

@@ -1,0 +1,352 @@
+"""Stage-2 data: per-frame motion latents and both tracks' audio features, cut into training windows.
+
+INFP Sec. 3.2 generates the stage-1 motion latents `E_m(hybrid(frame))` from the agent's own voice
+`A_self` and the partner's `A_other`, one window at a time, each window conditioned on the latents
+just before it (smooth joins) and on a style reference from the same person. The latents of every
+clip are computed once with a frozen imitator and cached under its weights' fingerprint; the audio
+features are cached under the featurizer's name; voice activity (for the one-sided warm-up) under
+its own folder. Windows are drawn from an explicit `np.random.Generator`, so a resumed run redraws
+the same batches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from infp.audio.mel import Featurizer
+from infp.data.clip import Clip
+from infp.data.pairs import to_tensor
+from infp.errors import InfpError
+from infp.face.hybrid import represent
+from infp.fsutil import atomic_file
+from infp.models import Imitator
+
+log = logging.getLogger(__name__)
+
+SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps (docs/clip-format.md)
+
+
+def imitator_fingerprint(path: str | Path) -> str:
+    """16 hex of the sha256 of a checkpoint's weights: the latents' cache key, and the record in a
+    stage-2 checkpoint of which E_m its latents came from (another E_m means another latent space)."""
+    weights = Path(path) / "model.safetensors"
+    if not weights.is_file():
+        raise InfpError("not an imitator checkpoint (no model.safetensors)", path)
+    h = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _representations(clip: Clip, size: int, kind: str, progress_bar=None) -> Iterator[np.ndarray | None]:
+    """E_m's input for each decoded frame, streamed, resized as stage 1 saw it (`pairs.load_clip_frames`);
+    None where the clip has no face."""
+    points = clip.landmarks().astype(np.float32) * (size / clip.meta.size)
+    for i, frame in enumerate(clip.frames()):
+        if progress_bar is not None:
+            progress_bar.update(1)
+        if i >= len(points) or not np.isfinite(points[i]).all():
+            yield None
+            continue
+        if frame.shape[0] != size:
+            frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+        yield represent(frame, points[i], kind)
+
+
+def compute_latents(clip: Clip, imitator: Imitator, batch_size: int = 64, progress_bar=None) -> np.ndarray:
+    """(T, motion_dim) float32 latents of the decoded frames; NaN rows where the clip has no face.
+
+    At most one batch of frames is held at a time. `progress_bar`, when given, advances by one per
+    decoded frame. E_m runs in eval mode; the imitator is left in the mode it was in.
+    """
+    device, was_training = next(imitator.parameters()).device, imitator.training
+    out = [np.zeros((0, imitator.cfg.motion_dim), np.float32)]
+    imitator.eval()
+    try:
+        reps = _representations(clip, imitator.cfg.size, imitator.cfg.representation, progress_bar)
+        while chunk := list(itertools.islice(reps, batch_size)):
+            rows = np.full((len(chunk), imitator.cfg.motion_dim), np.nan, np.float32)
+            face = np.array([r is not None for r in chunk])
+            if face.any():
+                x = to_tensor(np.stack([r for r in chunk if r is not None])).to(device)
+                with torch.no_grad():
+                    rows[face] = imitator.encode_motion(x).float().cpu().numpy()
+            out.append(rows)
+    finally:
+        imitator.train(was_training)
+    return np.concatenate(out)
+
+
+def track_activity(track: np.ndarray) -> np.ndarray:
+    """(T,) bool voice activity of a 16 kHz track, one value per video frame (Silero VAD)."""
+    from infp.audio.vad import voice_activity
+
+    return voice_activity(track)
+
+
+@dataclass(frozen=True, eq=False)
+class MotionClip:
+    """One clip as stage 2 sees it: what E_m made of its frames and what both tracks sound like."""
+
+    id: str
+    kind: str  # "synthetic" | "real"
+    latents: np.ndarray  # (T, z) float32, NaN rows where no face was found
+    agent: np.ndarray  # (per_frame * T, F) float32 features of A_self
+    partner: np.ndarray  # (per_frame * T, F) float32 features of A_other
+    agent_active: np.ndarray  # (T,) bool
+    partner_active: np.ndarray  # (T,) bool
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.latents)
+
+
+@dataclass
+class MotionLoad:
+    clips: list[MotionClip]
+    skipped: dict[str, str] = field(default_factory=dict)  # clip id -> why it is not used
+
+
+def _clip_key(clip: Clip) -> str:
+    """Clip id + 12 hex of what the cached arrays depend on: where the clip is and its files' state
+    (landmarks too, since they decide which frames get a latent)."""
+    files = []
+    for name in ("video.mp4", "agent.wav", "partner.wav", "landmarks.npy"):
+        st = (clip.path / name).stat()
+        files.append([name, st.st_size, st.st_mtime_ns])
+    blob = json.dumps([str(clip.path.resolve()), clip.meta.n_frames, files])
+    return f"{clip.meta.id}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+
+
+def _cached(path: Path, shapes: dict[str, tuple[int, ...]], compute) -> dict[str, np.ndarray]:
+    """The arrays in `path` when it holds them with the expected shapes; else `compute()`, checked
+    and written atomically (an interrupted run leaves no half file)."""
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in shapes}
+            if all(arrays[k].shape == shape for k, shape in shapes.items()):
+                return arrays
+            log.warning("recomputing %s: its arrays have unexpected shapes", path)
+        except (OSError, KeyError, ValueError) as e:
+            log.warning("recomputing unreadable cache file %s (%s)", path, e)
+    arrays = compute()
+    for k, shape in shapes.items():
+        if arrays[k].shape != shape:
+            raise InfpError(f"computed {k} has shape {arrays[k].shape}, expected {shape}", path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    return arrays
+
+
+def _fit_length(a: np.ndarray, n: int, fill: float, what: str, clip: Clip) -> np.ndarray:
+    """Trim or pad `a` to `n` rows: a decoder may yield a frame more or less than meta.n_frames."""
+    if len(a) == n:
+        return a
+    log.debug("%s: %s has %d rows for %d frames; trimmed/padded", clip.meta.id, what, len(a), n)
+    if len(a) > n:
+        return a[:n]
+    return np.concatenate([a, np.full((n - len(a),) + a.shape[1:], fill, a.dtype)])
+
+
+def _tracks(clip: Clip) -> tuple[np.ndarray, np.ndarray]:
+    """Both tracks at exactly n_frames * 640 samples, so every per-frame array has T rows."""
+    n = clip.meta.n_frames * SAMPLES_PER_FRAME
+    agent, partner = clip.tracks()
+    return _fit_length(agent, n, 0.0, "agent.wav", clip), _fit_length(partner, n, 0.0, "partner.wav", clip)
+
+
+def _load_one(clip: Clip, imitator: Imitator, imitator_id: str, featurizer: Featurizer, cache_dir: Path,
+              min_speech: float) -> MotionClip | str:
+    """The clip's stage-2 arrays, or why it is skipped. Activity comes first, so a skipped real clip
+    never pays for its latents; it is cached on its own, so a new imitator does not rerun the VAD."""
+    key, T = _clip_key(clip), clip.meta.n_frames
+    act = _cached(cache_dir / "activity" / f"{key}.npz", {"agent": (T,), "partner": (T,)},
+                  lambda: dict(zip(("agent", "partner"), map(track_activity, _tracks(clip)))))
+    agent_active, partner_active = act["agent"].astype(bool), act["partner"].astype(bool)
+    speech = float(agent_active.mean()) if T else 0.0
+    if clip.meta.kind == "real" and speech < min_speech:
+        return f"agent track has speech in {speech:.0%} of frames (< {min_speech:.0%}): music or silence, not the subject"
+    latents = _cached(cache_dir / f"latents-{imitator_id}" / f"{key}.npz", {"latents": (T, imitator.cfg.motion_dim)},
+                      lambda: {"latents": _fit_length(compute_latents(clip, imitator), T, np.nan, "video.mp4", clip)})
+    latents = latents["latents"]
+    faces = int(np.isfinite(latents).all(1).sum())
+    if faces < 2:
+        return f"{faces} frame(s) with a face (< 2)"
+    rows = (featurizer.per_frame * T, featurizer.dim)
+    feats = _cached(cache_dir / f"audio-{featurizer.name}" / f"{key}.npz", {"agent": rows, "partner": rows},
+                    lambda: {k: np.asarray(featurizer(t), np.float32) for k, t in zip(("agent", "partner"), _tracks(clip))})
+    return MotionClip(clip.meta.id, clip.meta.kind, latents, feats["agent"], feats["partner"], agent_active,
+                      partner_active)
+
+
+def load_motion_clips(
+    clips: list[Clip], imitator: Imitator, imitator_id: str, featurizer: Featurizer, cache_dir: str | Path,
+    progress: bool = True, min_speech: float = 0.2,
+) -> MotionLoad:
+    """Latents, features and voice activity of every usable clip, from the cache when it is there.
+
+    Skipped (and reported in `MotionLoad.skipped`): real clips whose agent track has speech in fewer
+    than `min_speech` of its frames (a preprocessed video's audio is often music or silence, not the
+    subject's speech: it would teach the model to move to sound that is not the voice), and clips
+    with fewer than two frames with a face. Window length is the sampler's business.
+    """
+    cache_dir = Path(cache_dir)
+    out, skipped = [], {}
+    for clip in tqdm(clips, desc="motion latents", unit="clip", disable=not progress):
+        got = _load_one(clip, imitator, imitator_id, featurizer, cache_dir, min_speech)
+        if isinstance(got, MotionClip):
+            out.append(got)
+        else:
+            skipped[clip.meta.id] = got
+            log.info("stage 2 skips clip %s: %s", clip.meta.id, got)
+    if skipped:
+        log.warning("stage 2 skipped %d of %d clip(s) (see the log for why)", len(skipped), len(clips))
+    if not out:
+        raise InfpError(f"no clip is usable for stage 2 ({len(skipped)} skipped: "
+                        + "; ".join(f"{k}: {v}" for k, v in list(skipped.items())[:3]) + ")")
+    return MotionLoad(out, skipped)
+
+
+def latent_stats(clips: list[MotionClip]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension (mean, std) over every finite latent row: stage 2 diffuses normalised latents.
+    The std floor keeps a dimension E_m never uses from being blown up."""
+    rows = np.concatenate([c.latents[np.isfinite(c.latents).all(1)] for c in clips]).astype(np.float64)
+    if len(rows) == 0:
+        raise InfpError("no finite motion latents to compute statistics from")
+    return rows.mean(0).astype(np.float32), np.maximum(rows.std(0), 1e-3).astype(np.float32)
+
+
+class WindowBatch(NamedTuple):
+    agent: torch.Tensor  # (B, per_frame * W, F) A_self features over the window
+    partner: torch.Tensor  # (B, per_frame * W, F) A_other features
+    target: torch.Tensor  # (B, W, z) the latents to generate
+    context: torch.Tensor  # (B, C, z) the latents just before the window (or one latent repeated)
+    style: torch.Tensor  # (B, R, z) a reference segment of the same clip
+    static: torch.Tensor  # (B,) bool: the context is one latent repeated (the first window of generation)
+
+
+def _window_sums(x: np.ndarray, width: int) -> np.ndarray:
+    """(T - width + 1,) sums of x over [u, u + width), by cumulative sums."""
+    c = np.concatenate([[0], np.cumsum(x, dtype=np.int64)])
+    return c[width:] - c[:-width]
+
+
+@dataclass(frozen=True)
+class _Index:
+    """A clip's precomputed draws: window starts, one-sided window starts, style starts, face frames."""
+
+    starts: np.ndarray
+    one_sided: np.ndarray
+    style: np.ndarray
+    faces: np.ndarray
+
+
+def _index(clip: MotionClip, window: int, context: int, style: int) -> _Index:
+    bad = ~np.isfinite(clip.latents).all(1)
+    # s valid: [s - context, s + window) in range and all finite (none when T < context + window)
+    starts = np.where(_window_sums(bad, window + context) == 0)[0] + context
+    agent_any = _window_sums(clip.agent_active, window)[starts] > 0
+    partner_any = _window_sums(clip.partner_active, window)[starts] > 0
+    return _Index(starts, starts[agent_any != partner_any], np.where(_window_sums(bad, style) == 0)[0],
+                  np.where(~bad)[0])
+
+
+class WindowSampler:
+    """Draws training windows; every draw is a pure function of the generator passed to `sample`.
+
+    A clip is picked with probability proportional to its number of valid windows, then a start
+    uniformly, so every valid window is equally likely. `one_sided` keeps only the windows where
+    exactly one track has any voice activity: the paper's warm-up that initialises the verbal and
+    non-verbal memory banks on unambiguous data before multi-turn conversation.
+    """
+
+    def __init__(self, clips: list[MotionClip], window: int, context: int, style_frames: int,
+                 one_sided: bool = False, static_context_prob: float = 0.1):
+        if window < 1 or context < 0 or style_frames < 1:
+            raise InfpError(f"bad window settings: window {window}, context {context}, style {style_frames}")
+        if style_frames > window + context:
+            raise InfpError(f"style_frames ({style_frames}) must be at most window + context ({window + context})")
+        self.window, self.context, self.style_frames = window, context, style_frames
+        self.one_sided, self.static_context_prob = one_sided, static_context_prob
+        indices = [_index(c, window, context, style_frames) for c in clips]
+        kept = [(c, ix) for c, ix in zip(clips, indices) if len(ix.starts)]
+        if len(kept) < len(clips):
+            log.info("window sampler: dropped %d of %d clip(s) with no valid window of %d + %d frames",
+                     len(clips) - len(kept), len(clips), context, window)
+        if not kept:
+            raise InfpError(f"no clip is long enough for windows of {window} frames after {context} context "
+                            "frames (with a face in all of them)")
+        self._all = kept
+        self._total_starts = sum(len(ix.starts) for _, ix in kept)
+        self._total_one_sided = sum(len(ix.one_sided) for _, ix in kept)
+        if one_sided:
+            kept = [(c, ix) for c, ix in kept if len(ix.one_sided)]
+            if not kept:
+                raise InfpError("no one-sided window (exactly one track active) in the data; "
+                                "the warm-up needs clips where only one side speaks")
+        self.clips = [c for c, _ in kept]
+        self._ix = [ix for _, ix in kept]
+        self.per_frame = self.clips[0].agent.shape[0] // self.clips[0].n_frames
+        odd = [c.id for c in self.clips if c.agent.shape != c.partner.shape or len(c.agent) != self.per_frame * c.n_frames]
+        if odd:
+            raise InfpError(f"audio features not {self.per_frame} rows per frame in clip(s) {', '.join(odd)}")
+        counts = np.array([len(self._starts(ix)) for ix in self._ix], np.float64)
+        self.n_windows = int(counts.sum())
+        self._p = counts / counts.sum()
+
+    def _starts(self, ix: _Index) -> np.ndarray:
+        return ix.one_sided if self.one_sided else ix.starts
+
+    def describe(self) -> str:
+        frames = sum(c.n_frames for c, _ in self._all)
+        share = self._total_one_sided / max(self._total_starts, 1)
+        mode = f", drawing the {self.n_windows} one-sided ones only" if self.one_sided else ""
+        return (f"{len(self._all)} clip(s), {frames} frames, {self._total_starts} valid windows of "
+                f"{self.context}+{self.window} frames, {share:.0%} one-sided{mode}")
+
+    def _style_start(self, rng: np.random.Generator, ix: _Index, s: int) -> int:
+        """A style segment not overlapping the target window when the clip has one, else any."""
+        r, st = self.style_frames, ix.style
+        left = int(np.searchsorted(st, s - r, side="right"))  # st[:left] end at or before s
+        right = int(np.searchsorted(st, s + self.window, side="left"))  # st[right:] start after the window
+        n_ok = left + len(st) - right
+        if n_ok == 0:
+            return int(st[rng.integers(len(st))])
+        k = int(rng.integers(n_ok))
+        return int(st[k] if k < left else st[right + k - left])
+
+    def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+        ci = int(rng.choice(len(self.clips), p=self._p))
+        clip, ix = self.clips[ci], self._ix[ci]
+        starts = self._starts(ix)
+        s = int(starts[rng.integers(len(starts))])
+        w, c, pf = self.window, self.context, self.per_frame
+        static = bool(rng.random() < self.static_context_prob)
+        if static:
+            context = np.repeat(clip.latents[ix.faces[rng.integers(len(ix.faces))]][None], c, axis=0)
+        else:
+            context = clip.latents[s - c : s]
+        u = self._style_start(rng, ix, s)
+        return (clip.agent[pf * s : pf * (s + w)], clip.partner[pf * s : pf * (s + w)], clip.latents[s : s + w],
+                context, clip.latents[u : u + self.style_frames], np.array(static))
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> WindowBatch:
+        items = [self._one(rng) for _ in range(batch_size)]
+        cols = [np.stack(col) for col in zip(*items)]
+        return WindowBatch(*(torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in cols[:5]),
+                           torch.from_numpy(cols[5]))

@@ -1,0 +1,52 @@
+"""The stage-2 training loss: noise prediction with classifier-free-guidance dropout (INFP Sec. 3.2).
+
+A window of target latents is noised at a random timestep and the network predicts that noise
+(mean squared error). To make guidance possible the conditions are dropped at random during training,
+with the paper's rates: the style vector `s_m` is zeroed with p = 0.3, the interactive motion features
+`f_m` and the previous window's latents are each replaced by their null embedding with p = 0.5.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from infp.models.motion_generator import MotionGenerator
+
+
+@dataclass(frozen=True)
+class CondDropout:
+    style: float = 0.3
+    audio: float = 0.5  # f_m
+    context: float = 0.5  # the previous window's latents
+
+
+class MotionBatch(NamedTuple):
+    """One training batch, latents already normalised (`MotionGenerator.normalize`)."""
+
+    agent: torch.Tensor  # (B, per_frame * W, F) feature rows of A_self
+    partner: torch.Tensor  # (B, per_frame * W, F) feature rows of A_other
+    target: torch.Tensor  # (B, W, motion_dim)
+    context: torch.Tensor  # (B, C, motion_dim)
+    style: torch.Tensor  # (B, R, motion_dim) reference latents for s_m
+
+
+def denoising_loss(
+    model: MotionGenerator, batch: MotionBatch, noise_scheduler, generator: torch.Generator, drop: CondDropout,
+) -> torch.Tensor:
+    """MSE between the true and the predicted noise. All randomness (timesteps, noise, dropout) comes
+    from `generator`, so a resumed run repeats the same draws."""
+    b, device = batch.target.shape[0], batch.target.device
+
+    def coin(p: float) -> torch.Tensor:
+        return (torch.rand(b, generator=generator) < p).to(device)
+
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    noise = torch.randn(batch.target.shape, generator=generator).to(device)
+    x_t = noise_scheduler.add_noise(batch.target, noise, t)
+    style = model.style(batch.style) * (~coin(drop.style)).float()[:, None]
+    cond = model.condition(batch.agent, batch.partner, style, batch.context, coin(drop.audio), coin(drop.context))
+    return F.mse_loss(model(x_t, t, cond), noise)

@@ -1,0 +1,95 @@
+"""The stage-2 model: audio encoder, Interactive Motion Guider, style encoder and diffusion transformer.
+
+INFP Sec. 3.2 (audio-guided motion generation). `condition` turns a window of both tracks' audio, a
+style vector and the previous window's latents into what the denoiser attends to; `forward` predicts
+the noise in a window of noisy latents. Classifier-free guidance works by replacing conditions with
+learned null embeddings (`drop_audio`, `drop_context`) and zeroing `s_m`; the sampler in
+`infp.diffusion` decides when. Latents are generated in a normalised space (per-dimension mean and
+standard deviation of the training latents, stored with the weights) so the diffusion sees unit scale.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from infp.models.audio_encoder import AudioEncoder
+from infp.models.denoiser import DiffusionTransformer
+from infp.models.motion_config import MotionConfig
+from infp.models.motion_guider import InteractiveMotionGuider
+from infp.models.style_encoder import StyleEncoder
+
+KIND = "motion"
+
+
+class Condition(NamedTuple):
+    f_m: torch.Tensor  # (B, W, width) interactive motion features
+    prev: torch.Tensor  # (B, C, width) embedded previous-window latents
+
+
+def _where(mask: torch.Tensor | None, null: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """`value` with the samples of (B,) `mask` replaced by `null` (broadcast over the rest)."""
+    if mask is None:
+        return value
+    return torch.where(mask.view(-1, *([1] * (value.dim() - 1))), null.to(value.dtype).expand_as(value), value)
+
+
+class MotionGenerator(nn.Module):
+    def __init__(self, cfg: MotionConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.audio_encoder = AudioEncoder(cfg)
+        self.guider = InteractiveMotionGuider(cfg)
+        self.style_encoder = StyleEncoder(cfg) if cfg.use_style else None
+        self.denoiser = DiffusionTransformer(cfg)
+        self.null_audio = nn.Parameter(torch.zeros(1, 1, cfg.width))  # f_m of a dropped audio condition
+        self.null_context = nn.Parameter(torch.zeros(1, cfg.context, cfg.width))
+        self.register_buffer("latent_mean", torch.zeros(cfg.motion_dim))
+        self.register_buffer("latent_std", torch.ones(cfg.motion_dim))
+
+    # -- latent space ----------------------------------------------------------------------------
+    def set_latent_stats(self, mean, std) -> None:
+        self.latent_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.latent_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        return (z - self.latent_mean) / self.latent_std
+
+    def denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.latent_std + self.latent_mean
+
+    # -- conditions ------------------------------------------------------------------------------
+    def style(self, reference: torch.Tensor | None, batch: int = 1) -> torch.Tensor:
+        """`s_m` (B, style_dim) from (B, R, motion_dim) normalised reference latents; zeros without one."""
+        if reference is None or self.style_encoder is None:
+            return self.null_audio.new_zeros(batch if reference is None else reference.shape[0], self.cfg.style_dim)
+        return self.style_encoder(reference)
+
+    def condition(
+        self, agent: torch.Tensor, partner: torch.Tensor, style: torch.Tensor, context: torch.Tensor,
+        drop_audio: torch.Tensor | None = None, drop_context: torch.Tensor | None = None,
+    ) -> Condition:
+        """agent/partner (B, per_frame * W, F) feature rows, `s_m` (B, style_dim), context (B, C, motion_dim)
+        normalised latents; (B,) bool masks replace a sample's audio or context by the null embedding."""
+        f_m = self.guider(self.audio_encoder(agent), self.audio_encoder(partner), style)
+        prev = self.denoiser.embed_context(context)
+        return Condition(_where(drop_audio, self.null_audio, f_m), _where(drop_context, self.null_context, prev))
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
+        """Predicted noise (B, W, motion_dim) in the noisy normalised latents `x_t`."""
+        return self.denoiser(x_t, t, cond.f_m, cond.prev)
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def save_pretrained(self, path: str | Path, **card) -> None:
+        from infp.models.checkpoint import save_checkpoint
+
+        save_checkpoint(self, KIND, self.cfg.to_dict(), path, **card)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, preset: str | None = None) -> MotionGenerator:
+        from infp.models.checkpoint import load_checkpoint
+
+        return load_checkpoint(path, KIND, lambda d: cls(MotionConfig.from_dict(d)), preset)

@@ -1,0 +1,163 @@
+"""`infp train motion`: the stage-2 training loop (two-track audio -> motion latents by diffusion).
+
+Data: windows of clips (real and synthetic alike) whose motion latents come from the frozen stage-1
+motion encoder, computed once and cached (`infp.data.motion`). Curriculum (INFP Sec. 3.2): the first
+`one_sided_steps` steps use only windows in which one track alone is active, to initialise the
+memory banks (speaking patterns in `M_v`, listening patterns in `M_nv`), then all windows, multi-turn
+ones included. AdamW lr 1e-4, weight decay 1e-2, batch 32, EMA, Accelerate; the run folder and
+`--resume` follow `infp.train.run`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from infp.data.motion import (
+    WindowBatch,
+    WindowSampler,
+    imitator_fingerprint,
+    latent_stats,
+    load_motion_clips,
+)
+from infp.diffusion.schedule import DiffusionConfig
+from infp.diffusion.training import CondDropout, MotionBatch, denoising_loss
+from infp.errors import InfpError
+from infp.models import Imitator
+from infp.models.motion_config import MotionConfig
+from infp.models.motion_generator import MotionGenerator
+from infp.train.run import RunLoop, TrainResult, check_out, clips_in, write_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MotionTrainConfig:
+    steps: int = 20000
+    one_sided_steps: int = 1000  # warm-up on one-sided windows (0 = none)
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup: int = 500  # linear lr warm-up steps
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    static_context: float = 0.1  # share of windows whose context is one latent repeated (the first window)
+    drop_style: float = 0.3
+    drop_audio: float = 0.5
+    drop_context: float = 0.5
+    min_speech: float = 0.2  # real clips need speech in this share of the agent track's frames
+    log_every: int = 10
+    sample_every: int = 500  # steps between held-fixed validation losses
+    save_every: int = 500
+    seed: int = 0
+
+    @property
+    def dropout(self) -> CondDropout:
+        return CondDropout(self.drop_style, self.drop_audio, self.drop_context)
+
+
+def featurizer_for(speech_model: Path | None):
+    """The audio features: log-mel, or a local wav2vec2/HuBERT model."""
+    if speech_model is None:
+        from infp.audio.mel import LogMel
+
+        return LogMel()
+    from infp.audio.speech_model import SpeechModelFeatures
+
+    return SpeechModelFeatures.from_dir(speech_model)
+
+
+def _to_batch(model: MotionGenerator, b: WindowBatch, device) -> MotionBatch:
+    z = lambda x: model.normalize(x.to(device))
+    return MotionBatch(b.agent.to(device), b.partner.to(device), z(b.target), z(b.context), z(b.style))
+
+
+class MotionTrainer(RunLoop):
+    name, unit, loss_key = "motion", "windows", "loss"
+
+    def __init__(self, model_cfg: MotionConfig, diffusion: DiffusionConfig, cfg: MotionTrainConfig, out: Path,
+                 samplers: tuple[WindowSampler | None, WindowSampler], stats: tuple[np.ndarray, np.ndarray],
+                 card: dict, cpu: bool):
+        super().__init__(cfg, out, cpu)
+        self.diffusion, self.card = diffusion, card
+        self.one_sided, self.full = samplers
+        self.noise = diffusion.training_scheduler()
+        model = MotionGenerator(model_cfg)
+        model.set_latent_stats(*stats)
+        self.ema = self.track(model)
+        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
+        self.model, self.opt, self.sched = self.acc.prepare(model, opt, warm)
+        self.val = self.full.sample(np.random.default_rng([cfg.seed, 2**31]), min(64, 4 * cfg.batch_size))
+
+    def sampler(self, step: int) -> WindowSampler:
+        return self.one_sided if self.one_sided is not None and step < self.cfg.one_sided_steps else self.full
+
+    def train_step(self, step: int) -> dict[str, float]:
+        rng = np.random.default_rng([self.cfg.seed, step, self.acc.process_index])
+        raw = self.acc.unwrap_model(self.model)
+        batch = _to_batch(raw, self.sampler(step).sample(rng, self.cfg.batch_size), self.acc.device)
+        loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout)
+        self.opt.zero_grad(set_to_none=True)
+        self.acc.backward(loss)
+        if self.cfg.grad_clip:
+            self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.sched.step()
+        self.ema.update_parameters(raw)
+        return {"loss": loss.item(), "lr": self.sched.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def samples(self) -> None:
+        """The EMA model's loss on a fixed batch, with fixed noise and no dropout: a steady curve to watch."""
+        ema = self.ema.module.eval()
+        batch = _to_batch(ema, self.val, self.acc.device)
+        loss = denoising_loss(ema, batch, self.noise, torch.Generator().manual_seed(self.cfg.seed), CondDropout(0, 0, 0))
+        self.acc.log({"val/ema_loss": loss.item()}, step=self.step)
+
+    def export(self, path: Path) -> None:
+        self.ema.module.save_pretrained(path, diffusion=self.diffusion.to_dict(),
+                                        training={**self.card, "step": self.step, "ema_decay": self.cfg.ema_decay})
+
+
+def train_motion(
+    data: list[Path], imitator_dir: Path, out: Path, model_cfg: MotionConfig, cfg: MotionTrainConfig,
+    diffusion: DiffusionConfig | None = None, resume: bool = False, progress: bool = True, cpu: bool = False,
+    cache_dir: Path | None = None, speech_model: Path | None = None,
+) -> TrainResult:
+    out, diffusion = Path(out), diffusion or DiffusionConfig()
+    saved = check_out(out, resume)
+    if saved is not None:  # only the step budget and the cadences may change on resume
+        model_cfg, diffusion = MotionConfig.from_dict(saved["model"]), DiffusionConfig.from_dict(saved["diffusion"])
+        keep = {k: getattr(cfg, k) for k in ("steps", "log_every", "sample_every", "save_every")}
+        cfg = replace(MotionTrainConfig(**saved["train"]), **keep)
+        data, imitator_dir = [Path(d) for d in saved["data"]], Path(saved["imitator"])
+        speech_model = Path(saved["speech_model"]) if saved.get("speech_model") else None
+    imitator = Imitator.from_pretrained(imitator_dir)
+    fingerprint = imitator_fingerprint(imitator_dir)
+    if saved is not None and saved["imitator_fingerprint"] != fingerprint:
+        raise InfpError("the stage-1 checkpoint changed since this run started; its latents would differ", imitator_dir)
+    featurizer = featurizer_for(speech_model)
+    model_cfg = replace(model_cfg, motion_dim=imitator.cfg.motion_dim, audio_features=featurizer.name,
+                        audio_per_frame=featurizer.per_frame, audio_input_dim=featurizer.dim)
+    clips = [c for d in data for c in clips_in(d)]
+    loaded = load_motion_clips(clips, imitator, fingerprint, featurizer, Path(cache_dir or out / "cache"),
+                               progress=progress, min_speech=cfg.min_speech)
+    window = {"window": model_cfg.window, "context": model_cfg.context, "style_frames": model_cfg.style_frames,
+              "static_context_prob": cfg.static_context}
+    full = WindowSampler(loaded.clips, **window)
+    one_sided = WindowSampler(loaded.clips, one_sided=True, **window) if cfg.one_sided_steps else None
+    log.info("stage-2 data: %s", full.describe())
+    card = {"imitator_fingerprint": fingerprint, "imitator_preset": imitator.cfg.preset,
+            "data": [str(d) for d in data], "clips": len(loaded.clips), "skipped": len(loaded.skipped)}
+    write_run(out, {"model": model_cfg.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(cfg),
+                    "data": [str(d) for d in data], "imitator": str(Path(imitator_dir).resolve()),
+                    "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None})
+    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), latent_stats(loaded.clips), card, cpu)
+    if resume:
+        trainer.load()
+    return trainer.run(progress)

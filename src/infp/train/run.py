@@ -1,0 +1,146 @@
+"""What every training loop shares: the run folder, Accelerate, EMA, atomic state, logs and the step loop.
+
+A run folder holds `run.json` (the configs and data, so `--resume` needs no other flags), `state/`
+(weights, EMA, optimisers, RNG, step; written atomically), `checkpoint/` (the EMA weights as a
+checkpoint directory, exported at every save), `samples/` and `logs/` (TensorBoard). Batch `k` is drawn
+from generators seeded by (seed, k, process), so a resumed run repeats exactly the draws an
+uninterrupted run would have made.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
+
+from infp.data.clip import list_clips
+from infp.errors import InfpError
+from infp.fsutil import atomic_dir, atomic_file
+
+log = logging.getLogger(__name__)
+logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+STATE, CHECKPOINT, RUN = "state", "checkpoint", "run.json"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    step: int
+    seconds: float
+    items_per_second: float  # training examples (pairs, windows) per second over this invocation
+    last: dict[str, float]
+
+
+def check_out(out: Path, resume: bool) -> dict | None:
+    """The saved run description when resuming; refuses to overwrite a run or resume nothing."""
+    has_state = (out / STATE).is_dir()
+    if resume and not has_state:
+        raise InfpError(f"--resume: no training state here (no {STATE}/); start without --resume", out)
+    if not resume and has_state:
+        raise InfpError("already holds a training run; pass --resume to continue it or choose another --out", out)
+    return json.loads((out / RUN).read_text()) if resume else None
+
+
+def write_run(out: Path, description: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out / RUN) as tmp:
+        tmp.write_text(json.dumps(description, indent=2) + "\n")
+
+
+def clips_in(folder: Path):
+    if not Path(folder).is_dir():
+        raise InfpError("data folder not found", folder)
+    clips = list_clips(folder)
+    if not clips:
+        raise InfpError("no clips here (run `infp synth` or `infp preprocess` first)", folder)
+    return clips
+
+
+class RunLoop:
+    """The step loop around a subclass's `train_step(step)`, `samples()` and `export(path)`.
+
+    `cfg` needs: steps, batch_size, seed, ema_decay, log_every, sample_every, save_every.
+    """
+
+    name = "train"  # the TensorBoard project and the progress bar's label
+    unit = "items"  # what a batch holds, for the throughput log
+    loss_key = "loss"  # the logged value shown on the progress bar
+
+    def __init__(self, cfg, out: Path, cpu: bool):
+        self.cfg, self.out = cfg, Path(out)
+        self.acc = Accelerator(cpu=cpu, log_with="tensorboard",
+                               project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(self.out / "logs")))
+        set_seed(cfg.seed)
+        self.step = 0
+
+    def track(self, model: nn.Module) -> AveragedModel:
+        """An EMA copy of `model` (before `prepare`), saved with the state."""
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
+        ema.to(self.acc.device)
+        self.acc.register_for_checkpointing(ema)
+        return ema
+
+    # -- state ---------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Training state and the exported checkpoint, each written atomically."""
+        self.acc.wait_for_everyone()
+        if not self.acc.is_main_process:
+            return
+        with atomic_dir(self.out / STATE) as tmp:
+            self.acc.save_state(str(tmp))
+            (tmp / "step.json").write_text(json.dumps({"step": self.step}) + "\n")
+        self.export(self.out / CHECKPOINT)
+
+    def load(self) -> None:
+        self.acc.load_state(str(self.out / STATE))
+        self.step = json.loads((self.out / STATE / "step.json").read_text())["step"]
+        log.info("resumed at step %d of %d", self.step, self.cfg.steps)
+
+    # -- for subclasses --------------------------------------------------------------------------
+    def train_step(self, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def samples(self) -> None:
+        """Write something to look at (a no-op unless overridden)."""
+
+    def export(self, path: Path) -> None:
+        raise NotImplementedError
+
+    def generator(self, step: int) -> torch.Generator:
+        """A CPU generator seeded by (seed, step, process) for a step's random draws."""
+        seed = np.random.SeedSequence([self.cfg.seed, step, self.acc.process_index]).generate_state(1, np.uint64)[0]
+        return torch.Generator().manual_seed(int(seed))
+
+    # -- the loop --------------------------------------------------------------------------------
+    def run(self, progress: bool) -> TrainResult:
+        cfg, t0, done, last = self.cfg, time.perf_counter(), 0, {}
+        self.acc.init_trackers(self.name)
+        bar = tqdm(total=cfg.steps, initial=self.step, unit="step", desc=f"train {self.name}",
+                   disable=not (progress and self.acc.is_main_process))
+        per_step = cfg.batch_size * self.acc.num_processes
+        while self.step < cfg.steps:
+            last = self.train_step(self.step)
+            self.step += 1
+            done += 1
+            bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                rate = done * per_step / (time.perf_counter() - t0)
+                self.acc.log({**last, f"{self.unit}_per_second": rate}, step=self.step)
+                bar.set_postfix({"loss": f"{last.get(self.loss_key, float('nan')):.4f}", f"{self.unit}_s": f"{rate:.1f}"})
+            if self.step % cfg.sample_every == 0 or self.step == cfg.steps:
+                self.samples()
+            if self.step % cfg.save_every == 0 or self.step == cfg.steps:
+                self.save()
+        bar.close()
+        self.acc.end_training()
+        secs = time.perf_counter() - t0
+        return TrainResult(self.step, secs, done * per_step / max(secs, 1e-9), last)

@@ -1,0 +1,75 @@
+"""Stage-2 training end to end on the tiny presets: the CLI trains, a resumed run is the same run, and
+the stage-1 checkpoint a run was started with may not change under it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from infp.cli import main
+from infp.diffusion import DiffusionConfig
+from infp.errors import InfpError
+from infp.models import Imitator, imitator_preset
+from infp.models.motion_config import motion_preset
+from infp.models.motion_generator import MotionGenerator
+from infp.train.motion import MotionTrainConfig, train_motion
+
+
+@pytest.fixture(scope="module")
+def imitator(tmp_path_factory):
+    path = tmp_path_factory.mktemp("imitator") / "tiny"
+    torch.manual_seed(0)
+    Imitator(imitator_preset("tiny")).save_pretrained(path)
+    return path
+
+
+def _train(data, imitator, out, steps, resume=False, cache=None):
+    cfg = MotionTrainConfig(steps=steps, one_sided_steps=2, batch_size=4, warmup=1, save_every=2, sample_every=2,
+                            log_every=1, min_speech=0.0)
+    return train_motion([data], imitator, out, motion_preset("tiny"), cfg, DiffusionConfig(), resume=resume,
+                        progress=False, cpu=True, cache_dir=cache)
+
+
+def test_cli_trains_and_exports_a_checkpoint(synth_clips, imitator, tmp_path):
+    out = tmp_path / "run"
+    main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(out),
+          "--preset", "tiny", "--steps", "3", "--batch-size", "2", "--one-sided-steps", "1", "--device", "cpu"])
+    model = MotionGenerator.from_pretrained(out / "checkpoint", preset="tiny")
+    card = json.loads((out / "checkpoint" / "config.json").read_text())
+    assert card["training"]["step"] == 3 and card["training"]["imitator_fingerprint"]
+    assert DiffusionConfig.from_checkpoint(out / "checkpoint") == DiffusionConfig()
+    assert not torch.all(model.latent_std == 1), "the latent statistics of the data are stored with the weights"
+    assert list((out / "logs").rglob("events.out.tfevents*"))
+
+
+def test_resume_continues_exactly(synth_clips, imitator, tmp_path):
+    cache = tmp_path / "cache"  # shared: the latents are computed once
+    _train(synth_clips, imitator, tmp_path / "straight", steps=4, cache=cache)
+    _train(synth_clips, imitator, tmp_path / "split", steps=2, cache=cache)
+    _train(synth_clips, imitator, tmp_path / "split", steps=4, resume=True, cache=cache)
+    a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], msg=k)
+
+
+def test_ablation_flags_reach_the_model(synth_clips, imitator, tmp_path):
+    main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "r"),
+          "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--no-memory", "--no-style", "--device", "cpu"])
+    cfg = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint").cfg
+    assert not cfg.use_memory and not cfg.use_style
+
+
+def test_resume_refuses_a_changed_imitator(synth_clips, imitator, tmp_path):
+    import shutil
+
+    moved = tmp_path / "imi"
+    shutil.copytree(imitator, moved)
+    _train(synth_clips, moved, tmp_path / "run", steps=1)
+    torch.manual_seed(5)
+    Imitator(imitator_preset("tiny")).save_pretrained(moved)  # different weights at the same path
+    with pytest.raises(InfpError, match="stage-1 checkpoint changed"):
+        _train(synth_clips, moved, tmp_path / "run", steps=2, resume=True)
