@@ -290,3 +290,17 @@ def test_steps_with_ddp_wrapped_discriminator(tmp_path):
         assert pred.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_region_l1_counts_only_the_regions():
+    from infp.train.losses import region_l1
+
+    pred, target = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    ones = torch.ones(2, 1, 16, 16)
+    torch.testing.assert_close(region_l1(pred, target, ones), (pred - target).abs().mean())
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[..., 4:8, 4:8] = 1
+    outside = target.clone()
+    outside[..., :4, :] += 0.5  # a difference only outside the regions
+    assert region_l1(outside, target, mask) == 0
+    assert region_l1(pred, target, mask) > 0

@@ -227,8 +227,14 @@ def test_one_sided_without_such_windows_is_an_error():
 def test_nothing_long_enough_is_an_error(fakes):
     with pytest.raises(InfpError, match="long enough"):
         WindowSampler(fakes, window=200, context=10, style_frames=20)
-    with pytest.raises(InfpError, match="style_frames"):
-        WindowSampler(fakes, window=8, context=4, style_frames=13)
+    with pytest.raises(InfpError, match="style reference of 1000 frames"):
+        WindowSampler(fakes, window=8, context=4, style_frames=1000)
+
+
+def test_style_reference_may_be_longer_than_a_window():
+    sampler = WindowSampler([_fake(0, 60)], window=8, context=4, style_frames=30)
+    batch = sampler.sample(np.random.default_rng(1), 6)
+    assert batch.style.shape[1] == 30 and torch.isfinite(batch.style).all()
 
 
 def test_style_may_overlap_when_the_clip_is_short():

@@ -140,3 +140,16 @@ def test_init_from_with_a_frozen_motion_encoder(synth_clips, tmp_path):
         if k.startswith("motion_encoder."):
             torch.testing.assert_close(start[k], tuned[k], msg=k)
     assert any(not torch.equal(start[k], tuned[k]) for k in start if k.startswith("decoder."))
+
+
+def test_pair_regions_follow_the_driving_face(synth_clips):
+    """The region weights cover the driving frame's eyes and lips."""
+    clip = load_clips(list_clips(synth_clips), 64)[0]
+    b = PairSampler([clip], augment=False).sample(np.random.default_rng(3), 2)
+    assert b.driving_regions.shape == (2, 1, 64, 64)
+    frac = float(b.driving_regions.mean())
+    assert 0.01 < frac < 0.3, frac
+    mirrored = PairSampler([clip]).sample(np.random.default_rng(3), 8)
+    for rep, regions in zip(mirrored.driving_rep, mirrored.driving_regions):
+        lit = rep.sum(0) > 0  # the hybrid representation keeps the eye and lip regions (and outline dots)
+        assert float(lit[regions[0] > 0.5].float().mean()) > 0.8, "the regions lie on the kept eyes and lips"

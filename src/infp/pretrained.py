@@ -9,9 +9,18 @@ from infp.errors import InfpError
 BUNDLED = Path(__file__).resolve().parent / "checkpoints"
 
 
+def _bundled(name: str, what: str) -> Path:
+    path = BUNDLED / name
+    if not (path / "config.json").is_file():
+        raise InfpError(f"this install has no bundled {what} checkpoint; pass --checkpoint DIR", path)
+    return path
+
+
 def imitator_dir() -> Path:
     """The bundled stage-1 (imitation) checkpoint directory."""
-    path = BUNDLED / "imitator"
-    if not (path / "config.json").is_file():
-        raise InfpError("this install has no bundled stage-1 checkpoint; pass --checkpoint DIR", path)
-    return path
+    return _bundled("imitator", "stage-1")
+
+
+def motion_dir() -> Path:
+    """The bundled stage-2 (motion) checkpoint directory."""
+    return _bundled("motion", "stage-2")

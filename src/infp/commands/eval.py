@@ -1,5 +1,6 @@
 """`infp eval imitation`: self-reenactment scores of a stage-1 checkpoint beside the copy-source
-baseline, and a cross-identity grid."""
+baseline, and a cross-identity grid. `infp eval motion`: how stage-2 checkpoints speak, listen and
+switch roles on synthetic conversations with ground truth."""
 
 from __future__ import annotations
 
@@ -55,6 +56,113 @@ def run_imitation(args: argparse.Namespace) -> None:
         log.info("cross-identity grid: %s", args.out / "cross_identity.png")
 
 
+def _count(s: str) -> int:
+    v = int(s)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {s}")
+    return v
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    """--names, or each checkpoint's folder name (its run's name for a run's `checkpoint` folder), made unique."""
+    from infp.errors import InfpError
+
+    if args.names is not None:
+        if len(args.names) != len(args.checkpoint) or len(set(args.names)) != len(args.names):
+            raise InfpError(f"--names needs {len(args.checkpoint)} distinct names, one per --checkpoint")
+        return list(args.names)
+    names: list[str] = []
+    for path in args.checkpoint:
+        p = path.resolve()
+        base = p.parent.name if p.name == "checkpoint" and p.parent.name else p.name
+        name, k = base, 2
+        while name in names:
+            name, k = f"{base}_{k}", k + 1
+        names.append(name)
+    return names
+
+
+def _check(path: Path, model, card: dict, imitator, fingerprint: str) -> None:
+    """A checkpoint generates the latents of one E_m: the given imitator must be the one it learnt from."""
+    from infp.errors import InfpError
+
+    if model.cfg.motion_dim != imitator.cfg.motion_dim:
+        raise InfpError(f"generates {model.cfg.motion_dim}-dim motion latents; the imitator's are "
+                        f"{imitator.cfg.motion_dim}-dim", path)
+    trained = (card.get("training") or {}).get("imitator_fingerprint")
+    if trained is None:
+        log.warning("%s: its training card does not record the imitator it was trained with; assuming %s", path, fingerprint)
+    elif trained != fingerprint:
+        raise InfpError(f"trained on the latents of imitator {trained}, but the given imitator is {fingerprint} "
+                        "(pass --imitator with the stage-1 checkpoint it was trained with)", path)
+
+
+def _checkpoints(args: argparse.Namespace, imitator, fingerprint: str, device) -> list:
+    """Every --checkpoint loaded and checked against the imitator, with its audio featurizer."""
+    from infp.diffusion.schedule import DiffusionConfig
+    from infp.errors import InfpError
+    from infp.eval.motion import Checkpoint
+    from infp.models.checkpoint import read_config
+    from infp.models.motion_generator import MotionGenerator
+    from infp.train.motion import featurizer_for
+
+    featurizers: dict = {}
+    out = []
+    for name, path in zip(_names(args), args.checkpoint):
+        card = read_config(path, "motion")
+        model = MotionGenerator.from_pretrained(path)
+        _check(path, model, card, imitator, fingerprint)
+        cfg = model.cfg
+        if cfg.audio_features != "logmel80" and args.speech_model is None:
+            raise InfpError(f"trained on {cfg.audio_features!r} audio features: pass --speech-model DIR, the local "
+                            "wav2vec2/HuBERT model it was trained with", path)
+        key = None if cfg.audio_features == "logmel80" else args.speech_model
+        if key not in featurizers:
+            featurizers[key] = featurizer_for(key)
+        f = featurizers[key]
+        if (f.name, f.per_frame, f.dim) != (cfg.audio_features, cfg.audio_per_frame, cfg.audio_input_dim):
+            raise InfpError(f"trained on {cfg.audio_features!r} features ({cfg.audio_per_frame} x {cfg.audio_input_dim} "
+                            f"per frame); --speech-model gives {f.name!r} ({f.per_frame} x {f.dim})", path)
+        out.append(Checkpoint(name, path, model.to(device), DiffusionConfig.from_checkpoint(path), f))
+    return out
+
+
+def run_motion(args: argparse.Namespace) -> None:
+    import torch
+
+    from infp.data.clip import list_clips
+    from infp.data.motion import imitator_fingerprint
+    from infp.errors import InfpError
+    from infp.eval.motion import MotionEvalSettings, evaluate_motion
+    from infp.models import Imitator
+    from infp.pretrained import imitator_dir
+
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu")
+    imitator_path = args.imitator or imitator_dir()
+    imitator = Imitator.from_pretrained(imitator_path).to(device)
+    fingerprint = imitator_fingerprint(imitator_path)
+    checkpoints = _checkpoints(args, imitator, fingerprint, device)
+    clips = [c for d in args.data for c in list_clips(d)]
+    synthetic = [c for c in clips if (c.path / "behaviour.npz").is_file()]
+    if not synthetic:
+        raise InfpError(f"no synthetic clips (with ground truth, behaviour.npz) among the {len(clips)} clip(s) in "
+                        f"{', '.join(map(str, args.data))}: this evaluation needs the ground truth; make clips with "
+                        "`infp synth --out DIR`")
+    if len(synthetic) < len(clips):
+        log.info("eval motion: %d real clip(s) left out (no ground truth)", len(clips) - len(synthetic))
+    synthetic = synthetic[: args.max_clips]
+    settings = MotionEvalSettings(args.steps, args.guidance, args.seed, args.style, not args.no_render, args.video,
+                                  progress=not args.quiet)
+    info = {"imitator": str(imitator_path), "imitator_fingerprint": fingerprint, "device": device.type,
+            "checkpoints": {c.name: f"{c.path} ({c.model.cfg.preset}, memory {'on' if c.model.cfg.use_memory else 'off'}, "
+                            f"style {'on' if c.model.cfg.use_style else 'off'})" for c in checkpoints}}
+    args.out.mkdir(parents=True, exist_ok=True)
+    report = evaluate_motion(checkpoints, imitator, synthetic, settings, args.out, info)
+    (args.out / "report.md").write_text(report.markdown())
+    (args.out / "results.json").write_text(report.to_json())
+    print(report.markdown(), end="")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate a trained stage")
     stages = e.add_subparsers(dest="stage", required=True)
@@ -70,3 +178,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--grid-clips", type=positive_int, default=2, help="driving clips in the grid (default 2)")
     s.add_argument("--grid-frames", type=positive_int, default=3, help="driving frames per clip in the grid (default 3)")
     s.set_defaults(func=run_imitation)
+
+    m = stages.add_parser("motion", help="stage 2: does generated motion follow each track, nod while listening, "
+                          "switch roles and join windows smoothly (on synthetic clips with ground truth)")
+    m.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="stage-2 checkpoint directories")
+    m.add_argument("--names", nargs="+", default=None, help="one name per checkpoint (default: folder names)")
+    m.add_argument("--data", type=Path, nargs="+", required=True, help="folders of held-out synthetic clips (infp synth)")
+    m.add_argument("--out", type=Path, required=True, help="folder for report.md, results.json and videos")
+    m.add_argument("--imitator", type=Path, default=None, help="the stage-1 checkpoint the motion was trained on (default: bundled)")
+    m.add_argument("--speech-model", type=Path, default=None,
+                   help="local wav2vec2/HuBERT model, for checkpoints trained on its features")
+    m.add_argument("--steps", type=positive_int, default=20, help="DDIM steps (default 20)")
+    m.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    m.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    m.add_argument("--style", choices=["none", "clip"], default="none",
+                   help="style reference: none (the neutral style, s_m = 0) or the clip's own true latents "
+                   "(what the style ablation needs; a mild leak of the clip's motion statistics) (default none)")
+    m.add_argument("--max-clips", type=positive_int, default=None, help="evaluate at most N clips (default all)")
+    m.add_argument("--no-render", action="store_true", help="latent probe only: no stage-1 rendering, MediaPipe or videos")
+    m.add_argument("--video", type=_count, default=1, help="write the generated videos of the first N clips (default 1)")
+    m.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
+    m.set_defaults(func=run_motion)

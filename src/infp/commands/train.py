@@ -26,7 +26,7 @@ def run_imitation(args: argparse.Namespace) -> None:
         log_every=args.log_every or defaults.log_every,
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
-    loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan)
+    loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan, region=args.region_weight)
     r = train_imitation(args.data, args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
                         progress=not args.quiet, cpu=args.device == "cpu")
     log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
@@ -79,6 +79,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--vgg", type=Path, default=None,
                    help="local VGG19 weights (torchvision layout, .pth or .safetensors) for a perceptual loss")
     s.add_argument("--no-gan", action="store_true", help="no discriminator (and so no feature-matching loss)")
+    s.add_argument("--region-weight", type=float, default=1.0,
+                   help="weight of the L1 loss on the eye and lip regions (default 1; 0 = off)")
     s.add_argument("--init-from", type=Path, default=None,
                    help="start from this stage-1 checkpoint's weights (its config replaces --preset)")
     s.add_argument("--freeze-motion-encoder", action="store_true",

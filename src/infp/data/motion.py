@@ -279,18 +279,16 @@ class WindowSampler:
                  one_sided: bool = False, static_context_prob: float = 0.1):
         if window < 1 or context < 0 or style_frames < 1:
             raise InfpError(f"bad window settings: window {window}, context {context}, style {style_frames}")
-        if style_frames > window + context:
-            raise InfpError(f"style_frames ({style_frames}) must be at most window + context ({window + context})")
         self.window, self.context, self.style_frames = window, context, style_frames
         self.one_sided, self.static_context_prob = one_sided, static_context_prob
         indices = [_index(c, window, context, style_frames) for c in clips]
-        kept = [(c, ix) for c, ix in zip(clips, indices) if len(ix.starts)]
+        kept = [(c, ix) for c, ix in zip(clips, indices) if len(ix.starts) and len(ix.style)]
         if len(kept) < len(clips):
-            log.info("window sampler: dropped %d of %d clip(s) with no valid window of %d + %d frames",
-                     len(clips) - len(kept), len(clips), context, window)
+            log.info("window sampler: dropped %d of %d clip(s) without a window of %d + %d frames or a style "
+                     "reference of %d frames", len(clips) - len(kept), len(clips), context, window, style_frames)
         if not kept:
             raise InfpError(f"no clip is long enough for windows of {window} frames after {context} context "
-                            "frames (with a face in all of them)")
+                            f"frames and a style reference of {style_frames} frames (with a face in all of them)")
         self._all = kept
         self._total_starts = sum(len(ix.starts) for _, ix in kept)
         self._total_one_sided = sum(len(ix.one_sided) for _, ix in kept)

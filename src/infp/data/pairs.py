@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from infp.data.clip import Clip
 from infp.errors import InfpError
-from infp.face.hybrid import Representation, represent
+from infp.face.hybrid import Representation, region_mask, represent
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +74,7 @@ class PairBatch(NamedTuple):
     source_rep: torch.Tensor  # (B, 3, S, S) E_m's input for the source
     driving: torch.Tensor  # (B, 3, S, S) the target
     driving_rep: torch.Tensor  # (B, 3, S, S)
+    driving_regions: torch.Tensor  # (B, 1, S, S) in [0, 1]: the driving frame's eyes and lips
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -111,11 +112,12 @@ class PairSampler:
         src, drv = clip.frames[i], clip.frames[j]
         src_rep = represent(src, clip.points[i], self.kind)
         drv_rep = represent(drv, clip.points[j], self.kind)
+        regions = region_mask(clip.points[j], drv.shape[0])[..., None]  # (S, S, 1) uint8
         if self.augment:
             src_rep, drv_rep = _colour_jitter(src_rep, rng), _colour_jitter(drv_rep, rng)
             if rng.random() < 0.5:  # mirror the whole pair: a face turning left is as likely as right
-                src, src_rep, drv, drv_rep = (a[:, ::-1] for a in (src, src_rep, drv, drv_rep))
-        return src, src_rep, drv, drv_rep
+                src, src_rep, drv, drv_rep, regions = (a[:, ::-1] for a in (src, src_rep, drv, drv_rep, regions))
+        return src, src_rep, drv, drv_rep, regions
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> PairBatch:
         items = [self._one(rng) for _ in range(batch_size)]

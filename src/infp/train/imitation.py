@@ -58,6 +58,7 @@ def _resumed_configs(saved: dict, train_cfg: TrainConfig) -> tuple[ImitatorConfi
     new = replace(old, steps=train_cfg.steps, log_every=train_cfg.log_every, sample_every=train_cfg.sample_every,
                   save_every=train_cfg.save_every)
     loss = dict(saved["loss"])
+    loss.setdefault("region", 0.0)  # runs saved before the region term existed trained without it
     loss["discriminator"] = DiscriminatorConfig(**loss["discriminator"])
     return model_cfg, new, LossConfig(**loss)
 
@@ -106,7 +107,7 @@ class Trainer(RunLoop):
             self.acc.backward(d.total)
             self.opt_d.step()
             logged.update({f"disc/{k}": v for k, v in d.logged().items()})
-        g = self.loss.generator(pred, b.driving)
+        g = self.loss.generator(pred, b.driving, b.driving_regions)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(g.total)
         if self.cfg.grad_clip:
