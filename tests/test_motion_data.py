@@ -242,3 +242,19 @@ def test_style_may_overlap_when_the_clip_is_short():
     sampler = WindowSampler([_fake(0, 12)], window=8, context=4, style_frames=10)
     batch = sampler.sample(np.random.default_rng(0), 20)
     assert torch.isfinite(batch.style).all() and (batch.style[:, :, 0].diff(dim=1) == 1).all()
+
+
+def test_fingerprint_follows_the_motion_encoder_only(tmp_path):
+    """A renderer fine-tuned with E_m frozen keeps the fingerprint (its latents are the same); any change
+    to E_m changes it."""
+    torch.manual_seed(0)
+    imi = Imitator(imitator_preset("tiny"))
+    imi.save_pretrained(tmp_path / "a")
+    with torch.no_grad():
+        next(imi.decoder.parameters()).add_(0.1)
+    imi.save_pretrained(tmp_path / "b")
+    with torch.no_grad():
+        next(imi.motion_encoder.parameters()).add_(1e-3)
+    imi.save_pretrained(tmp_path / "c")
+    fa, fb, fc = (imitator_fingerprint(tmp_path / k) for k in "abc")
+    assert fa == fb != fc

@@ -73,3 +73,12 @@ def test_resume_refuses_a_changed_imitator(synth_clips, imitator, tmp_path):
     Imitator(imitator_preset("tiny")).save_pretrained(moved)  # different weights at the same path
     with pytest.raises(InfpError, match="stage-1 checkpoint changed"):
         _train(synth_clips, moved, tmp_path / "run", steps=2, resume=True)
+
+
+def test_ema_warms_up(synth_clips, imitator, tmp_path):
+    """After a few steps the exported EMA weights are mostly the trained ones, not the initial ones
+    (a constant 0.999 would keep >99% of the zero-initialised output layer)."""
+    _train(synth_clips, imitator, tmp_path / "run", steps=4, cache=tmp_path / "cache")
+    ema = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))["denoiser.out.weight"]
+    raw = load_file(str(tmp_path / "run" / "state" / "model.safetensors"))["denoiser.out.weight"]
+    assert raw.norm() > 0 and ema.norm() > 0.5 * raw.norm()

@@ -135,8 +135,9 @@ def run_motion(args: argparse.Namespace) -> None:
     from infp.errors import InfpError
     from infp.eval.motion import MotionEvalSettings, evaluate_motion
     from infp.models import Imitator
-    from infp.pretrained import imitator_dir
+    from infp.pretrained import imitator_dir, motion_dir
 
+    args.checkpoint = args.checkpoint or [motion_dir()]
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu")
     imitator_path = args.imitator or imitator_dir()
     imitator = Imitator.from_pretrained(imitator_path).to(device)
@@ -181,7 +182,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     m = stages.add_parser("motion", help="stage 2: does generated motion follow each track, nod while listening, "
                           "switch roles and join windows smoothly (on synthetic clips with ground truth)")
-    m.add_argument("--checkpoint", type=Path, nargs="+", required=True, help="stage-2 checkpoint directories")
+    m.add_argument("--checkpoint", type=Path, nargs="+", default=None,
+                   help="stage-2 checkpoint directories (default: the bundled one)")
     m.add_argument("--names", nargs="+", default=None, help="one name per checkpoint (default: folder names)")
     m.add_argument("--data", type=Path, nargs="+", required=True, help="folders of held-out synthetic clips (infp synth)")
     m.add_argument("--out", type=Path, required=True, help="folder for report.md, results.json and videos")

@@ -39,16 +39,27 @@ SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps (docs/clip-format.md)
 
 
 def imitator_fingerprint(path: str | Path) -> str:
-    """16 hex of the sha256 of a checkpoint's weights: the latents' cache key, and the record in a
-    stage-2 checkpoint of which E_m its latents came from (another E_m means another latent space)."""
-    weights = Path(path) / "model.safetensors"
-    if not weights.is_file():
-        raise InfpError("not an imitator checkpoint (no model.safetensors)", path)
-    h = hashlib.sha256()
-    with open(weights, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    """16 hex of a sha256 over the motion encoder `E_m` of a stage-1 checkpoint: its tensors (names,
+    shapes, bytes) and the config fields that shape its input and output. The latents' cache key, and
+    the record in a stage-2 checkpoint of which latent space it generates: a renderer fine-tuned with
+    E_m frozen (`--freeze-motion-encoder`) keeps the fingerprint, so stage-2 models stay valid with it."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    weights, config = path / "model.safetensors", path / "config.json"
+    if not weights.is_file() or not config.is_file():
+        raise InfpError("not an imitator checkpoint (no model.safetensors / config.json)", path)
+    cfg = json.loads(config.read_text()).get("config", {})
+    h = hashlib.sha256(json.dumps({k: cfg.get(k) for k in ENCODER_FIELDS}, sort_keys=True).encode())
+    with safe_open(str(weights), "pt") as f:
+        for name in sorted(k for k in f.keys() if k.startswith("motion_encoder.")):  # noqa: SIM118 (not a dict)
+            t = f.get_tensor(name).contiguous()
+            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
+
+
+ENCODER_FIELDS = ("representation", "motion_dim", "motion_input", "motion_channels", "size")
 
 
 def _representations(clip: Clip, size: int, kind: str, progress_bar=None) -> Iterator[np.ndarray | None]:

@@ -1,9 +1,16 @@
 """The noise schedule, wrapped around diffusers' schedulers so the rest of the code does not import them.
 
 Training adds noise with `DDPMScheduler.add_noise`; sampling steps with `DDIMScheduler` (eta = 0,
-deterministic), 20 steps by default as in the paper. The schedule's settings are saved with every
+deterministic), 20 steps by default as in the paper. The training schedule is saved with every
 stage-2 checkpoint (config.json, key "diffusion"), so a checkpoint is always sampled with the schedule
-it was trained under.
+it was trained under; how to sample it (steps, spacing, clipping) is the sampler's choice.
+
+Why "leading" spacing and clipping: the cosine schedule ends at alpha_bar(999) = 2.4e-9, where a
+noise-predicting network's estimate x0 = (x - sqrt(1 - alpha_bar) eps) / sqrt(alpha_bar) multiplies
+any error in eps by 2e4 (zero terminal SNR needs v-prediction; Lin et al. 2024). Leading spacing
+starts at t = 950 (alpha_bar 6e-3, an error x13), and each step's x0 estimate is clipped to
+`clip_sample` in the normalised latent space (the training latents lie within a few standard
+deviations), as DDPM clips images to [-1, 1].
 """
 
 from __future__ import annotations
@@ -18,16 +25,14 @@ class DiffusionConfig:
     train_steps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"  # cosine (Nichol & Dhariwal 2021), as in MDM-style motion diffusion
     prediction: str = "epsilon"  # the network predicts the noise (the paper's noise-prediction loss)
-    # "trailing" places the 20 sampling steps so the first one starts from pure noise (t = 999);
-    # Lin et al. 2024 show the default "leading" spacing never does
-    timestep_spacing: str = "trailing"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict | None) -> DiffusionConfig:
-        d = d or {}
+        d = dict(d or {})
+        d.pop("timestep_spacing", None)  # a sampling setting that early runs stored; the sampler chooses it
         unknown = set(d) - {f.name for f in fields(cls)}
         if unknown:
             raise InfpError(f"unknown diffusion config fields {sorted(unknown)}")
@@ -49,12 +54,14 @@ class DiffusionConfig:
 
         return DDPMScheduler(**self._kwargs())
 
-    def sampling_scheduler(self, steps: int):
-        """A DDIM scheduler set to `steps` denoising steps."""
+    def sampling_scheduler(self, steps: int, spacing: str = "leading", clip_sample: float | None = 4.0):
+        """A DDIM scheduler set to `steps` denoising steps; `clip_sample` bounds each step's x0 estimate
+        (None: no clipping)."""
         from diffusers import DDIMScheduler
 
         if steps < 1:
             raise InfpError(f"sampling steps must be at least 1, got {steps}")
-        sched = DDIMScheduler(**self._kwargs(), set_alpha_to_one=False, timestep_spacing=self.timestep_spacing)
+        kwargs = {**self._kwargs(), "clip_sample": clip_sample is not None, "clip_sample_range": clip_sample or 1.0}
+        sched = DDIMScheduler(**kwargs, set_alpha_to_one=False, timestep_spacing=spacing)
         sched.set_timesteps(steps)
         return sched

@@ -34,10 +34,12 @@ class ModulatedLinear(nn.Module):
 
     def forward(self, entries: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         scale = self.affine(style)  # (B, D_in)
-        w = self.weight[None] * scale[:, None, :]  # (B, D_out, D_in)
-        if self.demodulate:
-            w = w * torch.rsqrt(w.pow(2).sum(dim=2, keepdim=True) + 1e-8)
-        return torch.einsum("nd,bod->bno", entries, w)
+        # Scale the inputs rather than build a (B, D_out, D_in) weight per sample: the same result
+        # (StyleGAN2's "fused = False" form) at a fraction of the memory traffic.
+        out = torch.einsum("nd,bd,od->bno", entries, scale, self.weight)  # (B, N, D_out)
+        if self.demodulate:  # 1 / ||W[o] * scale|| for each output channel, (B, D_out)
+            out = out * torch.rsqrt(scale.pow(2) @ self.weight.pow(2).T + 1e-8)[:, None, :]
+        return out
 
 
 class MemoryBank(nn.Module):

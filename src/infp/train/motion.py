@@ -88,7 +88,7 @@ class MotionTrainer(RunLoop):
         self.noise = diffusion.training_scheduler()
         model = MotionGenerator(model_cfg)
         model.set_latent_stats(*stats)
-        self.ema = self.track(model)
+        self.ema = self.track(model, warmup=True)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
         self.model, self.opt, self.sched = self.acc.prepare(model, opt, warm)

@@ -65,6 +65,16 @@ def clips_in(folder: Path):
     return clips
 
 
+def _warmup_ema(decay: float):
+    @torch.no_grad()
+    def update(ema_params: list[torch.Tensor], params: list[torch.Tensor], num_averaged) -> None:
+        n = int(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        torch._foreach_lerp_(ema_params, params, 1 - d)
+
+    return update
+
+
 class RunLoop:
     """The step loop around a subclass's `train_step(step)`, `samples()` and `export(path)`.
 
@@ -82,9 +92,12 @@ class RunLoop:
         set_seed(cfg.seed)
         self.step = 0
 
-    def track(self, model: nn.Module) -> AveragedModel:
-        """An EMA copy of `model` (before `prepare`), saved with the state."""
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(self.cfg.ema_decay), use_buffers=True)
+    def track(self, model: nn.Module, warmup: bool = False) -> AveragedModel:
+        """An EMA copy of `model` (before `prepare`), saved with the state. With `warmup` the decay
+        grows as min(decay, (1 + n) / (10 + n)) over the n updates so far, so an early checkpoint is not
+        mostly the initial weights (at 0.999, 0.999^750 = 47% of them are still there at step 750)."""
+        avg = _warmup_ema(self.cfg.ema_decay) if warmup else get_ema_multi_avg_fn(self.cfg.ema_decay)
+        ema = AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
         ema.to(self.acc.device)
         self.acc.register_for_checkpointing(ema)
         return ema
