@@ -34,6 +34,7 @@ def run_imitation(args: argparse.Namespace) -> None:
 
 
 def run_motion(args: argparse.Namespace) -> None:
+    from infp.diffusion import DiffusionConfig
     from infp.models.motion_config import motion_preset
     from infp.pretrained import imitator_dir
     from infp.train.motion import MotionTrainConfig, train_motion
@@ -46,7 +47,8 @@ def run_motion(args: argparse.Namespace) -> None:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, log_every=args.log_every or d.log_every,
         sample_every=args.save_every or d.sample_every, save_every=args.save_every or d.save_every,
     )
-    r = train_motion(args.data, args.imitator or imitator_dir(), args.out, model_cfg, cfg, resume=args.resume, progress=not args.quiet,
+    diffusion = DiffusionConfig(prediction=args.prediction)
+    r = train_motion(args.data, args.imitator or imitator_dir(), args.out, model_cfg, cfg, diffusion, resume=args.resume, progress=not args.quiet,
                      cpu=args.device == "cpu", cache_dir=args.cache, speech_model=args.speech_model)
     log.info("step %d: %.0f s, %.1f windows/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
              Path(args.out) / "checkpoint")
@@ -96,6 +98,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="warm-up steps on one-sided windows before multi-turn data (default 1000)")
     m.add_argument("--no-memory", action="store_true", help="ablation: no memory banks (audio straight to motion attention)")
     m.add_argument("--no-style", action="store_true", help="ablation: no style modulation of the memory banks")
+    m.add_argument("--prediction", choices=["epsilon", "sample"], default="epsilon",
+                   help="what the network predicts: the noise (the paper's loss, default) or the clean latents")
     m.add_argument("--speech-model", type=Path, default=None,
                    help="local wav2vec2/HuBERT directory for the audio features (default: log-mel)")
     m.add_argument("--cache", type=Path, default=None,

@@ -233,13 +233,24 @@ def load_motion_clips(
     return MotionLoad(out, skipped)
 
 
-def latent_stats(clips: list[MotionClip]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-dimension (mean, std) over every finite latent row: stage 2 diffuses normalised latents.
-    The std floor keeps a dimension E_m never uses from being blown up."""
+def _rows(clips: list[MotionClip]) -> np.ndarray:
     rows = np.concatenate([c.latents[np.isfinite(c.latents).all(1)] for c in clips]).astype(np.float64)
     if len(rows) == 0:
         raise InfpError("no finite motion latents to compute statistics from")
+    return rows
+
+
+def latent_stats(clips: list[MotionClip]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension (mean, std) over every finite latent row. The std floor keeps a dimension E_m
+    never uses from being blown up."""
+    rows = _rows(clips)
     return rows.mean(0).astype(np.float32), np.maximum(rows.std(0), 1e-3).astype(np.float32)
+
+
+def latent_moments(clips: list[MotionClip]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (z,), covariance (z, z)) over every finite latent row: what stage 2 whitens its latents by."""
+    rows = _rows(clips)
+    return rows.mean(0).astype(np.float32), np.cov(rows, rowvar=False).astype(np.float32)
 
 
 class WindowBatch(NamedTuple):

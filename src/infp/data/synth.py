@@ -121,12 +121,12 @@ def _render(tmp: Path, portrait: Portrait, conv: ConversationAudio, beh: Behavio
 
 def synthesize(
     out: str | Path, count: int = 1, seconds: float = 20.0, seed: int = 0, portraits: str | Path | None = None,
-    speech: str | Path | None = None, size: int = 256, progress: bool = True,
+    speech: str | Path | None = None, size: int = 256, progress: bool = True, real_speech_prob: float = 0.5,
 ) -> list[ClipMeta]:
     """Make `count` clips under `out` (clip_00000, ...). Existing complete clips are kept."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = SynthConfig(seconds=seconds, size=size)
+    cfg = SynthConfig(seconds=seconds, size=size, real_speech_prob=real_speech_prob)
     faces = load_portraits(portraits, size)
     bank = SpeechBank(speech) if speech is not None else None
     metas = []

@@ -24,7 +24,9 @@ from infp.errors import InfpError
 class DiffusionConfig:
     train_steps: int = 1000
     beta_schedule: str = "squaredcos_cap_v2"  # cosine (Nichol & Dhariwal 2021), as in MDM-style motion diffusion
-    prediction: str = "epsilon"  # the network predicts the noise (the paper's noise-prediction loss)
+    # "epsilon": the network predicts the noise (the paper's noise-prediction loss); "sample": the
+    # clean latents, as motion diffusion models usually do (MDM, EDGE): see docs/stage2.md
+    prediction: str = "epsilon"
 
     def to_dict(self) -> dict:
         return asdict(self)

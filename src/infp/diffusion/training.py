@@ -37,8 +37,9 @@ class MotionBatch(NamedTuple):
 def denoising_loss(
     model: MotionGenerator, batch: MotionBatch, noise_scheduler, generator: torch.Generator, drop: CondDropout,
 ) -> torch.Tensor:
-    """MSE between the true and the predicted noise. All randomness (timesteps, noise, dropout) comes
-    from `generator`, so a resumed run repeats the same draws."""
+    """MSE between the network's output and what it predicts under the scheduler's `prediction_type`:
+    the noise ("epsilon", the paper's loss) or the clean latents ("sample"). All randomness (timesteps,
+    noise, dropout) comes from `generator`, so a resumed run repeats the same draws."""
     b, device = batch.target.shape[0], batch.target.device
 
     def coin(p: float) -> torch.Tensor:
@@ -49,4 +50,7 @@ def denoising_loss(
     x_t = noise_scheduler.add_noise(batch.target, noise, t)
     style = model.style(batch.style) * (~coin(drop.style)).float()[:, None]
     cond = model.condition(batch.agent, batch.partner, style, batch.context, coin(drop.audio), coin(drop.context))
-    return F.mse_loss(model(x_t, t, cond), noise)
+    kind = noise_scheduler.config.prediction_type
+    if kind not in ("epsilon", "sample"):
+        raise ValueError(f"prediction type {kind!r} is not supported (epsilon or sample)")
+    return F.mse_loss(model(x_t, t, cond), noise if kind == "epsilon" else batch.target)

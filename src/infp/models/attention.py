@@ -19,12 +19,19 @@ class Attention(nn.Module):
         self.kv = nn.Linear(kv_dim or dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`mask` (T, S) bool: which keys each query may attend to."""
         kv = x if kv is None else kv
         q = rearrange(self.q(x), "b t (h d) -> b h t d", h=self.heads)
         k, v = rearrange(self.kv(kv), "b s (two h d) -> two b h s d", two=2, h=self.heads)
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, d)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, d)
         return self.out(rearrange(y, "b h t d -> b t (h d)"))
+
+
+def band_mask(n: int, radius: int, device=None) -> torch.Tensor:
+    """(n, n) bool: query frame i may attend to key frames i - radius .. i + radius."""
+    i = torch.arange(n, device=device)
+    return (i[:, None] - i[None, :]).abs() <= radius
 
 
 class Mlp(nn.Sequential):

@@ -1,7 +1,9 @@
 """Conditional diffusion transformer (INFP Sec. 3.2, Fig. 3): noisy motion latents -> predicted noise.
 
 Each of the 4 blocks runs self-attention over the window's latents, then motion attention (queries =
-the noisy latents, keys/values = the interactive motion features `f_m`), then temporal attention on
+the noisy latents, keys/values = the interactive motion features `f_m`; each frame attends to the
+features of its own moment, +- `motion_band` frames, as FaceFormer's alignment bias does: without it
+attention over `f_m` is blind to time and a latent frame cannot find its own audio), then temporal attention on
 the last `context` motion latents of the previous window, which is what makes consecutive windows join
 without a jump, then an MLP. The diffusion timestep enters DiT-style through adaptive layer norm with
 zero-initialised gates (adaLN-Zero, Peebles & Xie 2023), and the output projection starts at zero, so
@@ -16,7 +18,7 @@ import math
 import torch
 from torch import nn
 
-from infp.models.attention import Attention, Mlp, init_linear
+from infp.models.attention import Attention, Mlp, band_mask, init_linear
 from infp.models.motion_config import MotionConfig
 
 
@@ -48,10 +50,11 @@ class DenoiserBlock(nn.Module):
         self.mlp = Mlp(d, int(d * cfg.mlp_ratio))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))  # shift, scale, gate for attention and MLP
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, f_m: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, f_m: torch.Tensor, prev: torch.Tensor,
+                band: torch.Tensor | None = None) -> torch.Tensor:
         s1, c1, g1, s2, c2, g2 = self.ada(c).chunk(6, dim=-1)  # (B, D) each
         x = x + g1[:, None] * self.self_attn(_modulate(self.norm_self(x), s1, c1))
-        x = x + self.motion_attn(self.norm_motion(x), f_m)
+        x = x + self.motion_attn(self.norm_motion(x), f_m, band)
         x = x + self.temporal_attn(self.norm_temporal(x), prev)
         return x + g2[:, None] * self.mlp(_modulate(self.norm_mlp(x), s2, c2))
 
@@ -73,6 +76,7 @@ class DiffusionTransformer(nn.Module):
         self.ctx_inp = nn.Linear(cfg.motion_dim, d)
         self.ctx_pos = nn.Parameter(torch.zeros(1, cfg.context, d))
         self.blocks = nn.ModuleList(DenoiserBlock(cfg) for _ in range(cfg.blocks))
+        self.motion_band = cfg.motion_band
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.out = nn.Linear(d, cfg.motion_dim)
@@ -98,7 +102,8 @@ class DiffusionTransformer(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, f_m: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         h = self.inp(x) + self.pos[:, : x.shape[1]]  # (B, W, D)
         c = self.time(timestep_embedding(t, self.freq_dim))  # (B, D)
+        band = None if self.motion_band < 0 else band_mask(x.shape[1], self.motion_band, x.device)
         for block in self.blocks:
-            h = block(h, c, f_m, prev)
+            h = block(h, c, f_m, prev, band)
         shift, scale = self.ada_out(c).chunk(2, dim=-1)
         return self.out(_modulate(self.norm_out(h), shift, scale))

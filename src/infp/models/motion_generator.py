@@ -4,8 +4,14 @@ INFP Sec. 3.2 (audio-guided motion generation). `condition` turns a window of bo
 style vector and the previous window's latents into what the denoiser attends to; `forward` predicts
 the noise in a window of noisy latents. Classifier-free guidance works by replacing conditions with
 learned null embeddings (`drop_audio`, `drop_context`) and zeroing `s_m`; the sampler in
-`infp.diffusion` decides when. Latents are generated in a normalised space (per-dimension mean and
-standard deviation of the training latents, stored with the weights) so the diffusion sees unit scale.
+`infp.diffusion` decides when.
+
+Latents are generated in a whitened space, stored with the weights: z -> (z - mean) @ whiten, back by
+x @ color + mean. A stage-1 latent space can be very unevenly used (the first base imitator's 32 dims
+have one principal direction with 96% of the variance, head pose, and the mouth in a direction with
+3%), and a diffusion loss over raw or per-dimension-scaled latents then spends itself on that one
+direction. Whitening onto the principal directions that carry `keep` (99.9%) of the variance gives
+each of them equal weight; the remaining directions map to zero.
 """
 
 from __future__ import annotations
@@ -48,18 +54,35 @@ class MotionGenerator(nn.Module):
         self.null_audio = nn.Parameter(torch.zeros(1, 1, cfg.width))  # f_m of a dropped audio condition
         self.null_context = nn.Parameter(torch.zeros(1, cfg.context, cfg.width))
         self.register_buffer("latent_mean", torch.zeros(cfg.motion_dim))
-        self.register_buffer("latent_std", torch.ones(cfg.motion_dim))
+        self.register_buffer("latent_whiten", torch.eye(cfg.motion_dim))  # (z, z)
+        self.register_buffer("latent_color", torch.eye(cfg.motion_dim))  # (z, z), its inverse on the kept directions
 
     # -- latent space ----------------------------------------------------------------------------
     def set_latent_stats(self, mean, std) -> None:
+        """Per-dimension scaling (a diagonal whitening)."""
+        std = torch.as_tensor(std, dtype=torch.float32)
         self.latent_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
-        self.latent_std.copy_(torch.as_tensor(std, dtype=torch.float32))
+        self.latent_whiten.copy_(torch.diag(1 / std))
+        self.latent_color.copy_(torch.diag(std))
+
+    def set_latent_whitening(self, mean, cov, keep: float = 0.999) -> int:
+        """PCA whitening by the training latents' covariance, onto the leading principal directions that
+        explain `keep` of the variance; returns how many were kept."""
+        evals, evecs = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))
+        evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)  # descending
+        k = int((torch.cumsum(evals, 0) / evals.sum() < keep).sum()) + 1
+        scale = torch.zeros_like(evals)
+        scale[:k] = evals[:k].sqrt()
+        self.latent_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.latent_whiten.copy_((evecs * torch.where(scale > 0, 1 / scale.clamp_min(1e-12), 0.0)).float())
+        self.latent_color.copy_((evecs * scale).T.float())
+        return k
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
-        return (z - self.latent_mean) / self.latent_std
+        return (z - self.latent_mean) @ self.latent_whiten
 
     def denormalize(self, z: torch.Tensor) -> torch.Tensor:
-        return z * self.latent_std + self.latent_mean
+        return z @ self.latent_color + self.latent_mean
 
     # -- conditions ------------------------------------------------------------------------------
     def style(self, reference: torch.Tensor | None, batch: int = 1) -> torch.Tensor:

@@ -21,7 +21,7 @@ from infp.data.motion import (
     WindowBatch,
     WindowSampler,
     imitator_fingerprint,
-    latent_stats,
+    latent_moments,
     load_motion_clips,
 )
 from infp.diffusion.schedule import DiffusionConfig
@@ -50,6 +50,7 @@ class MotionTrainConfig:
     drop_audio: float = 0.5
     drop_context: float = 0.5
     min_speech: float = 0.2  # real clips need speech in this share of the agent track's frames
+    whiten_keep: float = 0.999  # share of the latent variance whose principal directions are whitened
     log_every: int = 10
     sample_every: int = 500  # steps between held-fixed validation losses
     save_every: int = 500
@@ -87,7 +88,9 @@ class MotionTrainer(RunLoop):
         self.one_sided, self.full = samplers
         self.noise = diffusion.training_scheduler()
         model = MotionGenerator(model_cfg)
-        model.set_latent_stats(*stats)
+        kept = model.set_latent_whitening(*stats, keep=cfg.whiten_keep)
+        log.info("latents whitened onto %d of %d principal directions (%.1f%% of the variance)",
+                 kept, model_cfg.motion_dim, 100 * cfg.whiten_keep)
         self.ema = self.track(model, warmup=True)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
@@ -157,7 +160,7 @@ def train_motion(
     write_run(out, {"model": model_cfg.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(cfg),
                     "data": [str(d) for d in data], "imitator": str(Path(imitator_dir).resolve()),
                     "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None})
-    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), latent_stats(loaded.clips), card, cpu)
+    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), latent_moments(loaded.clips), card, cpu)
     if resume:
         trainer.load()
     return trainer.run(progress)
