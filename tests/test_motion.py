@@ -301,3 +301,23 @@ def test_motion_attention_is_aligned_in_time():
     y2 = block(h, c, f2, c1.prev, band)
     changed = (y1 - y2).abs().amax(-1)[0] > 1e-6
     assert not changed[: CFG.window - 3 - CFG.motion_band].any() and changed[-3:].all()
+
+
+def test_bundled_motion_checkpoint_matches_the_bundled_imitator():
+    """The bundled stage-2 model generates the latents of the bundled stage-1 E_m, and samples sanely."""
+    import json
+
+    from infp.data.motion import imitator_fingerprint
+    from infp.pretrained import imitator_dir, motion_dir
+
+    path = motion_dir()
+    model = MotionGenerator.from_pretrained(path, preset="small")
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["training"]["imitator_fingerprint"] == imitator_fingerprint(imitator_dir())
+    assert "infp train motion" in (path / "MODEL_CARD.md").read_text()
+    cfg = model.cfg
+    rows = torch.zeros(cfg.audio_per_frame * 30, cfg.audio_input_dim) - 0.5  # silence in both tracks
+    z = generate(model, DiffusionConfig.from_checkpoint(path), rows, rows, model.latent_mean, steps=4, seed=0)
+    assert z.shape == (30, cfg.motion_dim) and torch.isfinite(z).all()
+    spread = (z - model.latent_mean).norm(dim=1).max() / model.latent_color.norm()
+    assert spread < 10, "generated latents stay near the training distribution"

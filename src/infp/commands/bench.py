@@ -42,5 +42,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--seconds", type=positive_float, default=20.0, help="conversation length to generate (default 20)")
     s.add_argument("--steps", type=positive_int, default=20, help="DDIM steps (default 20)")
-    s.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2; 1 = off)")
+    s.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3; 1 = off)")
     s.set_defaults(func=run)

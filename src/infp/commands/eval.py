@@ -191,7 +191,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--speech-model", type=Path, default=None,
                    help="local wav2vec2/HuBERT model, for checkpoints trained on its features")
     m.add_argument("--steps", type=positive_int, default=20, help="DDIM steps (default 20)")
-    m.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance scale (default 2.0)")
+    m.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
     m.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     m.add_argument("--style", choices=["none", "clip"], default="none",
                    help="style reference: none (the neutral style, s_m = 0) or the clip's own true latents "

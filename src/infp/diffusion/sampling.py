@@ -46,7 +46,7 @@ class WindowedGenerator:
 
     def __init__(
         self, model: MotionGenerator, diffusion: DiffusionConfig, first_latent: torch.Tensor,
-        style_reference: torch.Tensor | None = None, steps: int = 20, guidance: float = 2.0, seed: int = 0,
+        style_reference: torch.Tensor | None = None, steps: int = 20, guidance: float = 3.0, seed: int = 0,
     ):
         self.model, self.guidance = model, guidance
         self.device = model.latent_mean.device
@@ -74,7 +74,7 @@ class WindowedGenerator:
 def generate(
     model: MotionGenerator, diffusion: DiffusionConfig, agent: torch.Tensor, partner: torch.Tensor,
     first_latent: torch.Tensor, style_reference: torch.Tensor | None = None, steps: int = 20,
-    guidance: float = 2.0, seed: int = 0, progress: bool = False,
+    guidance: float = 3.0, seed: int = 0, progress: bool = False,
 ) -> torch.Tensor:
     """Motion latents (T, motion_dim) for a whole conversation of T frames.
 

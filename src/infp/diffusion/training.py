@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from infp.models.motion_generator import MotionGenerator
+from infp.models.motion_generator import ConditionInputs, MotionGenerator
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ def denoising_loss(
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(batch.target.shape, generator=generator).to(device)
     x_t = noise_scheduler.add_noise(batch.target, noise, t)
-    style = model.style(batch.style) * (~coin(drop.style)).float()[:, None]
-    cond = model.condition(batch.agent, batch.partner, style, batch.context, coin(drop.audio), coin(drop.context))
+    cond = ConditionInputs(batch.agent, batch.partner, batch.style, batch.context, coin(drop.style), coin(drop.audio),
+                           coin(drop.context))
     kind = noise_scheduler.config.prediction_type
     if kind not in ("epsilon", "sample"):
         raise ValueError(f"prediction type {kind!r} is not supported (epsilon or sample)")

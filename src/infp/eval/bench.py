@@ -39,7 +39,7 @@ class MotionBench:
 
 @torch.no_grad()
 def bench_motion(model: MotionGenerator, diffusion: DiffusionConfig | None = None, seconds: float = 20.0,
-                 steps: int = 20, guidance: float = 2.0, repeats: int = 3) -> MotionBench:
+                 steps: int = 20, guidance: float = 3.0, repeats: int = 3) -> MotionBench:
     """Best of `repeats` timings of generating `seconds` of motion."""
     cfg, diffusion = model.cfg, diffusion or DiffusionConfig()
     device = model.latent_mean.device

@@ -206,7 +206,7 @@ class Checkpoint:
 @dataclass(frozen=True)
 class MotionEvalSettings:
     steps: int = 20
-    guidance: float = 2.0
+    guidance: float = 3.0
     seed: int = 0
     style: str = "none"  # "none": the neutral style; "clip": the clip's own GT latents as the reference
     render: bool = True

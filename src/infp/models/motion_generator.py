@@ -36,6 +36,19 @@ class Condition(NamedTuple):
     prev: torch.Tensor  # (B, C, width) embedded previous-window latents
 
 
+class ConditionInputs(NamedTuple):
+    """What `condition` is computed from, for a forward pass that does it all (training: one forward
+    call per step, as DistributedDataParallel needs). Masks are (B,) bool or None."""
+
+    agent: torch.Tensor  # (B, per_frame * W, F)
+    partner: torch.Tensor
+    style_reference: torch.Tensor  # (B, R, motion_dim) normalised latents
+    context: torch.Tensor  # (B, C, motion_dim) normalised latents
+    drop_style: torch.Tensor | None = None  # zero s_m
+    drop_audio: torch.Tensor | None = None
+    drop_context: torch.Tensor | None = None
+
+
 def _where(mask: torch.Tensor | None, null: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """`value` with the samples of (B,) `mask` replaced by `null` (broadcast over the rest)."""
     if mask is None:
@@ -101,8 +114,14 @@ class MotionGenerator(nn.Module):
         prev = self.denoiser.embed_context(context)
         return Condition(_where(drop_audio, self.null_audio, f_m), _where(drop_context, self.null_context, prev))
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition) -> torch.Tensor:
-        """Predicted noise (B, W, motion_dim) in the noisy normalised latents `x_t`."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | ConditionInputs) -> torch.Tensor:
+        """The prediction (B, W, motion_dim) for the noisy normalised latents `x_t` (noise, or clean
+        latents, as the model was trained); `cond` computed by `condition`, or its inputs."""
+        if isinstance(cond, ConditionInputs):
+            style = self.style(cond.style_reference)
+            if cond.drop_style is not None:
+                style = style * (~cond.drop_style).to(style.dtype)[:, None]
+            cond = self.condition(cond.agent, cond.partner, style, cond.context, cond.drop_audio, cond.drop_context)
         return self.denoiser(x_t, t, cond.f_m, cond.prev)
 
     # -- checkpoints -----------------------------------------------------------------------------
