@@ -20,12 +20,13 @@ system:
 	@command -v espeak-ng >/dev/null && command -v ffmpeg >/dev/null || \
 		($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q espeak-ng ffmpeg)
 
+# The main job: the packaged portrait (scikit-image's astronaut) in the packaged 12-s two-track
+# conversation, with the bundled checkpoints, into out.mp4.
 demo: setup system
-	$(VENV)/bin/infp synth --out out/demo --count 1 --seconds 20 --seed 1
-	@echo "preview: out/demo/clip_00000/video.mp4   contact sheet: out/demo/clip_00000/contact.png"
+	$(VENV)/bin/infp generate --out out.mp4
 
 test: setup system
 	$(PY) -m pytest -q
 
 clean:
-	rm -rf $(VENV) out
+	rm -rf $(VENV) out out.mp4

@@ -81,3 +81,25 @@ def synth_clips(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth_clips")
     synthesize(out, count=1, seconds=2.0, seed=5, progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """A tiny stage-1 checkpoint (`imi`) and a tiny stage-2 checkpoint trained on its latents (`m`),
+    untrained: for plumbing, not for quality."""
+    import torch
+
+    from infp.data.motion import imitator_fingerprint
+    from infp.diffusion.schedule import DiffusionConfig
+    from infp.models import Imitator, imitator_preset
+    from infp.models.motion_config import motion_preset
+    from infp.models.motion_generator import MotionGenerator
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    torch.manual_seed(0)
+    Imitator(imitator_preset("tiny")).save_pretrained(root / "imi")
+    model = MotionGenerator(motion_preset("tiny"))
+    model.set_latent_stats(torch.zeros(16), torch.full((16,), 0.5))
+    model.save_pretrained(root / "m", diffusion=DiffusionConfig().to_dict(),
+                          training={"imitator_fingerprint": imitator_fingerprint(root / "imi")})
+    return root

@@ -110,18 +110,6 @@ def test_nod_metric_sees_oscillation_only_where_nods_are():
     np.testing.assert_allclose(m, [1.0, 2.0, 3.0])
 
 
-@pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval_motion")
-    torch.manual_seed(0)
-    Imitator(imitator_preset("tiny")).save_pretrained(root / "imi")
-    model = MotionGenerator(motion_preset("tiny"))
-    model.set_latent_stats(torch.zeros(16), torch.full((16,), 0.5))
-    model.save_pretrained(root / "m", diffusion=DiffusionConfig().to_dict(),
-                          training={"imitator_fingerprint": imitator_fingerprint(root / "imi")})
-    return root
-
-
 def test_cli_end_to_end(synth_clips, tiny_models, tmp_path):
     out = tmp_path / "out"
     rc = main(["-q", "eval", "motion", "--checkpoint", str(tiny_models / "m"), "--names", "full",

@@ -24,3 +24,12 @@ def imitator_dir() -> Path:
 def motion_dir() -> Path:
     """The bundled stage-2 (motion) checkpoint directory."""
     return _bundled("motion", "stage-2")
+
+
+def demo_conversation() -> Path:
+    """The packaged 12-s two-track conversation (assets/README.md): what `infp generate` animates
+    when given no audio."""
+    path = Path(__file__).resolve().parent / "assets" / "conversation.flac"
+    if not path.is_file():
+        raise InfpError("this install has no packaged demo conversation; pass --audio or --agent/--partner", path)
+    return path

@@ -10,6 +10,7 @@ which keeps streaming latency negligible.
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -74,3 +75,12 @@ class LogMel:
         mel = torch.from_numpy(mel_filterbank(self.dim, self.win)) @ spec
         # log10 power floored at -60 dB; (x + 4) / 4 maps speech to about [-0.5, 1.4], silence to -0.5
         return ((torch.log10(mel.clamp_min(1e-10)).clamp_min(-6.0) + 4.0) / 4.0).T.contiguous().numpy()
+
+
+def featurizer_for(speech_model: str | Path | None) -> Featurizer:
+    """The audio features: log-mel, or those of a local wav2vec2/HuBERT/WavLM model directory."""
+    if speech_model is None:
+        return LogMel()
+    from infp.audio.speech_model import SpeechModelFeatures
+
+    return SpeechModelFeatures.from_dir(speech_model)

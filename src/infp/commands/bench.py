@@ -1,4 +1,4 @@
-"""`infp bench`: speed of the models on this machine (stage-2 motion generation for now)."""
+"""`infp bench`: speed on this machine: stage 2 alone, the whole pipeline, and live streaming latency."""
 
 from __future__ import annotations
 
@@ -11,33 +11,64 @@ from infp.commands import positive_float, positive_int
 log = logging.getLogger("infp")
 
 
+def _pipeline(args: argparse.Namespace, device: str):
+    """The bundled (or given) checkpoints, or untrained models of the given presets (speed does not
+    depend on the weights)."""
+    from infp.audio.mel import LogMel
+    from infp.diffusion import DiffusionConfig
+    from infp.models import Imitator, imitator_preset
+    from infp.models.motion_config import motion_preset
+    from infp.models.motion_generator import MotionGenerator
+    from infp.pipeline import InfpPipeline
+    from infp.pipeline.stages import MotionStage
+
+    if args.preset is None and args.imitator_preset is None:
+        pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device)
+        name = f"bundled: {pipe.imitator.cfg.preset} + {pipe.stage2.model.cfg.preset}" if not (
+            args.checkpoint or args.imitator) else f"{pipe.imitator.cfg.preset} + {pipe.stage2.model.cfg.preset}"
+        return pipe, name
+    imitator = Imitator(imitator_preset(args.imitator_preset or "base"))
+    cfg = motion_preset(args.preset or "small", motion_dim=imitator.cfg.motion_dim)
+    stage2 = MotionStage(Path("untrained"), MotionGenerator(cfg).eval(), DiffusionConfig(), LogMel())
+    return InfpPipeline(imitator, stage2, device), f"{imitator.cfg.preset} + {cfg.preset} (untrained)"
+
+
 def run(args: argparse.Namespace) -> None:
     import torch
 
-    from infp.diffusion import DiffusionConfig
-    from infp.eval.bench import bench_motion
-    from infp.models.motion_config import motion_preset
-    from infp.models.motion_generator import MotionGenerator
+    from infp.errors import InfpError
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "cuda" else "cpu")
     if args.device == "cuda" and not torch.cuda.is_available():
-        from infp.errors import InfpError
-
         raise InfpError("--device cuda: no CUDA GPU is available here")
-    if args.checkpoint:
-        model, diffusion = MotionGenerator.from_pretrained(args.checkpoint), DiffusionConfig.from_checkpoint(args.checkpoint)
-    else:  # speed does not depend on the weights
-        model, diffusion = MotionGenerator(motion_preset(args.preset)).eval(), DiffusionConfig()
-    r = bench_motion(model.to(device), diffusion, seconds=args.seconds, steps=args.steps, guidance=args.guidance)
-    log.warning("%s", r.line())  # a result, shown even with --quiet
+    settings = {"steps": args.steps, "guidance": args.guidance}
+    pipe, name = _pipeline(args, args.device)
+    if "motion" in args.what:
+        from infp.eval.bench import bench_motion
+
+        r = bench_motion(pipe.stage2.model, pipe.stage2.diffusion, args.seconds, args.steps, args.guidance)
+        log.warning("%s", r.line())  # results are shown even with --quiet
+    if "pipeline" in args.what or "stream" in args.what:
+        from infp.data.portraits import default_portrait
+        from infp.eval.bench import bench_pipeline, bench_stream
+
+        portrait = pipe.prepare(default_portrait()[1], "astronaut")
+        if "pipeline" in args.what:
+            log.warning("%s", bench_pipeline(pipe, portrait, name, args.seconds, **settings).line())
+        if "stream" in args.what:
+            log.warning("%s", bench_stream(pipe, portrait, name, args.seconds, **settings).line())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("bench", help="measure generation speed on this machine")
-    s.add_argument("--preset", default="base", help="model size when no --checkpoint is given (default base)")
-    s.add_argument("--checkpoint", type=Path, default=None, help="a stage-2 checkpoint directory to time instead")
+    s.add_argument("--what", nargs="+", choices=["motion", "pipeline", "stream"], default=["motion", "pipeline", "stream"],
+                   help="what to time: stage 2 alone, the whole pipeline offline, a live stream (default: all)")
+    s.add_argument("--preset", default=None,
+                   help="stage-2 preset to time untrained (default: the bundled checkpoints, unless --imitator-preset)")
+    s.add_argument("--imitator-preset", default=None, help="stage-1 preset to time untrained (default base with --preset)")
+    s.add_argument("--checkpoint", type=Path, default=None, help="a stage-2 checkpoint directory (default: bundled)")
+    s.add_argument("--imitator", type=Path, default=None, help="a stage-1 checkpoint directory (default: bundled)")
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     s.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--seconds", type=positive_float, default=20.0, help="conversation length to generate (default 20)")

@@ -82,48 +82,16 @@ def _names(args: argparse.Namespace) -> list[str]:
     return names
 
 
-def _check(path: Path, model, card: dict, imitator, fingerprint: str) -> None:
-    """A checkpoint generates the latents of one E_m: the given imitator must be the one it learnt from."""
-    from infp.errors import InfpError
-
-    if model.cfg.motion_dim != imitator.cfg.motion_dim:
-        raise InfpError(f"generates {model.cfg.motion_dim}-dim motion latents; the imitator's are "
-                        f"{imitator.cfg.motion_dim}-dim", path)
-    trained = (card.get("training") or {}).get("imitator_fingerprint")
-    if trained is None:
-        log.warning("%s: its training card does not record the imitator it was trained with; assuming %s", path, fingerprint)
-    elif trained != fingerprint:
-        raise InfpError(f"trained on the latents of imitator {trained}, but the given imitator is {fingerprint} "
-                        "(pass --imitator with the stage-1 checkpoint it was trained with)", path)
-
-
 def _checkpoints(args: argparse.Namespace, imitator, fingerprint: str, device) -> list:
     """Every --checkpoint loaded and checked against the imitator, with its audio featurizer."""
-    from infp.diffusion.schedule import DiffusionConfig
-    from infp.errors import InfpError
     from infp.eval.motion import Checkpoint
-    from infp.models.checkpoint import read_config
-    from infp.models.motion_generator import MotionGenerator
-    from infp.train.motion import featurizer_for
+    from infp.pipeline.stages import load_motion_stage
 
     featurizers: dict = {}
     out = []
     for name, path in zip(_names(args), args.checkpoint):
-        card = read_config(path, "motion")
-        model = MotionGenerator.from_pretrained(path)
-        _check(path, model, card, imitator, fingerprint)
-        cfg = model.cfg
-        if cfg.audio_features != "logmel80" and args.speech_model is None:
-            raise InfpError(f"trained on {cfg.audio_features!r} audio features: pass --speech-model DIR, the local "
-                            "wav2vec2/HuBERT model it was trained with", path)
-        key = None if cfg.audio_features == "logmel80" else args.speech_model
-        if key not in featurizers:
-            featurizers[key] = featurizer_for(key)
-        f = featurizers[key]
-        if (f.name, f.per_frame, f.dim) != (cfg.audio_features, cfg.audio_per_frame, cfg.audio_input_dim):
-            raise InfpError(f"trained on {cfg.audio_features!r} features ({cfg.audio_per_frame} x {cfg.audio_input_dim} "
-                            f"per frame); --speech-model gives {f.name!r} ({f.per_frame} x {f.dim})", path)
-        out.append(Checkpoint(name, path, model.to(device), DiffusionConfig.from_checkpoint(path), f))
+        m = load_motion_stage(path, imitator, fingerprint, args.speech_model, featurizers)
+        out.append(Checkpoint(name, m.path, m.model.to(device), m.diffusion, m.featurizer))
     return out
 
 

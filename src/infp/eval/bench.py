@@ -1,8 +1,12 @@
-"""Speed benchmarks: how many seconds of conversation a model generates per second of compute.
+"""Speed benchmarks: how many seconds of conversation are generated per second of compute.
 
-A benchmark, not a test: it times the real code path (`infp.diffusion.generate`, 20 DDIM steps with
-classifier-free guidance by default) on random audio features after one warm-up window, and reports
-the real-time factor (> 1 means faster than real time).
+Benchmarks, not tests: they time the real code paths after one warm-up window and report the
+real-time factor (> 1 means faster than real time).
+- `bench_motion`: stage 2 alone (`infp.diffusion.generate`, 20 DDIM steps with guidance by default)
+  on random audio features;
+- `bench_pipeline`: portrait + two tracks -> frames, stage 2 and stage-1 rendering (`InfpPipeline`);
+- `bench_stream`: a live session fed audio at the pace it would arrive (chunks of `chunk_ms`), timing
+  each frame from the moment its last audio sample arrived to the moment it is ready.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from infp import FPS
@@ -59,3 +64,96 @@ def bench_motion(model: MotionGenerator, diffusion: DiffusionConfig | None = Non
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
     return MotionBench(cfg.preset, device.type, torch.get_num_threads(), n / FPS, best, steps, guidance)
+
+
+def turn_taking_tracks(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Two 16 kHz tracks taking turns (4 s each), syllable-like noise bursts: speed does not depend on
+    what is said, but silence and speech both occur."""
+    from infp import SAMPLE_RATE
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    voice = 0.2 * rng.normal(size=(2, len(t))) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+    turn = (t // 4) % 2 == 0
+    return (voice[0] * turn).astype(np.float32), (voice[1] * ~turn).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PipelineBench:
+    name: str  # "<imitator preset> + <motion preset>"
+    device: str
+    threads: int
+    seconds: float  # conversation generated
+    motion_s: float  # stage 2 alone
+    total_s: float  # stage 2 + rendering + paste-back
+    frame_size: tuple[int, int]  # (H, W) of the output frames
+
+    def line(self) -> str:
+        n = self.seconds * FPS
+        return (f"pipeline ({self.name}, {self.device}, {self.threads} thread(s)): {self.seconds:.0f} s of conversation "
+                f"-> {n:.0f} frames of {self.frame_size[1]}x{self.frame_size[0]} in {self.total_s:.1f} s: "
+                f"{n / self.total_s:.1f} frames/s, {self.seconds / self.total_s:.2f}x real time "
+                f"(stage 2 {self.motion_s:.1f} s, rendering {self.total_s - self.motion_s:.1f} s)")
+
+
+@torch.no_grad()
+def bench_pipeline(pipe, portrait, name: str, seconds: float = 20.0, **settings) -> PipelineBench:
+    """Time stage 2 alone, then the whole pipeline, on `seconds` of two-track audio."""
+    agent, partner = turn_taking_tracks(seconds)
+    w = pipe.stage2.model.cfg.window / FPS
+    first = next(iter(pipe(portrait, agent[: int(w * 16000)], partner[: int(w * 16000)], **settings)))  # warm-up
+    t0 = time.perf_counter()
+    pipe.motion(portrait, agent, partner, **settings)
+    t1 = time.perf_counter()
+    for _ in pipe(portrait, agent, partner, **settings):
+        pass
+    t2 = time.perf_counter()
+    return PipelineBench(name, pipe.device.type, torch.get_num_threads(), len(agent) / 16000, t1 - t0, t2 - t1,
+                         first.shape[:2])
+
+
+@dataclass(frozen=True)
+class StreamBench:
+    name: str
+    device: str
+    threads: int
+    seconds: float
+    chunk_ms: float
+    latencies: np.ndarray  # (T,) seconds from a frame's last audio sample arriving to the frame being ready
+    window_s: float  # audio per window: the wait built into windowed generation
+
+    @property
+    def keeps_up(self) -> bool:
+        """Whether the lag stays bounded: the last window's frames wait no longer than the first's
+        (plus 10%)."""
+        w = round(self.window_s * FPS)
+        return bool(self.latencies[-w:].max() <= 1.1 * self.latencies[:w].max() + 0.05)
+
+    def line(self) -> str:
+        lat = self.latencies
+        return (f"stream ({self.name}, {self.device}, {self.threads} thread(s)): {self.seconds:.0f} s pushed in "
+                f"{self.chunk_ms:.0f}-ms chunks at real-time pace: latency audio -> frame mean {lat.mean():.2f} s, "
+                f"median {np.median(lat):.2f} s, max {lat.max():.2f} s (a window is {self.window_s:.1f} s of audio); "
+                f"{'keeps up with' if self.keeps_up else 'falls behind'} real time")
+
+
+@torch.no_grad()
+def bench_stream(pipe, portrait, name: str, seconds: float = 20.0, chunk_ms: float = 40.0, **settings) -> StreamBench:
+    """Feed a live session at real-time pace; a frame's latency is measured from the arrival of the
+    last audio sample of its 40-ms slot (plus the session's one-frame look-ahead is part of it)."""
+    from infp import SAMPLE_RATE
+
+    agent, partner = turn_taking_tracks(seconds, seed=1)
+    step = int(chunk_ms / 1000 * SAMPLE_RATE)
+    session = pipe.stream(portrait, **settings)
+    ready: list[float] = []
+    start = time.perf_counter()
+    for k in range(0, len(agent), step):
+        arrival = start + (k + step) / SAMPLE_RATE  # when this chunk's last sample exists in real life
+        if (wait := arrival - time.perf_counter()) > 0:
+            time.sleep(wait)
+        ready += [time.perf_counter()] * len(session.push(agent[k : k + step], partner[k : k + step]))
+    ready += [time.perf_counter()] * len(session.finish())
+    frame_end = start + np.minimum((np.arange(len(ready)) + 1) / FPS, len(agent) / SAMPLE_RATE)
+    return StreamBench(name, pipe.device.type, torch.get_num_threads(), len(agent) / SAMPLE_RATE, chunk_ms,
+                       np.asarray(ready) - frame_end, pipe.stage2.model.cfg.window / FPS)

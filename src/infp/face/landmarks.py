@@ -106,11 +106,13 @@ class FaceMesh:
 
 
 def detect_portrait_face(
-    image: np.ndarray, path: str | Path | None = None, face_index: int | None = None, max_faces: int = 8
+    image: np.ndarray, path: str | Path | None = None, face_index: int | None = None, max_faces: int = 8,
+    require_one: bool = False,
 ) -> Face:
     """The face to animate in a portrait: the largest one, or `face_index` (0 = largest).
 
-    Raises `NoFaceError` naming the file when there is no face or the index is out of range.
+    Raises `NoFaceError` naming the file when there is no face or the index is out of range, and,
+    with `require_one`, when there are several faces and no `face_index` says which.
     """
     with FaceMesh(static=True, max_faces=max_faces) as mesh:
         faces = mesh.detect(image)
@@ -122,6 +124,10 @@ def detect_portrait_face(
         if not 0 <= face_index < len(faces):
             raise NoFaceError(f"--face-index {face_index} is out of range: {len(faces)} face(s) found", path)
         return faces[face_index]
+    if len(faces) > 1 and require_one:
+        listed = ", ".join(f"{i}: {int(x1 - x0)}x{int(y1 - y0)} px at ({int(x0)}, {int(y0)})"
+                           for i, (x0, y0, x1, y1) in enumerate(f.bbox for f in faces))
+        raise NoFaceError(f"{len(faces)} faces found ({listed}); choose one with --face-index N (0 = the largest)", path)
     if len(faces) > 1:
         log.warning("%s: found %d faces, using the largest (choose another with --face-index)", path or "image", len(faces))
     return faces[0]

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from infp.audio.mel import featurizer_for
 from infp.data.motion import (
     WindowBatch,
     WindowSampler,
@@ -59,17 +60,6 @@ class MotionTrainConfig:
     @property
     def dropout(self) -> CondDropout:
         return CondDropout(self.drop_style, self.drop_audio, self.drop_context)
-
-
-def featurizer_for(speech_model: Path | None):
-    """The audio features: log-mel, or a local wav2vec2/HuBERT model."""
-    if speech_model is None:
-        from infp.audio.mel import LogMel
-
-        return LogMel()
-    from infp.audio.speech_model import SpeechModelFeatures
-
-    return SpeechModelFeatures.from_dir(speech_model)
 
 
 def _to_batch(model: MotionGenerator, b: WindowBatch, device) -> MotionBatch:

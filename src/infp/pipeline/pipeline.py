@@ -1,0 +1,230 @@
+"""`InfpPipeline`: a portrait and a conversation in, a video of the portrait taking part in it out.
+
+```
+pipe = InfpPipeline.from_pretrained()                 # the bundled stage-1 and stage-2 checkpoints
+portrait = pipe.prepare(read_image("me.jpg"))          # find, crop and encode the face once
+video = pipe(portrait, agent, partner, seed=0)         # agent/partner: 16 kHz float32 tracks
+video.write("out.mp4")                                 # or: for frame in video: ...
+session = pipe.stream(portrait)                        # live: push audio chunks, get frames
+```
+
+Stage 2 turns both tracks into motion latents window by window (`stream.MotionStream`); stage 1 renders
+each latent from the portrait's appearance features, computed once. Offline generation is a stream fed
+the whole conversation, so it holds one window of audio and frames at a time: memory does not grow with
+the conversation's length, and offline and live output are the same frames.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from infp.audio.io import Conversation
+from infp.diffusion.sampling import WindowedGenerator
+from infp.errors import InfpError
+from infp.models import Imitator
+from infp.pipeline.portrait import FaceCrop, Framing, find_face
+from infp.pipeline.stages import MotionStage, load_motion_stage
+from infp.pipeline.stream import MotionStream, StreamSession
+
+log = logging.getLogger("infp")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True, eq=False)
+class Portrait:
+    """A portrait ready to animate: its face crop, E_m's latent of it and its appearance features."""
+
+    face: FaceCrop
+    latent: torch.Tensor  # (motion_dim,) z_src: the portrait's own motion, where generation starts
+    appearance: object  # infp.models.AppearanceFeatures of the crop, batch 1, on the pipeline's device
+
+
+@dataclass(frozen=True)
+class Settings:
+    steps: int = 20  # DDIM steps per window
+    guidance: float = 3.0  # classifier-free guidance on the audio (1 = off)
+    seed: int = 0
+    paste: bool = True  # paste the animated crop back into the portrait (False: the crop only)
+    size: int | None = None  # output: longer side when pasting, crop side otherwise (None: see Framing)
+
+
+class InfpPipeline:
+    def __init__(self, imitator: Imitator, motion: MotionStage, device: str | torch.device = "cpu",
+                 dtype: str | torch.dtype = "float32"):
+        self.device = torch.device(device)
+        self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
+        if self.dtype == torch.float16 and self.device.type == "cpu":
+            raise InfpError("float16 needs a GPU; on CPU use float32 (or bfloat16)")
+        self.imitator = imitator.eval().to(self.device)
+        self.stage2 = MotionStage(motion.path, motion.model.eval().to(self.device), motion.diffusion, motion.featurizer)
+        self.render_batch = 10
+
+    @classmethod
+    def from_pretrained(cls, motion: str | Path | None = None, imitator: str | Path | None = None,
+                        device: str = "auto", dtype: str = "float32", speech_model: str | Path | None = None) -> InfpPipeline:
+        """The two stages from checkpoint directories (default: the bundled ones). `device` "auto"
+        takes the GPU when there is one."""
+        from infp.data.motion import imitator_fingerprint
+        from infp.pretrained import imitator_dir, motion_dir
+
+        imitator_path = Path(imitator) if imitator else imitator_dir()
+        model = Imitator.from_pretrained(imitator_path)
+        stage2 = load_motion_stage(Path(motion) if motion else motion_dir(), model, imitator_fingerprint(imitator_path),
+                                   speech_model)
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(model, stage2, device, dtype)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    # -- the portrait ------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def prepare(self, image: np.ndarray, name: str = "portrait", face_index: int | None = None) -> Portrait:
+        """Find the face in an RGB uint8 image of any size (several faces: pick with `face_index`),
+        crop it for the renderer and encode it once."""
+        from infp.data.pairs import to_tensor
+        from infp.face.hybrid import represent
+
+        cfg = self.imitator.cfg
+        face = find_face(image, name, cfg.size, face_index)
+        rep = represent(face.crop, face.points, cfg.representation)
+        with self._autocast():
+            latent = self.imitator.encode_motion(to_tensor(rep[None]).to(self.device))[0].float()
+            appearance = self.imitator.encode_appearance(to_tensor(face.crop[None]).to(self.device))
+        return Portrait(face, latent, appearance)
+
+    # -- generation --------------------------------------------------------------------------------
+
+    def motion_stream(self, portrait: Portrait, settings: Settings = Settings()) -> MotionStream:
+        """Latents only, window by window (what `stream` renders)."""
+        m = self.stage2
+        gen = WindowedGenerator(m.model, m.diffusion, portrait.latent, None, settings.steps, settings.guidance, settings.seed)
+        return MotionStream(gen, m.featurizer, context_frames=getattr(m.featurizer, "context_frames", 1))
+
+    def renderer(self, portrait: Portrait, settings: Settings = Settings()):
+        """latents (k, motion_dim) -> k frames: the crop at `settings.size`, or pasted into the portrait."""
+        from infp.train.samples import to_uint8
+
+        framing = portrait.face.framing(settings.size) if settings.paste else None
+        side = settings.size or self.imitator.cfg.size
+
+        @torch.no_grad()
+        def render(z: np.ndarray) -> list[np.ndarray]:
+            out = []
+            for k in range(0, len(z), self.render_batch):
+                zz = torch.as_tensor(z[k : k + self.render_batch], dtype=torch.float32, device=self.device)
+                with self._autocast():
+                    img = self.imitator.render(portrait.appearance.expand(len(zz)), portrait.latent.expand(len(zz), -1), zz).image
+                out += [_finish(c, framing, side) for c in to_uint8(img.float())]
+            return out
+
+        return render
+
+    def stream(self, portrait: Portrait, **settings) -> StreamSession:
+        """A live session: `push(agent_chunk, partner_chunk)` -> frames ready; `finish()` -> the rest."""
+        s = Settings(**settings)
+        return StreamSession(self.motion_stream(portrait, s), self.renderer(portrait, s))
+
+    def __call__(self, portrait: Portrait, agent: np.ndarray, partner: np.ndarray, **settings) -> Generation:
+        """The video of `portrait` in the conversation (agent: its own voice, partner: the other's),
+        as a `Generation`: iterate it for frames (rendered as you go), or `.write(path)`."""
+        conversation = _conversation(agent, partner)
+        return Generation(self, portrait, conversation, Settings(**settings))
+
+    def motion(self, portrait: Portrait, agent: np.ndarray, partner: np.ndarray, **settings) -> np.ndarray:
+        """(T, motion_dim) latents for the whole conversation, without rendering."""
+        conversation = _conversation(agent, partner)
+        stream = self.motion_stream(portrait, Settings(**settings))
+        parts = stream.push(conversation.agent, conversation.partner) + stream.finish()
+        return np.concatenate(parts)
+
+
+def _conversation(agent: np.ndarray, partner: np.ndarray) -> Conversation:
+    a, p = np.asarray(agent, np.float32), np.asarray(partner, np.float32)
+    if a.ndim != 1 or p.ndim != 1:
+        raise InfpError(f"agent and partner must be 1-D 16 kHz tracks (got shapes {a.shape} and {p.shape})")
+    n = max(len(a), len(p))
+    if n == 0:
+        raise InfpError("the conversation is empty (no audio samples)")
+    a, p = (np.pad(t, (0, n - len(t))) for t in (a, p))  # the shorter track ends in silence
+    return Conversation(a, p)
+
+
+def _finish(crop: np.ndarray, framing: Framing | None, side: int) -> np.ndarray:
+    if framing is not None:
+        return framing.paste(crop)
+    if crop.shape[0] != side:
+        import cv2
+
+        crop = cv2.resize(crop, (side, side), interpolation=cv2.INTER_AREA if side < crop.shape[0] else cv2.INTER_CUBIC)
+    return crop
+
+
+@dataclass(frozen=True, eq=False)
+class Generation:
+    """A generated video, rendered as it is read: each iteration regenerates it (seeded: the same
+    frames every time) holding one window at a time."""
+
+    pipe: InfpPipeline
+    portrait: Portrait
+    conversation: Conversation
+    settings: Settings
+
+    def __len__(self) -> int:
+        return self.conversation.num_frames()
+
+    def iter_frames(self, progress: bool = False, chunk_s: float = 2.0) -> Iterator[np.ndarray]:
+        session = self.pipe.stream(self.portrait, **vars(self.settings))
+        c = self.conversation
+        step = int(chunk_s * c.sr)
+        with tqdm(total=len(self), desc="generate", unit="frame", disable=not progress) as bar:
+            for k in range(0, c.num_samples, step):
+                for f in session.push(c.agent[k : k + step], c.partner[k : k + step]):
+                    bar.update()
+                    yield f
+            for f in session.finish():
+                bar.update()
+                yield f
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return self.iter_frames()
+
+    def frames(self) -> np.ndarray:
+        """All frames as one (T, H, W, 3) uint8 array (mind the memory on long conversations)."""
+        return np.stack(list(self))
+
+    def audio(self, mode: str = "mix") -> np.ndarray:
+        """The soundtrack: "mix" (both voices in one channel, scaled down only if the sum clips) or
+        "stereo" (agent left, partner right)."""
+        c = self.conversation
+        if mode == "stereo":
+            return c.stereo()
+        if mode != "mix":
+            raise ValueError(f"audio mode is 'mix' or 'stereo', not {mode!r}")
+        mix = c.agent + c.partner
+        return mix / max(1.0, float(np.abs(mix).max(initial=0.0)))
+
+    def write(self, path: str | Path, audio: str = "mix", progress: bool = False) -> Path:
+        """H.264 MP4 at 25 fps with the conversation's audio; the file appears only when complete."""
+        from infp.video.writer import VideoWriter
+
+        path = Path(path)
+        if not path.parent.is_dir():
+            raise InfpError("the output folder does not exist", path.parent)
+        with VideoWriter(path, audio=self.audio(audio)) as w:
+            for frame in self.iter_frames(progress):
+                w.write(frame)
+        return path
+

@@ -1,0 +1,126 @@
+"""Window-by-window generation from audio as it arrives: the engine of live use and of offline
+generation alike (offline pushes the whole conversation at once, so the two give the same frames).
+
+Stage 2 generates `window` frames at a time (2 s), each window continuing from the last `context`
+latents of the one before (INFP Sec. 3.2). A window is generated as soon as its audio, plus one frame
+of look-ahead for the feature windows that straddle its end, has arrived, so a frame leaves at most
+one window (plus compute) after its audio came in. Audio is kept only from one frame before the
+next window: memory does not grow with the conversation's length.
+
+The features of a window are computed from its own stretch of audio with one frame of audio either
+side, zeros before the start and after the end, which is what the whole-track log-mel does at the
+edges: for log-mel the streamed features equal the whole-track ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from infp import FPS, SAMPLE_RATE
+from infp.audio.features import frame_count
+from infp.diffusion.sampling import WindowedGenerator
+
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+
+
+def _track(x, what: str) -> np.ndarray:
+    a = np.asarray(x, np.float32)
+    if a.ndim != 1:
+        raise ValueError(f"{what} audio must be a 1-D array of 16 kHz samples, got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise ValueError(f"{what} audio has NaN or infinite samples")
+    return a
+
+
+class MotionStream:
+    """Push equal-length chunks of both tracks (16 kHz float32); get motion latents as windows complete.
+
+    `generator` holds the model, sampler state and seed; `featurizer` turns audio into the model's
+    feature rows; `context_frames` of audio either side of a window feed its edge features.
+    """
+
+    def __init__(self, generator: WindowedGenerator, featurizer, context_frames: int = 1):
+        self.gen, self.featurizer = generator, featurizer
+        self.window = generator.model.cfg.window
+        self.per_frame = generator.model.cfg.audio_per_frame
+        self.margin = context_frames
+        self.buffer = np.zeros((2, context_frames * SAMPLES_PER_FRAME), np.float32)  # silence before the start
+        self.buffer_start = -context_frames * SAMPLES_PER_FRAME  # sample index of buffer[:, 0]
+        self.samples = 0  # samples received per track
+        self.next_frame = 0  # first frame of the next window
+        self.finished = False
+
+    @property
+    def frames_ready(self) -> int:
+        return self.next_frame
+
+    def push(self, agent, partner) -> list[np.ndarray]:
+        """Add audio of both tracks; the (k, motion_dim) latents of every window now complete."""
+        if self.finished:
+            raise RuntimeError("this stream is finished; start a new one")
+        a, p = _track(agent, "agent"), _track(partner, "partner")
+        if a.shape != p.shape:
+            raise ValueError(f"push equal-length chunks of both tracks (agent {a.shape[0]}, partner {p.shape[0]} samples)")
+        self.buffer = np.concatenate([self.buffer, np.stack([a, p])], axis=1)
+        self.samples += a.shape[0]
+        out = []
+        while self.samples >= (self.next_frame + self.window + self.margin) * SAMPLES_PER_FRAME:
+            out.append(self._window(self.window))
+        return out
+
+    def finish(self) -> list[np.ndarray]:
+        """The last, partial window (its audio padded with silence), once no more audio will come."""
+        if self.finished:
+            return []
+        self.finished = True
+        out = []
+        while (left := frame_count(self.samples) - self.next_frame) > 0:
+            out.append(self._window(min(left, self.window)))
+        return out
+
+    def _window(self, keep: int) -> np.ndarray:
+        f0, w, m = self.next_frame, self.window, self.margin
+        lo, hi = (f0 - m) * SAMPLES_PER_FRAME, (f0 + w + m) * SAMPLES_PER_FRAME
+        seg = self.buffer[:, lo - self.buffer_start : hi - self.buffer_start]
+        if seg.shape[1] < hi - lo:  # the conversation ended inside this window
+            seg = np.pad(seg, ((0, 0), (0, hi - lo - seg.shape[1])))
+        k = self.per_frame
+        agent, partner = (torch.from_numpy(np.asarray(self.featurizer(t), np.float32)[k * m : k * (m + w)]) for t in seg)
+        z = self.gen.next_window(agent, partner)[:keep].float().cpu().numpy()  # (keep, motion_dim)
+        self.next_frame += keep
+        drop = (self.next_frame - m) * SAMPLES_PER_FRAME - self.buffer_start
+        if drop > 0:
+            self.buffer, self.buffer_start = self.buffer[:, drop:], self.buffer_start + drop
+        return z
+
+
+class StreamSession:
+    """Live generation: `push` audio of both tracks as it arrives, get video frames back as soon as
+    their window is generated; `finish` when the conversation ends.
+
+    ```
+    session = pipe.stream(portrait)
+    for agent_chunk, partner_chunk in microphone_pairs():
+        for frame in session.push(agent_chunk, partner_chunk):
+            show(frame)
+    for frame in session.finish():
+        show(frame)
+    ```
+    """
+
+    def __init__(self, motion: MotionStream, render: Callable[[np.ndarray], list[np.ndarray]]):
+        self.motion, self.render = motion, render
+
+    @property
+    def frames_ready(self) -> int:
+        """Frames generated so far."""
+        return self.motion.frames_ready
+
+    def push(self, agent, partner) -> list[np.ndarray]:
+        return [f for z in self.motion.push(agent, partner) for f in self.render(z)]
+
+    def finish(self) -> list[np.ndarray]:
+        return [f for z in self.motion.finish() for f in self.render(z)]

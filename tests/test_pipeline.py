@@ -1,0 +1,201 @@
+"""The generation pipeline: portrait framing and paste-back, streaming = offline, bounded memory,
+seeded reproducibility, the MP4 it writes, and `infp generate` with its bad inputs (tiny models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from infp import SAMPLE_RATE
+from infp.audio.io import save_wav
+from infp.cli import main
+from infp.diffusion.sampling import generate
+from infp.errors import InfpError, NoFaceError
+from infp.pipeline import InfpPipeline, Settings
+from infp.pipeline.stream import SAMPLES_PER_FRAME
+from infp.video import probe, read_frames
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_models) -> InfpPipeline:
+    return InfpPipeline.from_pretrained(tiny_models / "m", tiny_models / "imi", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def portrait(pipe, astronaut):
+    return pipe.prepare(astronaut, "astronaut")
+
+
+def _channels(path) -> int:
+    import av
+
+    with av.open(str(path)) as c:
+        return c.streams.audio[0].codec_context.channels
+
+
+def _voice(seconds: float, seed: int, on: tuple[float, float] | None = None) -> np.ndarray:
+    """Noise bursts shaped like syllables (4 Hz), active inside `on` (seconds) when given."""
+    rng = np.random.default_rng(seed)
+    n = int(seconds * SAMPLE_RATE)
+    t = np.arange(n) / SAMPLE_RATE
+    x = 0.2 * rng.normal(size=n) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
+    if on is not None:
+        x[(t < on[0]) | (t >= on[1])] = 0
+    return x.astype(np.float32)
+
+
+def test_portrait_is_found_cropped_and_pasted_back(pipe, portrait, astronaut):
+    face = portrait.face
+    assert face.crop.shape == (64, 64, 3) and face.points.shape == (478, 3)
+    assert portrait.latent.shape == (16,)
+    framing = face.framing()
+    assert framing.background.shape == astronaut.shape  # 512 x 512: its own size
+    # pasting the portrait's own crop gives back the portrait (up to resampling at the crop's scale)
+    again = framing.paste(face.crop)
+    inside = framing._alpha[..., 0] > 0.99
+    assert inside.sum() > 5000 and (~inside).sum() > 100_000
+    np.testing.assert_array_equal(again[framing._alpha[..., 0] == 0], astronaut[framing._alpha[..., 0] == 0])
+    err = np.abs(again[inside].astype(float) - astronaut[inside]).mean()
+    assert err < 25  # a 64-px crop upsampled ~3x: blurred, not misplaced
+    small = face.framing(200)
+    assert small.background.shape == (200, 200, 3) and small.box[2] == pytest.approx(face.box[2] * 200 / 512, rel=1e-3)
+
+
+def test_several_faces_need_an_index(pipe, astronaut):
+    two = np.concatenate([astronaut, astronaut], axis=1)
+    with pytest.raises(NoFaceError, match="2 faces found.*--face-index"):
+        pipe.prepare(two, "two")
+    right = pipe.prepare(two, "two", face_index=1)
+    assert right.face.box[2] > 100
+    with pytest.raises(NoFaceError, match="no face"):
+        pipe.prepare(np.full((200, 200, 3), 128, np.uint8), "grey")
+
+
+def test_stream_equals_offline_and_memory_is_bounded(pipe, portrait):
+    agent, partner = _voice(3.3, 1, (0.0, 1.5)), _voice(3.3, 2, (1.6, 3.3))
+    offline = pipe.motion(portrait, agent, partner, seed=3, steps=3)
+    n_frames = -(-len(agent) // SAMPLES_PER_FRAME)
+    assert offline.shape == (n_frames, 16) and np.isfinite(offline).all()
+    stream = pipe.motion_stream(portrait, Settings(seed=3, steps=3))
+    rng, parts, k, longest = np.random.default_rng(0), [], 0, 0
+    while k < len(agent):
+        n = int(rng.integers(50, 3000))
+        parts += stream.push(agent[k : k + n], partner[k : k + n])
+        longest = max(longest, stream.buffer.shape[1] - n)
+        k += n
+    parts += stream.finish()
+    np.testing.assert_array_equal(np.concatenate(parts), offline)
+    window = pipe.stage2.model.cfg.window
+    assert longest <= (window + 3) * SAMPLES_PER_FRAME  # one window and its margins, whatever the length
+
+
+def test_streamed_features_equal_whole_track_features(pipe, portrait):
+    """Windows featurised from their own stretch of audio give what whole-track features give."""
+    m, w = pipe.stage2, pipe.stage2.model.cfg.window
+    agent, partner = _voice(2 * w / 25, 4), _voice(2 * w / 25, 5)
+    streamed = pipe.motion(portrait, agent, partner, seed=1, steps=2)
+    whole = generate(m.model, m.diffusion, torch.from_numpy(m.featurizer(agent)), torch.from_numpy(m.featurizer(partner)),
+                     portrait.latent, None, steps=2, guidance=3.0, seed=1)
+    np.testing.assert_allclose(streamed, whole.numpy(), atol=1e-5)
+
+
+def test_generation_is_seeded_and_sized(pipe, portrait):
+    agent, partner = _voice(1.0, 6), np.zeros(8000, np.float32)  # partner shorter: padded with silence
+    video = pipe(portrait, agent, partner, seed=5, steps=2, size=100)
+    assert len(video) == 25
+    frames = video.frames()
+    assert frames.shape == (25, 100, 100, 3) and frames.dtype == np.uint8
+    np.testing.assert_array_equal(frames, pipe(portrait, agent, partner, seed=5, steps=2, size=100).frames())
+    z5, z6 = (pipe.motion(portrait, agent, partner, seed=k, steps=2) for k in (5, 6))
+    assert np.abs(z5 - z6).max() > 1e-3  # (the untrained tiny renderer hardly moves; the motion does)
+    crop = pipe(portrait, agent, partner, seed=5, steps=2, paste=False).frames()
+    assert crop.shape == (25, 64, 64, 3)
+    with pytest.raises(InfpError, match="empty"):
+        pipe(portrait, np.zeros(0, np.float32), np.zeros(0, np.float32))
+
+
+def test_write_muxes_the_audio_at_25_fps(pipe, portrait, tmp_path):
+    agent, partner = _voice(1.3, 7), _voice(1.3, 8)
+    out = pipe(portrait, agent, partner, steps=2, size=128).write(tmp_path / "v.mp4")
+    info = probe(out)
+    assert info.n_frames == 33 and info.fps == 25 and _channels(out) == 1
+    assert info.duration == pytest.approx(1.32, abs=0.05)
+    assert len(read_frames(out)) == 33
+    with pytest.raises(InfpError, match="folder does not exist"):
+        pipe(portrait, agent, partner, steps=2).write(tmp_path / "missing" / "v.mp4")
+    assert not (tmp_path / "missing").exists()
+
+
+# -- infp generate ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tracks(tmp_path_factory, astronaut):
+    import cv2
+
+    d = tmp_path_factory.mktemp("generate_inputs")
+    save_wav(d / "agent.wav", _voice(1.2, 9, (0, 0.6)))
+    save_wav(d / "partner.wav", _voice(0.7, 10))  # shorter: padded
+    save_wav(d / "both.wav", np.stack([_voice(1.0, 11), _voice(1.0, 12)]))
+    save_wav(d / "mono.wav", _voice(1.0, 13))
+    save_wav(d / "silent.wav", np.zeros(16000, np.float32))
+    (d / "empty.wav").write_bytes(b"")
+    cv2.imwrite(str(d / "face.png"), astronaut[:, :, ::-1])
+    cv2.imwrite(str(d / "two.png"), np.concatenate([astronaut, astronaut], 1)[:, :, ::-1])
+    cv2.imwrite(str(d / "none.png"), np.full((100, 100, 3), 90, np.uint8))
+    return d
+
+
+def _generate(tiny_models, out, *args):
+    return main(["-q", "generate", "--checkpoint", str(tiny_models / "m"), "--imitator", str(tiny_models / "imi"),
+                 "--steps", "2", "--device", "cpu", "--out", str(out), *args])
+
+
+def test_cli_generate_two_files_monologue_and_listening(tiny_models, tracks, tmp_path):
+    face = ["--portrait", str(tracks / "face.png")]
+    assert _generate(tiny_models, tmp_path / "a.mp4", *face, "--agent", str(tracks / "agent.wav"),
+                     "--partner", str(tracks / "partner.wav"), "--size", "96") == 0
+    info = probe(tmp_path / "a.mp4")
+    assert info.n_frames == 30 and (info.width, info.height) == (96, 96)
+    assert _generate(tiny_models, tmp_path / "mono.mp4", *face, "--agent", str(tracks / "agent.wav"),
+                     "--partner", str(tracks / "silent.wav"), "--crop-only", "--mix", "stereo") == 0
+    assert _channels(tmp_path / "mono.mp4") == 2
+    assert _generate(tiny_models, tmp_path / "listen.mp4", *face, "--agent", str(tracks / "silent.wav"),
+                     "--partner", str(tracks / "agent.wav"), "--crop-only") == 0
+    assert _generate(tiny_models, tmp_path / "stereo.mp4", *face, "--audio", str(tracks / "both.wav"), "--crop-only") == 0
+    assert probe(tmp_path / "stereo.mp4").n_frames == 25
+
+
+@pytest.mark.parametrize("case, args, message", [
+    ("mono", ["--audio", "mono.wav"], "mono; a conversation needs two channels"),
+    ("empty", ["--audio", "empty.wav"], ""),
+    ("unreadable", ["--audio", "face.png"], ""),
+    ("one file", ["--agent", "agent.wav"], "both --agent and --partner"),
+    ("no face", ["--portrait", "none.png"], "no face"),
+    ("two faces", ["--portrait", "two.png"], "2 faces found"),
+])
+def test_cli_generate_bad_input(tiny_models, tracks, tmp_path, capsys, case, args, message):
+    args = [str(tracks / a) if a.endswith((".wav", ".png")) else a for a in args]
+    if "--portrait" not in args:
+        args += ["--portrait", str(tracks / "face.png")]
+    if "--audio" not in args and "--agent" not in args:
+        args += ["--audio", str(tracks / "both.wav")]
+    out = tmp_path / "out.mp4"
+    assert _generate(tiny_models, out, *args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("infp: error:") and message in err
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_cli_generate_wrong_stage_and_missing_folder(tiny_models, tracks, tmp_path, capsys):
+    common = ["--portrait", str(tracks / "face.png"), "--audio", str(tracks / "both.wav")]
+    rc = main(["-q", "generate", "--checkpoint", str(tiny_models / "imi"), "--imitator", str(tiny_models / "imi"),
+               "--out", str(tmp_path / "o.mp4"), *common])
+    assert rc == 2 and "a stage-2 (motion) checkpoint is needed" in capsys.readouterr().err
+    rc = main(["-q", "generate", "--checkpoint", str(tiny_models / "m"), "--imitator", str(tiny_models / "m"),
+               "--out", str(tmp_path / "o.mp4"), *common])
+    assert rc == 2 and "a stage-1 (imitation) checkpoint is needed" in capsys.readouterr().err
+    assert _generate(tiny_models, tmp_path / "nope" / "o.mp4", *common) == 2
+    assert "output folder does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
