@@ -199,3 +199,11 @@ def test_cli_generate_wrong_stage_and_missing_folder(tiny_models, tracks, tmp_pa
     assert _generate(tiny_models, tmp_path / "nope" / "o.mp4", *common) == 2
     assert "output folder does not exist" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_cli_bench_times_motion_pipeline_and_stream(caplog):
+    assert main(["-q", "bench", "--preset", "tiny", "--imitator-preset", "tiny", "--seconds", "1.5", "--steps", "2"]) == 0
+    err = caplog.text
+    assert "motion (tiny, cpu" in err and "x real time" in err
+    assert "pipeline (tiny + tiny (untrained), cpu" in err and "frames/s" in err
+    assert "stream (tiny + tiny (untrained), cpu" in err and "latency audio -> frame mean" in err

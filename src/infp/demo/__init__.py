@@ -1,0 +1,1 @@
+"""The web demo (`infp demo`): Gradio, on top of `infp.pipeline` (needs the `demo` extra: gradio)."""
