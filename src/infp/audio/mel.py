@@ -26,6 +26,7 @@ class Featurizer(Protocol):
     name: str  # identifies the features (a cache key; recorded in stage-2 checkpoints)
     per_frame: int
     dim: int
+    context_frames: int  # audio either side of a window that streaming must give for its features
 
     def __call__(self, track: np.ndarray) -> np.ndarray: ...
 
@@ -53,6 +54,7 @@ class LogMel:
     """80 log-mel bands, 25 ms Hann window, 10 ms hop, scaled to roughly unit range."""
 
     per_frame = 4
+    context_frames = 1  # audio either side of a streamed window: covers the 120-sample overhang exactly
     hop = 160
     win = 400
 

@@ -46,6 +46,9 @@ class SpeechModelFeatures:
     """A `Featurizer`: (N,) float32 16 kHz track -> (2 * frame_count(N), hidden_size) float32."""
 
     per_frame = PER_FRAME
+    # audio either side of a streamed window (frames): the transformer looks far, so a streamed window's
+    # features approach the whole-track ones only with a second or so of context
+    context_frames = 25
 
     def __init__(self, model: torch.nn.Module, name: str, layer: int | None = None, normalize: bool = True,
                  chunk_seconds: float = 30.0, overlap_seconds: float = 2.0):

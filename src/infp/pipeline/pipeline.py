@@ -111,7 +111,7 @@ class InfpPipeline:
         """Latents only, window by window (what `stream` renders)."""
         m = self.stage2
         gen = WindowedGenerator(m.model, m.diffusion, portrait.latent, None, settings.steps, settings.guidance, settings.seed)
-        return MotionStream(gen, m.featurizer, context_frames=getattr(m.featurizer, "context_frames", 1))
+        return MotionStream(gen, m.featurizer, context_frames=m.featurizer.context_frames)
 
     def renderer(self, portrait: Portrait, settings: Settings = Settings()):
         """latents (k, motion_dim) -> k frames: the crop at `settings.size`, or pasted into the portrait."""
