@@ -93,13 +93,14 @@ def test_latents_and_features_have_consistent_shapes(world):
     assert holes[HOLES].all() and holes.sum() == HOLES.stop - HOLES.start
     # the faces the two clips share got the same latents (same frames, same model)
     keep = ~holes
-    np.testing.assert_allclose(by_id["holes"].latents[keep], by_id["clip_00000"].latents[keep], atol=1e-5)
+    # float32 convolutions pick batch-size-dependent kernels: agree to ~1e-5 relative, not bitwise
+    np.testing.assert_allclose(by_id["holes"].latents[keep], by_id["clip_00000"].latents[keep], rtol=1e-4, atol=1e-4)
 
 
 def test_compute_latents_matches_batched_and_streamed(world):
     clip = world["clips"][0]
     a = compute_latents(clip, world["imitator"], batch_size=7)
-    np.testing.assert_allclose(a, world["load"].clips[0].latents, atol=1e-5)
+    np.testing.assert_allclose(a, world["load"].clips[0].latents, rtol=1e-4, atol=1e-4)
 
 
 def test_unusable_clips_are_skipped_and_counted(world):
@@ -125,7 +126,7 @@ def test_second_load_reads_the_cache_and_another_imitator_recomputes(world):
                               world["root"] / "cache", progress=False)
     assert spy.frames == before + world["clips"][0].meta.n_frames
     assert (world["root"] / "cache" / "latents-0123456789abcdef").is_dir()
-    np.testing.assert_allclose(other.clips[0].latents, world["load"].clips[0].latents, atol=1e-5)
+    np.testing.assert_allclose(other.clips[0].latents, world["load"].clips[0].latents, rtol=1e-4, atol=1e-4)
 
 
 def test_latent_stats(world):
