@@ -175,3 +175,47 @@ def test_torchmetrics_psnr_of_identical_images_is_infinite():
     # The reason for PSNR_CAP_DB: without it one perfect frame makes the mean infinite.
     x = frames(1)
     assert math.isinf(float(peak_signal_noise_ratio(x, x, data_range=1.0)))
+
+
+# --- motion transfer: mouth and pose measured on predictions vs true frames ----------------------
+
+def _faces(openings: list[float], yaw_deg: float = 0.0) -> "np.ndarray":
+    """(T, 478, 3) landmark sets: a random face whose inner lips are `openings` face heights apart,
+    turned by `yaw_deg` about the vertical axis."""
+    import numpy as np
+
+    from infp.face import topology as tp
+
+    base = np.random.default_rng(0).normal(size=(478, 3)).astype(np.float32)
+    base[tp.FOREHEAD], base[tp.CHIN] = (0, -1, 0), (0, 1, 0)
+    base[tp.RIGHT_EYE_OUTER], base[tp.LEFT_EYE_OUTER] = (-0.5, -0.3, 0), (0.5, -0.3, 0)
+    out = np.repeat(base[None], len(openings), 0)
+    for t, o in enumerate(openings):
+        out[t, tp.UPPER_LIP_INNER, 1], out[t, tp.LOWER_LIP_INNER, 1] = 0.5, 0.5 + 2 * o  # face height 2
+    a = np.radians(yaw_deg)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]], np.float32)
+    return out @ rot.T
+
+
+def test_transfer_scores_of_a_perfect_a_frozen_and_a_faceless_prediction():
+    import numpy as np
+
+    from infp.eval.imitation import pooled_transfer, transfer_scores
+
+    true = _faces([0.0, 0.05, 0.1, 0.02])
+    perfect = transfer_scores(true, true)
+    assert perfect.mouth_r == pytest.approx(1.0) and perfect.mouth_err == 0 and perfect.pose_err == 0
+    assert perfect.found == 1 and perfect.n_frames == 4
+    frozen = transfer_scores(np.broadcast_to(true[:1], true.shape), true)  # the copy-source baseline
+    assert math.isnan(frozen.mouth_r) and frozen.mouth_err == pytest.approx(np.mean([0, 0.05, 0.1, 0.02]))
+    turned = transfer_scores(_faces([0.0, 0.05, 0.1, 0.02], yaw_deg=6.0), true)
+    assert turned.pose_err == pytest.approx(2.0, abs=0.05)  # 6 degrees of yaw, none of pitch or roll
+    half = true.copy()
+    half[:2] = np.nan  # no face found in two predictions: scored on the other two
+    lost = transfer_scores(half, true)
+    assert lost.found == 0.5 and lost.mouth_err == 0
+    none = transfer_scores(np.full_like(true, np.nan), true)
+    assert none.found == 0 and math.isnan(none.mouth_err)
+    pooled = pooled_transfer([perfect, frozen, none])  # NaNs are left out of each mean, by frames
+    assert pooled.mouth_r == pytest.approx(1.0) and pooled.n_frames == 12
+    assert pooled.mouth_err == pytest.approx(frozen.mouth_err / 2) and pooled.found == pytest.approx(2 / 3)

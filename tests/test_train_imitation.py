@@ -105,6 +105,8 @@ def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
     report = json.loads((out / "imitation.json").read_text())
     assert report["model"]["n_frames"] == report["baseline"]["n_frames"] == 10
     assert 0 < report["baseline"]["ssim"] <= 1 and report["model"]["fid"] is None
+    assert report["transfer"]["n_frames"] == 10 and 0 <= report["transfer"]["found"] <= 1
+    assert "mouth r model" in (out / "imitation.md").read_text()
     grid = cv2.imread(str(out / "cross_identity.png"))
     assert grid.shape == (2 * 64, 3 * 64, 3)
     assert "copy-source" in (out / "imitation.md").read_text()
@@ -121,11 +123,11 @@ def test_cli_eval_with_fid_features(synth_clips, tmp_path):
     weights = scripted(TinyFeatures(), tmp_path / "standin.pt")
     out = tmp_path / "eval"
     assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--out", str(out), "--checkpoint",
-                 str(run / "checkpoint"), "--inception", str(weights), "--every", "10"]) == 0
+                 str(run / "checkpoint"), "--inception", str(weights), "--every", "10", "--no-transfer"]) == 0
     report = json.loads((out / "imitation.json").read_text())
     assert report["model"]["fid"] is not None and report["model"]["fid"] >= 0
     assert report["baseline"]["fid"] is not None
-    assert "FID: model" in (out / "imitation.md").read_text()
+    assert "FID: model" in (out / "imitation.md").read_text() and report["transfer"] is None
 
 
 def test_init_from_with_a_frozen_motion_encoder(synth_clips, tmp_path):

@@ -41,7 +41,7 @@ def run_imitation(args: argparse.Namespace) -> None:
     if fid is None:
         log.info("FID: not computed (no --inception weights given)")
     report = evaluate_imitation(model, clips, every=args.every, max_frames=args.max_frames, fid_features=fid,
-                                progress=not args.quiet)
+                                transfer=not args.no_transfer, progress=not args.quiet)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "imitation.md").write_text(report.markdown())
     (args.out / "imitation.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
@@ -144,6 +144,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--portraits", type=Path, default=None, help="folder of portraits for the cross-identity grid")
     s.add_argument("--every", type=positive_int, default=1, help="score every k-th frame (default 1: all)")
     s.add_argument("--max-frames", type=positive_int, default=None, help="frames read per clip (default all)")
+    s.add_argument("--no-transfer", action="store_true",
+                   help="skip measuring mouth and head pose on the predictions with MediaPipe (faster)")
     s.add_argument("--grid-clips", type=positive_int, default=2, help="driving clips in the grid (default 2)")
     s.add_argument("--grid-frames", type=positive_int, default=3, help="driving frames per clip in the grid (default 3)")
     s.set_defaults(func=run_imitation)

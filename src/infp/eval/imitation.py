@@ -6,6 +6,10 @@ rendered from it with that frame's own motion code `E_m(hybrid(frame))` and scor
 (the source frame is left out: the baseline would reproduce it exactly, an infinite PSNR). The
 trivial baseline predicts the source unchanged for every frame; a model that does not beat it has
 learnt nothing about motion.
+
+SSIM and PSNR hardly see motion (a closed mouth costs a few hundred pixels against an open one), so
+the transfer itself is measured too: MediaPipe measures mouth opening and head pose on the
+predictions and on the frames they reproduce (`TransferScores`).
 """
 
 from __future__ import annotations
@@ -21,8 +25,52 @@ from infp.data.clip import Clip
 from infp.data.pairs import ClipFrames, load_clip_frames, to_tensor
 from infp.data.portraits import Portrait
 from infp.eval.metrics import FrameMetrics, ImageScores
+from infp.face.expression import mouth_opening
 from infp.face.hybrid import represent
+from infp.face.pose import head_pose
 from infp.models import Imitator
+
+
+@dataclass(frozen=True)
+class TransferScores:
+    """How much of each driving frame's expression and pose reached its prediction, MediaPipe Face
+    Mesh measuring both. Errors are means over the frames where both faces were found."""
+
+    mouth_r: float  # Pearson r of predicted vs true mouth opening over a clip's frames; NaN if either is constant
+    mouth_err: float  # mean |predicted - true| mouth opening (inner-lip gap / face height)
+    pose_err: float  # mean |predicted - true| over yaw, pitch and roll, degrees
+    found: float  # share of predictions in which a face was found
+    n_frames: int
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:  # a constant series has no correlation
+        return float("nan")
+    return float(np.corrcoef(a.astype(np.float64), b.astype(np.float64))[0, 1])
+
+
+def transfer_scores(pred: np.ndarray, true: np.ndarray) -> TransferScores:
+    """From Face Mesh landmarks (T, 478, 3) of the predictions and of the true frames (NaN rows: no face)."""
+    found = np.isfinite(pred).all((1, 2))
+    both = found & np.isfinite(true).all((1, 2))
+    if not both.any():
+        return TransferScores(float("nan"), float("nan"), float("nan"), float(found.mean()) if len(found) else 0.0,
+                              len(pred))
+    mp, mt = mouth_opening(pred[both]), mouth_opening(true[both])
+    pose = np.abs(head_pose(pred[both]) - head_pose(true[both])).mean()
+    return TransferScores(_pearson(mp, mt), float(np.abs(mp - mt).mean()), float(pose), float(found.mean()), len(pred))
+
+
+def pooled_transfer(scores: list[TransferScores]) -> TransferScores:
+    """Frame-weighted means over clips (r too: a correlation pooled across clips would count the
+    clips' different mouths as transfer)."""
+    def mean(field: str) -> float:
+        v = np.array([getattr(s, field) for s in scores], float)
+        w = np.array([s.n_frames for s in scores], float) * np.isfinite(v)
+        return float((np.nan_to_num(v) * w).sum() / w.sum()) if w.sum() else float("nan")
+
+    return TransferScores(mean("mouth_r"), mean("mouth_err"), mean("pose_err"), mean("found"),
+                          sum(s.n_frames for s in scores))
 
 
 @dataclass(frozen=True)
@@ -31,6 +79,8 @@ class ClipScores:
     n_frames: int
     model: ImageScores
     baseline: ImageScores
+    transfer: TransferScores | None = None  # None when not measured
+    baseline_transfer: TransferScores | None = None
 
 
 @dataclass(frozen=True)
@@ -38,16 +88,31 @@ class ImitationReport:
     clips: list[ClipScores]
     model: ImageScores  # over every scored frame of every clip
     baseline: ImageScores
+    transfer: TransferScores | None = None
+    baseline_transfer: TransferScores | None = None
+
+    def _rows(self) -> list[ClipScores]:
+        return [*self.clips, ClipScores("**all**", self.model.n_frames, self.model, self.baseline,
+                                        self.transfer, self.baseline_transfer)]
 
     def markdown(self) -> str:
         fid = self.model.fid is not None
         head = "| clip | frames | SSIM model | SSIM copy-source | PSNR model | PSNR copy-source |"
         rows = [head, "|---|---|---|---|---|---|"]
-        for c in [*self.clips, ClipScores("**all**", self.model.n_frames, self.model, self.baseline)]:
+        for c in self._rows():
             rows.append(f"| {c.id} | {c.n_frames} | {c.model.ssim:.4f} | {c.baseline.ssim:.4f} | "
                         f"{c.model.psnr:.2f} | {c.baseline.psnr:.2f} |")
         if fid:
             rows.append(f"\nFID: model {self.model.fid:.2f}, copy-source {self.baseline.fid:.2f}")
+        if self.transfer is not None:
+            rows += ["", ("Motion transfer (MediaPipe on predictions and true frames; the copy-source mouth "
+                          "never moves, so it has no r):"), "",
+                     ("| clip | mouth r model | mouth error model | mouth error copy-source | pose error model (deg) "
+                      "| pose error copy-source (deg) | face found model |"), "|---|---|---|---|---|---|---|"]
+            for c in self._rows():
+                t, b = c.transfer, c.baseline_transfer
+                rows.append(f"| {c.id} | {t.mouth_r:.3f} | {t.mouth_err:.4f} | {b.mouth_err:.4f} | "
+                            f"{t.pose_err:.2f} | {b.pose_err:.2f} | {t.found:.0%} |")
         return "\n".join(rows) + "\n"
 
 
@@ -72,8 +137,21 @@ def reenact_clip(model: Imitator, clip: ClipFrames, idx: np.ndarray, batch: int 
         yield pred.cpu(), to_tensor(clip.frames[part]), source.cpu().expand(n, -1, -1, -1)
 
 
+def _transfer(preds: list[np.ndarray], frames: ClipFrames, idx: np.ndarray) -> tuple[TransferScores, TransferScores]:
+    """(model, copy-source) transfer scores of one clip's predictions (uint8 frames)."""
+    from infp.eval.motion import measure_landmarks
+
+    true = measure_landmarks(frames.frames[idx])
+    source = measure_landmarks(frames.frames[frames.usable[:1]])
+    return (transfer_scores(measure_landmarks(preds), true),
+            transfer_scores(np.broadcast_to(source, true.shape), true))
+
+
 def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_frames: int | None = None,
-                       fid_features: nn.Module | None = None, progress: bool = False) -> ImitationReport:
+                       fid_features: nn.Module | None = None, transfer: bool = True,
+                       progress: bool = False) -> ImitationReport:
+    from infp.train.samples import to_uint8
+
     model.eval()
     total_m, total_b = FrameMetrics(fid_features), FrameMetrics(fid_features)
     scores = []
@@ -83,11 +161,19 @@ def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_f
             continue
         idx = frames.usable[1::every]  # the source frame itself is the input, not a prediction: not scored
         m, b = FrameMetrics(), FrameMetrics()
+        preds = []
         for pred, target, source in reenact_clip(model, frames, idx):
             for metrics, guess in ((m, pred), (total_m, pred), (b, source), (total_b, source)):
                 metrics.update(guess, target)
-        scores.append(ClipScores(frames.id, len(idx), m.compute(), b.compute()))
-    return ImitationReport(scores, total_m.compute(), total_b.compute())
+            if transfer:
+                preds.extend(to_uint8(pred))
+        t = _transfer(preds, frames, idx) if transfer else (None, None)
+        scores.append(ClipScores(frames.id, len(idx), m.compute(), b.compute(), *t))
+    if transfer and scores:
+        t = (pooled_transfer([c.transfer for c in scores]), pooled_transfer([c.baseline_transfer for c in scores]))
+    else:
+        t = (None, None)
+    return ImitationReport(scores, total_m.compute(), total_b.compute(), *t)
 
 
 @torch.no_grad()
