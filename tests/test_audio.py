@@ -23,6 +23,7 @@ from infp.audio import (
     speech_probability,
     voice_activity,
 )
+from infp.audio.chunks import ConversationFile
 from infp.errors import InfpError, MediaError
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -242,6 +243,51 @@ def test_stereo_of_one_voice_warns(tmp_path: Path, caplog: pytest.LogCaptureFixt
     with caplog.at_level(logging.WARNING, logger="infp.audio.io"):
         load_conversation(audio=path)
     assert "dual_mono.wav" in caplog.text and "same signal" in caplog.text
+
+
+# --- the same conversations read in chunks (ConversationFile): equal to load_conversation -------
+
+
+def _joined(conv: ConversationFile, n: int) -> tuple[np.ndarray, np.ndarray]:
+    pieces = list(conv.chunks(n))
+    assert all(len(a) == len(p) == n for a, p in pieces[:-1]) and 0 < len(pieces[-1][0]) <= n
+    return np.concatenate([a for a, _ in pieces]), np.concatenate([p for _, p in pieces])
+
+
+@pytest.mark.parametrize("n", [1000, 7777, 100_000])
+def test_conversation_file_equals_the_loaded_conversation(tmp_path: Path, n: int) -> None:
+    stereo = encode(tmp_path / "talk.flac", STEREO_44K, 44100, "flac")  # resampled on the way
+    agent = encode(tmp_path / "agent.wav", sine(300, 1.0, SR)[None], SR, "pcm_s16le")
+    partner = encode(tmp_path / "partner.flac", np.stack([sine(500, 2.5, 44100)] * 2), 44100, "flac")
+    for kwargs in ({"audio": stereo}, {"agent": agent, "partner": partner}):
+        whole, chunked = load_conversation(**kwargs), ConversationFile.open(**kwargs)
+        assert chunked.num_samples == whole.num_samples and chunked.num_frames() == whole.num_frames()
+        assert chunked.mix_peak == pytest.approx(whole.mix_peak, abs=1e-6)
+        a, p = _joined(chunked, n)
+        np.testing.assert_allclose(a, whole.agent, atol=1e-6)
+        np.testing.assert_allclose(p, whole.partner, atol=1e-6)
+        wa, wp = zip(*whole.chunks(n))
+        np.testing.assert_array_equal(np.concatenate(wa), whole.agent)
+
+
+def test_conversation_file_checks_as_load_conversation_does(tmp_path: Path, caplog) -> None:
+    mono = encode(tmp_path / "mono.wav", sine(300, 0.5, SR)[None], SR, "pcm_s16le")
+    with pytest.raises(InfpError, match="two channels"):
+        ConversationFile.open(audio=mono)
+    with pytest.raises(InfpError):
+        ConversationFile.open(agent=mono)
+    with pytest.raises(InfpError, match="not found|does not exist|no such"):
+        ConversationFile.open(audio=tmp_path / "missing.wav")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    with pytest.raises(InfpError):
+        ConversationFile.open(audio=tmp_path / "empty.wav")
+    voice = sine(300, 0.5, SR)
+    save_wav(tmp_path / "dual.wav", np.stack([voice, voice]))
+    save_wav(tmp_path / "mono_talk.wav", np.stack([voice, np.zeros_like(voice)]))
+    with caplog.at_level(logging.INFO, logger="infp.audio.io"):
+        ConversationFile.open(audio=tmp_path / "dual.wav")
+        ConversationFile.open(audio=tmp_path / "mono_talk.wav")
+    assert "same signal" in caplog.text and "treating as a monologue" in caplog.text
 
 
 def test_save_wav_round_trip(tmp_path: Path) -> None:

@@ -127,6 +127,23 @@ def test_write_muxes_the_audio_at_25_fps(pipe, portrait, tmp_path):
     assert not (tmp_path / "missing").exists()
 
 
+def test_a_conversation_file_gives_the_frames_and_sound_of_the_arrays(pipe, portrait, tmp_path):
+    """Read from disk in chunks (any length fits in memory): the same video as from the loaded tracks."""
+    from infp.audio.chunks import ConversationFile
+    from infp.audio.io import load_conversation
+
+    save_wav(tmp_path / "talk.wav", np.stack([_voice(2.3, 21, (0.2, 1.4)), _voice(2.3, 22, (1.5, 2.3))]))
+    loaded, on_disk = load_conversation(tmp_path / "talk.wav"), ConversationFile.open(tmp_path / "talk.wav")
+    a = pipe(portrait, loaded.agent, loaded.partner, steps=2, seed=4, size=64)
+    b = pipe(portrait, on_disk, steps=2, seed=4, size=64)
+    assert len(a) == len(b) == 58
+    np.testing.assert_array_equal(b.frames(), a.frames())
+    for mode in ("mix", "stereo"):
+        np.testing.assert_array_equal(b.audio(mode), a.audio(mode))
+    with pytest.raises(InfpError, match="not both"):
+        pipe(portrait, on_disk, loaded.partner)
+
+
 # -- infp generate ------------------------------------------------------------------------------
 
 

@@ -110,6 +110,25 @@ def test_audio_trimmed_or_padded_to_video_length(tmp_path: Path, n_samples: int)
         assert np.abs(decoded[0, n_samples + 1024 : 32_000]).max() < 0.01
 
 
+@pytest.mark.parametrize("n_samples", [50 * 640 - 2000, 50 * 640 + 5000])
+def test_audio_in_chunks_is_muxed_as_the_whole_array(tmp_path: Path, n_samples: int, caplog) -> None:
+    audio = stereo(n_samples)
+    pieces = (audio[:, k : k + 3001] for k in range(0, n_samples, 3001))  # a generator: read as needed
+    whole = write_video(tmp_path / "whole.mp4", moving_square(50, 32, 32), audio=audio)
+    with caplog.at_level(logging.WARNING):
+        chunked = write_video(tmp_path / "chunked.mp4", moving_square(50, 32, 32), audio=pieces)
+    assert ("trimmed" if n_samples > 32_000 else "padded") in caplog.text  # the length is still checked
+
+    def decoded(path: Path) -> np.ndarray:
+        with av.open(str(path)) as c:
+            return np.concatenate([f.to_ndarray() for f in c.decode(c.streams.audio[0])], axis=1)
+
+    np.testing.assert_array_equal(decoded(chunked), decoded(whole))
+    with pytest.raises(ValueError, match="channel"):
+        write_video(tmp_path / "bad.mp4", moving_square(5, 32, 32), audio=iter([audio, audio[:1]]))
+    assert not (tmp_path / "bad.mp4").exists()
+
+
 def test_frame_count_for_the_writer() -> None:
     assert frame_count(32_000) == 50
     assert frame_count(32_001) == 51  # a partial last frame still gets a frame

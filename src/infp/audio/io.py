@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import wave
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,8 +58,11 @@ def _expected_seconds(container: av.container.InputContainer, stream: av.AudioSt
     return None
 
 
-def _decode(path: Path) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream of `path` into float32 (C, N) at its native rate."""
+def native_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
+    """Decode the first audio stream of `path` block by block: float32 (C, n) at its native rate,
+    with that rate. Raises `MediaError` naming the file when it cannot be opened, has no audio or
+    decodes to nothing; a file damaged after some audio has decoded ends early with a warning, as
+    does one that ends well before the duration it announces."""
     try:
         container = av.open(str(path), mode="r")
     except av.EOFError as err:  # subclass of FFmpegError: test it first
@@ -67,8 +71,7 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
         raise MediaError("permission denied", path) from err
     except (av.FFmpegError, OSError, UnicodeDecodeError) as err:
         raise MediaError("not a readable audio or video file (unknown format, damaged or truncated)", path) from err
-    chunks: list[np.ndarray] = []
-    rate = 0
+    channels, rate, got = 0, 0, 0
     with container:
         if not container.streams.audio:
             raise MediaError("the file has no audio stream", path)
@@ -79,23 +82,27 @@ def _decode(path: Path) -> tuple[np.ndarray, int]:
                 if frame.samples == 0:
                     continue
                 block = _frame_to_planar(frame)
-                if chunks and block.shape[0] != chunks[0].shape[0]:
+                if channels and block.shape[0] != channels:
                     raise MediaError("the channel count changes in the middle of the stream", path)
-                rate = rate or frame.sample_rate
-                chunks.append(block)
+                channels, rate = block.shape[0], rate or frame.sample_rate
+                got += block.shape[1]
+                yield block, rate
         except av.FFmpegError as err:
             # A damaged tail is common (interrupted downloads, recordings cut off): keep what decoded.
-            if not chunks:
+            if not got:
                 raise MediaError("the audio cannot be decoded (damaged or truncated file)", path) from err
             log.warning("%s: decoding stopped early (%s); using the part that decoded", path, err)
             expected = None  # already warned
-    if not chunks:
+    if not got:
         raise MediaError("no audio samples could be decoded (empty or truncated file)", path)
-    audio = np.concatenate(chunks, axis=1)
-    got = audio.shape[1] / rate
-    if expected is not None and got < 0.9 * expected - 0.1:
-        log.warning("%s: only %.2f s of the announced %.2f s decoded; the file looks truncated", path, got, expected)
-    return audio, rate
+    if expected is not None and got / rate < 0.9 * expected - 0.1:
+        log.warning("%s: only %.2f s of the announced %.2f s decoded; the file looks truncated", path, got / rate, expected)
+
+
+def _decode(path: Path) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream of `path` into float32 (C, N) at its native rate."""
+    blocks = list(native_blocks(path))
+    return np.concatenate([b for b, _ in blocks], axis=1), blocks[0][1]
 
 
 def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
@@ -161,23 +168,48 @@ class Conversation:
         """(2, N): channel 0 agent, channel 1 partner, the layout `load_conversation` reads back."""
         return np.stack([self.agent, self.partner])
 
+    @property
+    def mix_peak(self) -> float:
+        """The loudest sample of agent + partner (what a mixed soundtrack must be scaled by to not clip)."""
+        return float(np.abs(self.agent + self.partner).max(initial=0.0))
+
+    def chunks(self, n: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(agent, partner) in pieces of `n` samples (the last may be shorter), as `ConversationFile` gives them."""
+        for k in range(0, self.num_samples, n):
+            yield self.agent[k : k + n], self.partner[k : k + n]
+
 
 def _pad_to(track: np.ndarray, n: int) -> np.ndarray:
     """Append silence so `track` has `n` samples."""
     return np.pad(track, (0, n - track.shape[0])) if track.shape[0] < n else track
 
 
-def _same_signal(a: np.ndarray, b: np.ndarray, min_correlation: float = 0.98) -> bool:
-    """Whether two tracks are (nearly) one signal: normalised correlation above `min_correlation`."""
+def track_stats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(energy of a, energy of b, a . b) in float64: what `same_signal` and `note_silence` need,
+    summable over the chunks of a long recording."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
-    norms = float(np.linalg.norm(a64) * np.linalg.norm(b64))
-    return norms > 0 and float(np.dot(a64, b64)) / norms > min_correlation
+    return np.array([a64 @ a64, b64 @ b64, a64 @ b64])
 
 
-def _note_silence(agent: np.ndarray, partner: np.ndarray) -> None:
-    """Say when a track is silent: allowed (a monologue or pure listening), but worth knowing."""
-    agent_silent = agent.size == 0 or float(np.sqrt(np.mean(agent.astype(np.float64) ** 2))) < SILENCE_RMS
-    partner_silent = partner.size == 0 or float(np.sqrt(np.mean(partner.astype(np.float64) ** 2))) < SILENCE_RMS
+def check_channels(channels: int, path: str | Path) -> None:
+    """A two-track conversation file needs two channels: an error for one, a warning for more."""
+    if channels < 2:
+        raise InfpError("this file is mono; a conversation needs two channels (0 = agent, 1 = partner) "
+                        "or two files (--agent/--partner)", path)
+    if channels > 2:
+        log.warning("%s: %d channels; using channel 0 as the agent and channel 1 as the partner", path, channels)
+
+
+def note_tracks(stats: np.ndarray, n: int, path: str | Path | None = None, min_correlation: float = 0.98) -> None:
+    """Say what is worth knowing about two tracks of `n` samples from their `track_stats`: one
+    signal on both channels of a file (`path`), a silent track (a monologue or pure listening)."""
+    ea, ep, dot = stats
+    if path is not None and ea > 0 and ep > 0 and dot / np.sqrt(ea * ep) > min_correlation:
+        # Typical of one voice recorded or saved as stereo: both roles would get the same voice.
+        log.warning("%s: both channels carry the same signal; a conversation needs each voice on its own "
+                    "channel", path)
+    agent_silent = n == 0 or np.sqrt(ea / n) < SILENCE_RMS
+    partner_silent = n == 0 or np.sqrt(ep / n) < SILENCE_RMS
     if agent_silent and partner_silent:
         log.warning("both tracks are silent: the portrait will only idle")
     elif partner_silent:
@@ -196,32 +228,21 @@ def load_conversation(
 
     Two files may differ in length, rate and channels: each is downmixed to mono and the shorter is
     padded with silence at its end. Raises `InfpError` when the inputs do not describe two tracks.
+    For recordings too long to hold whole, `infp.audio.chunks.ConversationFile` reads them in pieces.
     """
     if audio is not None:
         if agent is not None or partner is not None:
             raise InfpError("give either one two-channel file or --agent and --partner, not both")
         both = load_audio(audio, sr)
-        channels = both.shape[0]
-        if channels < 2:
-            raise InfpError(
-                "this file is mono; a conversation needs two channels (0 = agent, 1 = partner) "
-                "or two files (--agent/--partner)",
-                audio,
-            )
-        if channels > 2:
-            log.warning("%s: %d channels; using channel 0 as the agent and channel 1 as the partner", audio, channels)
+        check_channels(both.shape[0], audio)
         a, p = np.ascontiguousarray(both[0]), np.ascontiguousarray(both[1])
-        if _same_signal(a, p):
-            # Typical of one voice recorded or saved as stereo: both roles would get the same voice.
-            log.warning("%s: both channels carry the same signal; a conversation needs each voice on its own "
-                        "channel", audio)
     elif agent is not None and partner is not None:
         a, p = load_mono(agent, sr), load_mono(partner, sr)
         n = max(a.shape[0], p.shape[0])
         a, p = _pad_to(a, n), _pad_to(p, n)
     else:
         raise InfpError("a conversation needs one two-channel file or two files (--agent and --partner)")
-    _note_silence(a, p)
+    note_tracks(track_stats(a, p), len(a), audio)
     return Conversation(agent=a, partner=p, sr=sr)
 
 

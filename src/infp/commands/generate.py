@@ -13,7 +13,7 @@ log = logging.getLogger("infp")
 
 
 def run(args: argparse.Namespace) -> None:
-    from infp.audio.io import load_conversation
+    from infp.audio.chunks import ConversationFile
     from infp.data.portraits import default_portrait, read_image
     from infp.errors import InfpError
     from infp.pipeline import InfpPipeline
@@ -29,16 +29,15 @@ def run(args: argparse.Namespace) -> None:
     if args.audio is None and args.agent is None:
         args.audio = demo_conversation()
         log.info("no audio given: animating the packaged 12-s demo conversation (%s)", args.audio)
-    conversation = load_conversation(args.audio, args.agent, args.partner)
-    if conversation.num_samples == 0:
-        raise InfpError("the conversation has no audio samples", args.audio or args.agent)
+    # read from disk as it is needed (checked and measured first): any length fits in memory
+    conversation = ConversationFile.open(args.audio, args.agent, args.partner)
     name, image = (str(args.portrait), read_image(args.portrait)) if args.portrait else default_portrait()
 
     start = time.perf_counter()
     pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device, args.dtype, args.speech_model)
     portrait = pipe.prepare(image, name, args.face_index)
-    video = pipe(portrait, conversation.agent, conversation.partner, steps=args.steps, guidance=args.guidance,
-                 seed=args.seed, paste=not args.crop_only, size=args.size)
+    video = pipe(portrait, conversation, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                 paste=not args.crop_only, size=args.size)
     video.write(out, audio=args.mix, progress=not args.quiet)
     took = time.perf_counter() - start
     log.info("wrote %s: %d frames (%.1f s of conversation) in %.1f s (%.2fx real time, %s)", out, len(video),

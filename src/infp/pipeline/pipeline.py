@@ -10,8 +10,9 @@ session = pipe.stream(portrait)                        # live: push audio chunks
 
 Stage 2 turns both tracks into motion latents window by window (`stream.MotionStream`); stage 1 renders
 each latent from the portrait's appearance features, computed once. Offline generation is a stream fed
-the whole conversation, so it holds one window of audio and frames at a time: memory does not grow with
-the conversation's length, and offline and live output are the same frames.
+the whole conversation, so it holds one window of audio and frames at a time, and offline and live
+output are the same frames. Given a `ConversationFile` (`pipe(portrait, ConversationFile.open(path))`)
+the audio, too, is read from disk as it is needed: memory does not grow with the conversation's length.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from infp.audio.chunks import ConversationFile
 from infp.audio.io import Conversation
 from infp.diffusion.sampling import WindowedGenerator
 from infp.errors import InfpError
@@ -137,10 +139,17 @@ class InfpPipeline:
         s = Settings(**settings)
         return StreamSession(self.motion_stream(portrait, s), self.renderer(portrait, s))
 
-    def __call__(self, portrait: Portrait, agent: np.ndarray, partner: np.ndarray, **settings) -> Generation:
-        """The video of `portrait` in the conversation (agent: its own voice, partner: the other's),
-        as a `Generation`: iterate it for frames (rendered as you go), or `.write(path)`."""
-        conversation = _conversation(agent, partner)
+    def __call__(self, portrait: Portrait, agent: np.ndarray | Conversation | ConversationFile,
+                 partner: np.ndarray | None = None, **settings) -> Generation:
+        """The video of `portrait` in the conversation (agent: its own voice, partner: the other's,
+        16 kHz float32; or a `Conversation` / `ConversationFile` as `agent`, without `partner`), as a
+        `Generation`: iterate it for frames (rendered as you go), or `.write(path)`."""
+        if isinstance(agent, Conversation | ConversationFile):
+            if partner is not None:
+                raise InfpError("give a conversation, or the agent's and the partner's tracks, not both")
+            conversation = agent
+        else:
+            conversation = _conversation(agent, partner)
         return Generation(self, portrait, conversation, Settings(**settings))
 
     def motion(self, portrait: Portrait, agent: np.ndarray, partner: np.ndarray, **settings) -> np.ndarray:
@@ -179,7 +188,7 @@ class Generation:
 
     pipe: InfpPipeline
     portrait: Portrait
-    conversation: Conversation
+    conversation: Conversation | ConversationFile
     settings: Settings
 
     def __len__(self) -> int:
@@ -187,11 +196,9 @@ class Generation:
 
     def iter_frames(self, progress: bool = False, chunk_s: float = 2.0) -> Iterator[np.ndarray]:
         session = self.pipe.stream(self.portrait, **vars(self.settings))
-        c = self.conversation
-        step = int(chunk_s * c.sr)
         with tqdm(total=len(self), desc="generate", unit="frame", disable=not progress) as bar:
-            for k in range(0, c.num_samples, step):
-                for f in session.push(c.agent[k : k + step], c.partner[k : k + step]):
+            for agent, partner in self.conversation.chunks(int(chunk_s * self.conversation.sr)):
+                for f in session.push(agent, partner):
                     bar.update()
                     yield f
             for f in session.finish():
@@ -205,16 +212,18 @@ class Generation:
         """All frames as one (T, H, W, 3) uint8 array (mind the memory on long conversations)."""
         return np.stack(list(self))
 
-    def audio(self, mode: str = "mix") -> np.ndarray:
-        """The soundtrack: "mix" (both voices in one channel, scaled down only if the sum clips) or
-        "stereo" (agent left, partner right)."""
-        c = self.conversation
-        if mode == "stereo":
-            return c.stereo()
-        if mode != "mix":
+    def soundtrack(self, mode: str = "mix", chunk_s: float = 2.0) -> Iterator[np.ndarray]:
+        """The soundtrack in (C, n) pieces: "mix" (both voices in one channel, scaled down only if
+        the sum clips) or "stereo" (agent left, partner right)."""
+        if mode not in ("mix", "stereo"):
             raise ValueError(f"audio mode is 'mix' or 'stereo', not {mode!r}")
-        mix = c.agent + c.partner
-        return mix / max(1.0, float(np.abs(mix).max(initial=0.0)))
+        scale = 1.0 / max(1.0, self.conversation.mix_peak)
+        for agent, partner in self.conversation.chunks(int(chunk_s * self.conversation.sr)):
+            yield np.stack([agent, partner]) if mode == "stereo" else ((agent + partner) * scale)[None]
+
+    def audio(self, mode: str = "mix") -> np.ndarray:
+        """The whole soundtrack, (1, N) mixed or (2, N) stereo (see `soundtrack`)."""
+        return np.concatenate(list(self.soundtrack(mode)), axis=1)
 
     def write(self, path: str | Path, audio: str = "mix", progress: bool = False) -> Path:
         """H.264 MP4 at 25 fps with the conversation's audio; the file appears only when complete."""
@@ -223,7 +232,7 @@ class Generation:
         path = Path(path)
         if not path.parent.is_dir():
             raise InfpError("the output folder does not exist", path.parent)
-        with VideoWriter(path, audio=self.audio(audio)) as w:
+        with VideoWriter(path, audio=self.soundtrack(audio)) as w:
             for frame in self.iter_frames(progress):
                 w.write(frame)
         return path

@@ -12,6 +12,9 @@ for audio of L samples with `infp.audio.frame_count(L)`, which rounds up, so the
 audio gets a whole video frame and the audio is padded with silence to that frame's end; nothing of
 the caller's audio is cut. A mismatch of a whole frame or more is logged, since it means the caller
 computed lengths differently.
+
+The audio is an array, or an iterable of (C, n) chunks read as the frames need them: a long
+recording's soundtrack then never sits in memory whole.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 
 from infp import FPS, SAMPLE_RATE
 from infp.fsutil import atomic_file
+from infp.rechunk import Rechunk
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +51,38 @@ def _as_channels(audio: np.ndarray) -> np.ndarray:
     if not np.issubdtype(a.dtype, np.floating):
         raise ValueError(f"audio must be float in [-1, 1], got dtype {a.dtype}")
     return np.ascontiguousarray(np.clip(a, -1.0, 1.0), dtype=np.float32)
+
+
+class _Soundtrack:
+    """The caller's audio, read in order: from one array, or from chunks as they come."""
+
+    def __init__(self, audio: np.ndarray | Iterable[np.ndarray]):
+        pieces = iter([audio] if isinstance(audio, np.ndarray) else audio)
+        first = _as_channels(next(pieces, np.zeros(0, np.float32)))  # checked now: a bad shape fails early
+        self.channels = first.shape[0]
+        self._rest = Rechunk(_checked([first], pieces, self.channels))
+        self.read = 0  # samples handed out so far
+
+    def take(self, n: int) -> np.ndarray:
+        """The next n samples (C, n), silence past the end."""
+        piece = self._rest.take(n)
+        self.read += piece.shape[1]
+        return np.pad(piece, ((0, 0), (0, n - piece.shape[1]))) if piece.shape[1] < n else piece
+
+    def length(self) -> int:
+        """All samples the caller gave: those read, and the rest counted (not kept)."""
+        while (piece := self._rest.take(1 << 16)).shape[1]:
+            self.read += piece.shape[1]
+        return self.read
+
+
+def _checked(first: list[np.ndarray], pieces: Iterable[np.ndarray], channels: int) -> Iterable[np.ndarray]:
+    yield from first
+    for p in pieces:
+        p = _as_channels(p)
+        if p.shape[0] != channels:
+            raise ValueError(f"an audio chunk has {p.shape[0]} channel(s), the first had {channels}")
+        yield p
 
 
 class VideoWriter:
@@ -75,7 +111,7 @@ class VideoWriter:
         self,
         path: str | Path,
         fps: float = FPS,
-        audio: np.ndarray | None = None,
+        audio: np.ndarray | Iterable[np.ndarray] | None = None,
         sample_rate: int = SAMPLE_RATE,
         crf: int = 18,
         preset: str = "veryfast",
@@ -84,7 +120,7 @@ class VideoWriter:
             raise ValueError(f"fps must be positive, got {fps}")
         self.path = Path(path)
         self.fps = Fraction(fps).limit_denominator(1001 * 1000)  # 29.97 -> 30000/1001 exactly
-        self.audio = None if audio is None else _as_channels(audio)  # (C, N)
+        self.audio = None if audio is None else _Soundtrack(audio)
         self.sample_rate = int(sample_rate)
         self.crf = int(crf)
         self.preset = preset
@@ -172,7 +208,7 @@ class VideoWriter:
         video.codec_context.time_base = 1 / self.fps
         self._video = video
         if self.audio is not None:
-            layout = "stereo" if self.audio.shape[0] == 2 else "mono"
+            layout = "stereo" if self.audio.channels == 2 else "mono"
             self._audio = container.add_stream("aac", rate=self.sample_rate, layout=layout)
             self._audio.time_base = Fraction(1, self.sample_rate)
 
@@ -186,9 +222,7 @@ class VideoWriter:
             return
         while self._audio_done < until:
             start, stop = self._audio_done, min(until, self._audio_done + _AUDIO_CHUNK)
-            chunk = self.audio[:, start:stop]
-            if chunk.shape[1] < stop - start:  # past the caller's audio: pad with silence
-                chunk = np.pad(chunk, ((0, 0), (0, stop - start - chunk.shape[1])))
+            chunk = self.audio.take(stop - start)  # past the caller's audio: silence
             af = av.AudioFrame.from_ndarray(
                 np.ascontiguousarray(chunk), format="fltp", layout=self._audio.codec_context.layout.name
             )
@@ -203,14 +237,14 @@ class VideoWriter:
         assert self._video is not None
         if self.audio is not None:
             target = self._samples_until(self.n_frames)
-            given = self.audio.shape[1]
+            self._write_audio(target)
+            given = self.audio.length()
             if abs(given - target) >= self.sample_rate / self.fps:
                 log.warning(
                     "%s: audio is %.3f s but %d frames at %s fps are %.3f s; audio %s to match",
                     self.path, given / self.sample_rate, self.n_frames, float(self.fps),
                     target / self.sample_rate, "trimmed" if given > target else "padded with silence",
                 )
-            self._write_audio(target)
             assert self._audio is not None
             container.mux(self._audio.encode(None))
         container.mux(self._video.encode(None))
