@@ -266,8 +266,7 @@ def test_conversation_file_equals_the_loaded_conversation(tmp_path: Path, n: int
         a, p = _joined(chunked, n)
         np.testing.assert_allclose(a, whole.agent, atol=1e-6)
         np.testing.assert_allclose(p, whole.partner, atol=1e-6)
-        wa, wp = zip(*whole.chunks(n))
-        np.testing.assert_array_equal(np.concatenate(wa), whole.agent)
+        np.testing.assert_array_equal(np.concatenate([a for a, _ in whole.chunks(n)]), whole.agent)
 
 
 def test_conversation_file_checks_as_load_conversation_does(tmp_path: Path, caplog) -> None:

@@ -8,6 +8,7 @@ import math
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import Tensor, nn
@@ -179,11 +180,9 @@ def test_torchmetrics_psnr_of_identical_images_is_infinite():
 
 # --- motion transfer: mouth and pose measured on predictions vs true frames ----------------------
 
-def _faces(openings: list[float], yaw_deg: float = 0.0) -> "np.ndarray":
+def _faces(openings: list[float], yaw_deg: float = 0.0) -> np.ndarray:
     """(T, 478, 3) landmark sets: a random face whose inner lips are `openings` face heights apart,
     turned by `yaw_deg` about the vertical axis."""
-    import numpy as np
-
     from infp.face import topology as tp
 
     base = np.random.default_rng(0).normal(size=(478, 3)).astype(np.float32)
@@ -198,8 +197,6 @@ def _faces(openings: list[float], yaw_deg: float = 0.0) -> "np.ndarray":
 
 
 def test_transfer_scores_of_a_perfect_a_frozen_and_a_faceless_prediction():
-    import numpy as np
-
     from infp.eval.imitation import pooled_transfer, transfer_scores
 
     true = _faces([0.0, 0.05, 0.1, 0.02])
