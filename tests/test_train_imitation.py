@@ -36,6 +36,23 @@ def test_pairs_are_reproducible_and_mirrored(synth_clips):
     assert a.source.shape == (3, 3, 64, 64) and 0 <= float(a.source.min()) and float(a.source.max()) <= 1
 
 
+def test_mouth_pairs_draw_driving_mouths_unlike_the_source(synth_clips):
+    from infp.face.expression import mouth_opening
+
+    frames = load_clips(list_clips(synth_clips), 64)
+
+    def mean_gap(q: float) -> float:
+        sampler, rng = PairSampler(frames, mouth_pairs=q), np.random.default_rng(1)
+        gaps = []
+        for _ in range(400):
+            k, i, j = sampler.indices(rng)
+            m = mouth_opening(frames[k].points[[i, j]])
+            gaps.append(abs(m[1] - m[0]))
+        return float(np.mean(gaps))
+
+    assert mean_gap(1.0) > 1.3 * mean_gap(0.0)
+
+
 def test_training_lowers_the_loss(synth_clips):
     """A few tiny steps on one fixed batch: the reconstruction loss falls."""
     from infp.train.losses import ImitationLoss

@@ -21,7 +21,7 @@ def run_imitation(args: argparse.Namespace) -> None:
     defaults = TrainConfig()
     cfg = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        real_fraction=args.real_fraction, max_frames=args.max_frames,
+        real_fraction=args.real_fraction, mouth_pairs=args.mouth_pairs, max_frames=args.max_frames,
         init_from=str(args.init_from) if args.init_from else None, freeze_motion_encoder=args.freeze_motion_encoder,
         log_every=args.log_every or defaults.log_every,
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
@@ -77,6 +77,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="E_m's input (default hybrid; the others are the paper's ablations)")
     s.add_argument("--real-fraction", type=float, default=0.5,
                    help="share of pairs drawn from real clips when real and synthetic are mixed (default 0.5)")
+    s.add_argument("--mouth-pairs", type=float, default=0.0,
+                   help="share of pairs whose driving frame is drawn for a mouth unlike the source's (default 0)")
     s.add_argument("--max-frames", type=positive_int, default=None, help="frames loaded per clip (default all)")
     s.add_argument("--vgg", type=Path, default=None,
                    help="local VGG19 weights (torchvision layout, .pth or .safetensors) for a perceptual loss")

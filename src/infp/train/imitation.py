@@ -35,6 +35,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     real_fraction: float = 0.5  # share of pairs from real clips when real and synthetic are both given
+    mouth_pairs: float = 0.0  # share of driving frames drawn for a mouth unlike the source's (PairSampler)
     log_every: int = 10
     sample_every: int = 500
     save_every: int = 500
@@ -142,7 +143,7 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
     log.info("training on %d real and %d synthetic clip(s), %d frames", kinds["real"], kinds["synthetic"],
              sum(len(c.usable) for c in frames))
     write_run(out, _describe(model_cfg, cfg, loss_cfg, data))
-    trainer = Trainer(model_cfg, cfg, loss_cfg, out, PairSampler(frames, model_cfg.representation, cfg.real_fraction), cpu)
+    trainer = Trainer(model_cfg, cfg, loss_cfg, out, PairSampler(frames, model_cfg.representation, cfg.real_fraction, mouth_pairs=cfg.mouth_pairs), cpu)
     if resume:
         trainer.load()
     return trainer.run(progress)
