@@ -185,8 +185,8 @@ def _pad_to(track: np.ndarray, n: int) -> np.ndarray:
 
 
 def track_stats(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(energy of a, energy of b, a . b) in float64: what `same_signal` and `note_silence` need,
-    summable over the chunks of a long recording."""
+    """(energy of a, energy of b, a . b) in float64: what `note_tracks` needs, summable over the
+    chunks of a long recording."""
     a64, b64 = a.astype(np.float64), b.astype(np.float64)
     return np.array([a64 @ a64, b64 @ b64, a64 @ b64])
 

@@ -18,6 +18,13 @@ def positive_float(s: str) -> float:
     return v
 
 
+def fraction(s: str) -> float:
+    v = float(s)
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {s}")
+    return v
+
+
 def positive_int(s: str) -> int:
     v = int(s)
     if v <= 0:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import positive_int
+from infp.commands import fraction, positive_int
 
 log = logging.getLogger("infp")
 
@@ -75,9 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--preset", default="base", help="model size: tiny, base (256 px) or paper (512 px); default base")
     s.add_argument("--representation", choices=["hybrid", "intact", "landmarks"], default=None,
                    help="E_m's input (default hybrid; the others are the paper's ablations)")
-    s.add_argument("--real-fraction", type=float, default=0.5,
+    s.add_argument("--real-fraction", type=fraction, default=0.5,
                    help="share of pairs drawn from real clips when real and synthetic are mixed (default 0.5)")
-    s.add_argument("--mouth-pairs", type=float, default=0.0,
+    s.add_argument("--mouth-pairs", type=fraction, default=0.0,
                    help="share of pairs whose driving frame is drawn for a mouth unlike the source's (default 0)")
     s.add_argument("--max-frames", type=positive_int, default=None, help="frames loaded per clip (default all)")
     s.add_argument("--vgg", type=Path, default=None,
