@@ -17,20 +17,15 @@ from infp import FPS
 from infp.audio import load_conversation, voice_activity
 from infp.data.contact import label, pick, sheet, write_png
 from infp.eval.behaviour import audio_following, mouth_opening
+from infp.eval.motion import measure_landmarks
 from infp.face import crop_image, face_box
-from infp.face.landmarks import FaceMesh
 from infp.video import iter_frames
 
 video, conversation = Path(sys.argv[1]), load_conversation(audio=sys.argv[2])
 out = Path(sys.argv[3]) if len(sys.argv) > 3 else video.with_suffix(".sheet.png")
 
-frames, points = [], []
-with FaceMesh(static=False) as mesh:
-    for _, f in iter_frames(video):
-        faces = mesh.detect(f)
-        points.append(faces[0].points if faces else np.full((478, 3), np.nan, np.float32))
-        frames.append(f)
-points = np.stack(points)
+frames = [f for _, f in iter_frames(video)]
+points = measure_landmarks(frames)  # (T, 478, 3), NaN where no face
 r = audio_following(points, conversation.agent, conversation.partner)
 print(f"{video.name}: {len(frames)} frames, face found {100 * r.face_found:.1f}%, mouth ~ agent speech r = "
       f"{r.mouth_vs_agent:+.3f}, ~ partner speech r = {r.mouth_vs_partner:+.3f}; mean opening speaking "

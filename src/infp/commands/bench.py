@@ -24,9 +24,8 @@ def _pipeline(args: argparse.Namespace, device: str):
 
     if args.preset is None and args.imitator_preset is None:
         pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device)
-        name = f"bundled: {pipe.imitator.cfg.preset} + {pipe.stage2.model.cfg.preset}" if not (
-            args.checkpoint or args.imitator) else f"{pipe.imitator.cfg.preset} + {pipe.stage2.model.cfg.preset}"
-        return pipe, name
+        name = f"{pipe.imitator.cfg.preset} + {pipe.stage2.model.cfg.preset}"
+        return pipe, name if args.checkpoint or args.imitator else f"bundled: {name}"
     imitator = Imitator(imitator_preset(args.imitator_preset or "base"))
     cfg = motion_preset(args.preset or "small", motion_dim=imitator.cfg.motion_dim)
     stage2 = MotionStage(Path("untrained"), MotionGenerator(cfg).eval(), DiffusionConfig(), LogMel())

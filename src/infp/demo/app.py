@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infp import FPS, SAMPLE_RATE
+from infp import FPS
 from infp.errors import InfpError
 
 log = logging.getLogger("infp")
@@ -117,8 +117,8 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
         conversation = _conversation(both, agent, partner)
         pipe = shared()
         portrait = _portrait(pipe, image)
-        video = pipe(portrait, conversation.agent, conversation.partner, steps=int(steps), guidance=float(guidance),
-                     seed=int(seed), paste=not crop_only)
+        video = pipe(portrait, conversation, steps=int(steps), guidance=float(guidance), seed=int(seed),
+                     paste=not crop_only)
         path = video.write(out_dir / f"infp_{uuid.uuid4().hex[:12]}.mp4", progress=True)
         plot = activity_image(voice_activity(conversation.agent), voice_activity(conversation.partner))
         note = f"{len(video)} frames, {conversation.duration:.1f} s; seed {int(seed)}"
@@ -131,8 +131,7 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
         session = pipe.stream(_portrait(pipe, image), steps=int(steps), guidance=float(guidance), seed=int(seed),
                               paste=False)
         sound = out_dir / f"infp_live_{uuid.uuid4().hex[:12]}.wav"
-        mix = conversation.agent + conversation.partner
-        save_wav(sound, mix / max(1.0, float(np.abs(mix).max())))
+        save_wav(sound, (conversation.agent + conversation.partner) / max(1.0, conversation.mix_peak))
         frames: queue.Queue = queue.Queue()
         feeder = threading.Thread(target=_feed, args=(session, conversation, frames), daemon=True)
         started = time.perf_counter()
@@ -193,16 +192,14 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
     return app
 
 
-def _feed(session, conversation, frames: queue.Queue, chunk_s: float = 0.04) -> None:
+def _feed(session, conversation, frames: queue.Queue) -> None:
     """Push the conversation into `session` at real-time pace (as from a call); frames into `frames`,
     then None (or the exception)."""
+    from infp.pipeline.stream import paced_chunks
+
     try:
-        step = int(chunk_s * SAMPLE_RATE)
-        start = time.perf_counter()
-        for k in range(0, conversation.num_samples, step):
-            if (wait := start + (k + step) / SAMPLE_RATE - time.perf_counter()) > 0:
-                time.sleep(wait)
-            for f in session.push(conversation.agent[k : k + step], conversation.partner[k : k + step]):
+        for agent, partner in paced_chunks(conversation.agent, conversation.partner):
+            for f in session.push(agent, partner):
                 frames.put(f)
         for f in session.finish():
             frames.put(f)

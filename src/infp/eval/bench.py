@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from infp import FPS
+from infp import FPS, SAMPLE_RATE
 from infp.diffusion import DiffusionConfig, generate
 from infp.models.motion_generator import MotionGenerator
 
@@ -69,8 +69,6 @@ def bench_motion(model: MotionGenerator, diffusion: DiffusionConfig | None = Non
 def turn_taking_tracks(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Two 16 kHz tracks taking turns (4 s each), syllable-like noise bursts: speed does not depend on
     what is said, but silence and speech both occur."""
-    from infp import SAMPLE_RATE
-
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
     voice = 0.2 * rng.normal(size=(2, len(t))) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
@@ -100,15 +98,15 @@ class PipelineBench:
 def bench_pipeline(pipe, portrait, name: str, seconds: float = 20.0, **settings) -> PipelineBench:
     """Time stage 2 alone, then the whole pipeline, on `seconds` of two-track audio."""
     agent, partner = turn_taking_tracks(seconds)
-    w = pipe.stage2.model.cfg.window / FPS
-    first = next(iter(pipe(portrait, agent[: int(w * 16000)], partner[: int(w * 16000)], **settings)))  # warm-up
+    n = pipe.stage2.model.cfg.window * SAMPLE_RATE // FPS  # one window
+    first = next(iter(pipe(portrait, agent[:n], partner[:n], **settings)))  # warm-up
     t0 = time.perf_counter()
     pipe.motion(portrait, agent, partner, **settings)
     t1 = time.perf_counter()
     for _ in pipe(portrait, agent, partner, **settings):
         pass
     t2 = time.perf_counter()
-    return PipelineBench(name, pipe.device.type, torch.get_num_threads(), len(agent) / 16000, t1 - t0, t2 - t1,
+    return PipelineBench(name, pipe.device.type, torch.get_num_threads(), len(agent) / SAMPLE_RATE, t1 - t0, t2 - t1,
                          first.shape[:2])
 
 
@@ -141,18 +139,14 @@ class StreamBench:
 def bench_stream(pipe, portrait, name: str, seconds: float = 20.0, chunk_ms: float = 40.0, **settings) -> StreamBench:
     """Feed a live session at real-time pace; a frame's latency is measured from the arrival of the
     last audio sample of its 40-ms slot (plus the session's one-frame look-ahead is part of it)."""
-    from infp import SAMPLE_RATE
+    from infp.pipeline.stream import paced_chunks
 
     agent, partner = turn_taking_tracks(seconds, seed=1)
-    step = int(chunk_ms / 1000 * SAMPLE_RATE)
     session = pipe.stream(portrait, **settings)
     ready: list[float] = []
     start = time.perf_counter()
-    for k in range(0, len(agent), step):
-        arrival = start + (k + step) / SAMPLE_RATE  # when this chunk's last sample exists in real life
-        if (wait := arrival - time.perf_counter()) > 0:
-            time.sleep(wait)
-        ready += [time.perf_counter()] * len(session.push(agent[k : k + step], partner[k : k + step]))
+    for a, p in paced_chunks(agent, partner, chunk_ms / 1000, start):
+        ready += [time.perf_counter()] * len(session.push(a, p))
     ready += [time.perf_counter()] * len(session.finish())
     frame_end = start + np.minimum((np.arange(len(ready)) + 1) / FPS, len(agent) / SAMPLE_RATE)
     return StreamBench(name, pipe.device.type, torch.get_num_threads(), len(agent) / SAMPLE_RATE, chunk_ms,

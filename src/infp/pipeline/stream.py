@@ -14,7 +14,8 @@ edges: for log-mel the streamed features equal the whole-track ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -33,6 +34,18 @@ def _track(x, what: str) -> np.ndarray:
     if not np.isfinite(a).all():
         raise ValueError(f"{what} audio has NaN or infinite samples")
     return a
+
+
+def paced_chunks(agent: np.ndarray, partner: np.ndarray, chunk_s: float = 0.04,
+                 start: float | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Chunks of both tracks released at the pace a call would deliver them: each only once its last
+    sample would exist, counting from `start` (`time.perf_counter()`; default: the first chunk asked for)."""
+    step = int(chunk_s * SAMPLE_RATE)
+    start = time.perf_counter() if start is None else start
+    for k in range(0, len(agent), step):
+        if (wait := start + (k + step) / SAMPLE_RATE - time.perf_counter()) > 0:
+            time.sleep(wait)
+        yield agent[k : k + step], partner[k : k + step]
 
 
 class MotionStream:
