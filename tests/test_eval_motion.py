@@ -55,7 +55,8 @@ def test_backchannels_do_not_take_the_turn():
 
 
 def test_window_joins_follow_the_sampler():
-    assert window_joins(50, 12).tolist() == [12, 24, 36, 38]  # the last window moved back to end at 50
+    assert window_joins(50, 12).tolist() == [12, 24, 36, 48]  # the last window moved back to end at 50
+    assert window_joins(50, 12, overlap=4).tolist() == [12, 20, 28, 36, 44]
     assert window_joins(48, 12).tolist() == [12, 24, 36]
     assert window_joins(10, 12).tolist() == []
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from infp.diffusion import CondDropout, DiffusionConfig, denoising_loss, generate
-from infp.diffusion.sampling import WindowedGenerator, sample_window
+from infp.diffusion.sampling import Span, WindowedGenerator, sample_window, window_spans
 from infp.diffusion.training import MotionBatch
 from infp.errors import InfpError
 from infp.models.attention import band_mask
@@ -173,41 +173,94 @@ def test_guidance_combines_conditional_and_unconditional():
     torch.testing.assert_close(three, zero + 3 * (one - zero), atol=1e-4, rtol=1e-4)
 
 
-# Seeded reference: `_model(0)`, 30 frames (3 windows of 12 with a shifted last one), 20 DDIM steps,
-# guidance 2, seed 7, the default sampler (leading spacing, x0 clipped to +-4). Recorded from this
-# implementation (torch 2.13 CPU); a change means sampling changed.
+# Seeded reference: `_model(0)`, 30 frames, 20 DDIM steps, guidance 2, seed 7, the default sampler
+# (leading spacing, x0 clipped to +-4). Recorded from this implementation (torch 2.13 CPU); a change
+# means sampling changed. Overlap 0: windows of 12 from 0 and 12, the last moved back to end at 30 and
+# holding the 6 frames it shares with the second (REFERENCE_LAST was [-3.68031, -1.79071, -3.36957,
+# -3.40699] when it regenerated them). Default overlap (7 of the tiny preset's 12): windows from 0, 5,
+# 10, 15 and 18.
 REFERENCE_FIRST = [-3.32247, 1.33307, 3.27057, -3.64158]
-REFERENCE_LAST = [-3.68031, -1.79071, -3.36957, -3.40699]
+REFERENCE_LAST = {0: [-3.67794, -1.78779, -3.3764, -3.4035], None: [3.4414, 3.42006, -3.6758, 3.28475]}
 
 
-def test_seeded_sampling_matches_reference():
+@pytest.mark.parametrize("overlap", [0, None])
+def test_seeded_sampling_matches_reference(overlap):
     m = _model(0)
-    z = generate(m, DiffusionConfig(), _rows(30, 1), _rows(30, 2), torch.zeros(CFG.motion_dim), steps=20, guidance=2.0, seed=7)
+    run = lambda: generate(m, DiffusionConfig(), _rows(30, 1), _rows(30, 2), torch.zeros(CFG.motion_dim), steps=20,
+                           guidance=2.0, seed=7, overlap=overlap)
+    z = run()
     assert z.shape == (30, CFG.motion_dim) and torch.isfinite(z).all()
-    again = generate(m, DiffusionConfig(), _rows(30, 1), _rows(30, 2), torch.zeros(CFG.motion_dim), steps=20, guidance=2.0, seed=7)
-    assert torch.equal(z, again), "same seed, same latents"
+    assert torch.equal(z, run()), "same seed, same latents"
     torch.testing.assert_close(z[0, :4], torch.tensor(REFERENCE_FIRST), atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(z[-1, :4], torch.tensor(REFERENCE_LAST), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(z[-1, :4], torch.tensor(REFERENCE_LAST[overlap]), atol=1e-4, rtol=1e-4)
 
 
-def test_windows_continue_from_the_previous_windows_latents(monkeypatch):
-    m = _model()
-    contexts, first = [], torch.randn(CFG.motion_dim)
-    real_condition = m.condition
+def _spy_windows(monkeypatch, m: MotionGenerator) -> tuple[list, list]:
+    """Record each window's context (raw latents) and held frames (normalised, or None)."""
+    from infp.diffusion import sampling
 
-    def spy(agent, partner, style, context, drop_audio=None, drop_context=None):
+    contexts, held = [], []
+    real_condition, real_sample = m.condition, sampling.sample_window
+
+    def condition(agent, partner, style, context, drop_audio=None, drop_context=None):
         contexts.append(m.denormalize(context[0]).clone())
         return real_condition(agent, partner, style, context, drop_audio, drop_context)
 
-    monkeypatch.setattr(m, "condition", spy)
-    n, w, c = 30, CFG.window, CFG.context
-    z = generate(m, DiffusionConfig(), _rows(n), _rows(n, 1), first, steps=2, guidance=1.5)
+    def sample(model, scheduler, cond, guidance, generator, known=None):
+        held.append(None if known is None else known[0].clone())
+        return real_sample(model, scheduler, cond, guidance, generator, known)
+
+    monkeypatch.setattr(m, "condition", condition)
+    monkeypatch.setattr(sampling, "sample_window", sample)
+    return contexts, held
+
+
+def test_window_schedule():
+    assert window_spans(30, 12) == [Span(0, 0), Span(12, 12), Span(18, 24)]  # the last moved back to end at 30
+    assert window_spans(36, 12) == [Span(0, 0), Span(12, 12), Span(24, 24)]
+    assert window_spans(30, 12, overlap=4) == [Span(0, 0), Span(8, 12), Span(16, 20), Span(18, 28)]
+    assert window_spans(5, 12) == [Span(0, 0)] and window_spans(0, 12) == []
+    for n in (12, 13, 47, 100):
+        for overlap in (0, 3, 8):
+            spans = window_spans(n, 12, overlap)
+            ends = [s.start + 12 for s in spans]
+            assert ends[-1] == n and all(e <= n for e in ends), "every window is full length, inside the conversation"
+            assert [s.new for s in spans] == [0, *ends[:-1]], "each window's new frames start where the last ended"
+            assert all(s.new - s.start >= overlap for s in spans[1:]), "each holds at least `overlap` frames"
+
+
+@pytest.mark.parametrize("overlap", [0, 4])
+def test_windows_continue_from_the_previous_windows_latents(monkeypatch, overlap):
+    m = _model()
+    contexts, held = _spy_windows(monkeypatch, m)
+    n, w, c, first = 30, CFG.window, CFG.context, torch.randn(CFG.motion_dim)
+    z = generate(m, DiffusionConfig(), _rows(n), _rows(n, 1), first, steps=2, guidance=1.5, overlap=overlap)
     assert z.shape == (n, CFG.motion_dim)
-    starts = [0, w, n - w]  # 0, 12 and the last window moved back to end at frame 30
-    assert len(contexts) == len(starts)
+    spans = window_spans(n, w, overlap)
+    assert len(contexts) == len(held) == len(spans)
     torch.testing.assert_close(contexts[0], first.expand(c, -1), atol=1e-5, rtol=1e-5)
-    for ctx, s in zip(contexts[1:], starts[1:]):
-        torch.testing.assert_close(ctx, z[s - c : s], atol=1e-5, rtol=1e-5)
+    assert held[0] is None
+    for ctx, kept, (s, new) in zip(contexts[1:], held[1:], spans[1:]):
+        torch.testing.assert_close(ctx, z[s - c : s], atol=1e-5, rtol=1e-5)  # the latents just before the window
+        if new == s:  # a window that shares no frames holds none
+            assert kept is None
+        else:  # and holds those it shares
+            torch.testing.assert_close(m.denormalize(kept), z[s:new], atol=1e-5, rtol=1e-5)
+
+
+def test_held_frames_are_kept_and_steer_the_rest():
+    m, diff = _model(), DiffusionConfig()
+    b = _batch(1)
+    cond = m.condition(b.agent, b.partner, m.style(None, 1), b.context)
+    known = 3 * torch.randn(1, 5, CFG.motion_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        g = lambda: torch.Generator().manual_seed(1)
+        free = sample_window(m, diff.sampling_scheduler(10), cond, 2.0, g())
+        held = sample_window(m, diff.sampling_scheduler(10), cond, 2.0, g(), known)
+    assert torch.equal(held[:, :5], known)
+    assert (held[:, 5:] - free[:, 5:]).abs().max() > 1e-3, "the frames after the held ones see them"
+    with pytest.raises(InfpError, match="overlap"):
+        WindowedGenerator(m, diff, torch.zeros(CFG.motion_dim), overlap=CFG.window - CFG.context + 1)
 
 
 def test_short_and_empty_conversations():
@@ -224,9 +277,11 @@ def test_streaming_windows_equal_offline_generation():
     a, p, first = _rows(n), _rows(n, 1), torch.randn(CFG.motion_dim)
     offline = generate(m, DiffusionConfig(), a, p, first, steps=3, seed=4)
     gen = WindowedGenerator(m, DiffusionConfig(), first, steps=3, seed=4)
-    k = CFG.audio_per_frame * CFG.window
-    online = torch.cat([gen.next_window(a[:k], p[:k]), gen.next_window(a[k:], p[k:])])
+    k, w = CFG.audio_per_frame, CFG.window
+    online = torch.cat([gen.window(a[k * s : k * (s + w)], p[k * s : k * (s + w)], s) for s, _ in gen.spans(n)])
     torch.testing.assert_close(online, offline, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="does not continue"):
+        gen.window(a[: k * w], p[: k * w], 0)  # 24 frames are done: a window from 0 cannot add to them
 
 
 def test_whitening_gives_unit_covariance_and_inverts():
@@ -282,6 +337,41 @@ def test_a_few_training_steps_lower_the_loss():
     with torch.no_grad():
         after = np.mean([loss_at(s).item() for s in range(8)])
     assert after < 0.8 * before, (before, after)
+
+
+def test_velocity_loss_charges_jitter_not_offsets():
+    """Two predictions with the same per-frame error: one steady, one alternating sign from frame to
+    frame. The plain loss cannot tell them apart; the velocity term charges only the jitter."""
+    noise = DiffusionConfig(prediction="sample").training_scheduler()
+    b = _batch(2)
+    sign = torch.tensor([1.0, -1.0]).repeat(CFG.window // 2)[None, :, None]
+    steady = lambda x_t, t, cond: b.target + 0.1
+    jitter = lambda x_t, t, cond: b.target + 0.1 * sign
+    loss = lambda model, v: denoising_loss(model, b, noise, torch.Generator().manual_seed(0), CondDropout(), v).item()
+    assert loss(steady, 0.0) == pytest.approx(0.01) and loss(jitter, 0.0) == pytest.approx(0.01)
+    assert loss(steady, 1.0) == pytest.approx(0.01)
+    assert loss(jitter, 1.0) == pytest.approx(0.01 + 0.04)  # frame-to-frame steps of 0.2
+
+
+@pytest.mark.parametrize("dilation, reach", [(1, 6), (3, 26)])
+def test_audio_encoder_reach_grows_with_dilation(dilation, reach):
+    """Each encoded frame sees +-2 (1 + d + d^2) frames of audio with 3 layers: a change in one frame
+    of audio moves exactly the frames that far from it."""
+    from infp.models.audio_encoder import AudioEncoder
+
+    torch.manual_seed(0)
+    enc = AudioEncoder(motion_preset("tiny", audio_layers=3, audio_dilation=dilation))
+    with torch.no_grad():
+        for p in enc.parameters():
+            p.add_(torch.randn(p.shape) * 0.1)  # the residual branches start at zero
+    rows = _rows(80)[None]
+    moved = rows.clone()
+    k = CFG.audio_per_frame
+    moved[:, 40 * k : 41 * k] += 1.0  # frame 40
+    with torch.no_grad():
+        diff = (enc(moved) - enc(rows)).abs().amax(-1)[0]  # (T,)
+    changed = torch.nonzero(diff > 1e-6).flatten()
+    assert changed.min() == 40 - reach and changed.max() == 40 + reach
 
 
 def test_motion_attention_is_aligned_in_time():

@@ -72,12 +72,13 @@ def test_several_faces_need_an_index(pipe, astronaut):
         pipe.prepare(np.full((200, 200, 3), 128, np.uint8), "grey")
 
 
-def test_stream_equals_offline_and_memory_is_bounded(pipe, portrait):
+@pytest.mark.parametrize("overlap", [0, 5])
+def test_stream_equals_offline_and_memory_is_bounded(pipe, portrait, overlap):
     agent, partner = _voice(3.3, 1, (0.0, 1.5)), _voice(3.3, 2, (1.6, 3.3))
-    offline = pipe.motion(portrait, agent, partner, seed=3, steps=3)
+    offline = pipe.motion(portrait, agent, partner, seed=3, steps=3, overlap=overlap)
     n_frames = -(-len(agent) // SAMPLES_PER_FRAME)
     assert offline.shape == (n_frames, 16) and np.isfinite(offline).all()
-    stream = pipe.motion_stream(portrait, Settings(seed=3, steps=3))
+    stream = pipe.motion_stream(portrait, Settings(seed=3, steps=3, overlap=overlap))
     rng, parts, k, longest = np.random.default_rng(0), [], 0, 0
     while k < len(agent):
         n = int(rng.integers(50, 3000))
@@ -87,16 +88,20 @@ def test_stream_equals_offline_and_memory_is_bounded(pipe, portrait):
     parts += stream.finish()
     np.testing.assert_array_equal(np.concatenate(parts), offline)
     window = pipe.stage2.model.cfg.window
-    assert longest <= (window + 3) * SAMPLES_PER_FRAME  # one window and its margins, whatever the length
+    # the window being gathered, the one before (a last window may move back into it) and margins
+    assert longest <= (2 * window + 3) * SAMPLES_PER_FRAME
 
 
-def test_streamed_features_equal_whole_track_features(pipe, portrait):
-    """Windows featurised from their own stretch of audio give what whole-track features give."""
+@pytest.mark.parametrize("frames", ["two windows", "not a multiple"])
+def test_streamed_features_equal_whole_track_features(pipe, portrait, frames):
+    """Windows featurised from their own stretch of audio give what whole-track features give, and the
+    stream follows the offline window schedule, a last window moved back included."""
     m, w = pipe.stage2, pipe.stage2.model.cfg.window
-    agent, partner = _voice(2 * w / 25, 4), _voice(2 * w / 25, 5)
-    streamed = pipe.motion(portrait, agent, partner, seed=1, steps=2)
+    n = 2 * w if frames == "two windows" else 2 * w + 5
+    agent, partner = _voice(n / 25, 4), _voice(n / 25, 5)
+    streamed = pipe.motion(portrait, agent, partner, seed=1, steps=2, overlap=3)
     whole = generate(m.model, m.diffusion, torch.from_numpy(m.featurizer(agent)), torch.from_numpy(m.featurizer(partner)),
-                     portrait.latent, None, steps=2, guidance=3.0, seed=1)
+                     portrait.latent, None, steps=2, guidance=3.0, seed=1, overlap=3)
     np.testing.assert_allclose(streamed, whole.numpy(), atol=1e-5)
 
 

@@ -58,9 +58,21 @@ def test_resume_continues_exactly(synth_clips, imitator, tmp_path):
 
 def test_ablation_flags_reach_the_model(synth_clips, imitator, tmp_path):
     main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "r"),
-          "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--no-memory", "--no-style", "--device", "cpu"])
+          "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--no-memory", "--no-style", "--device", "cpu",
+          "--audio-dilation", "3", "--velocity-weight", "0.5"])
     cfg = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint").cfg
-    assert not cfg.use_memory and not cfg.use_style
+    assert not cfg.use_memory and not cfg.use_style and cfg.audio_dilation == 3
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["train"]["velocity_weight"] == 0.5
+
+
+def test_a_run_from_before_the_velocity_loss_resumes_without_it(synth_clips, imitator, tmp_path):
+    run = tmp_path / "run"
+    _train(synth_clips, imitator, run, steps=1, cache=tmp_path / "cache")
+    saved = json.loads((run / "run.json").read_text())
+    del saved["train"]["velocity_weight"]  # as the runs written before it existed
+    (run / "run.json").write_text(json.dumps(saved))
+    _train(synth_clips, imitator, run, steps=2, resume=True, cache=tmp_path / "cache")
+    assert json.loads((run / "run.json").read_text())["train"]["velocity_weight"] == 0.0
 
 
 def test_resume_refuses_a_changed_imitator(synth_clips, imitator, tmp_path):

@@ -25,6 +25,13 @@ def fraction(s: str) -> float:
     return v
 
 
+def non_negative(s: str) -> float:
+    v = float(s)
+    if not v >= 0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {s}")
+    return v
+
+
 def positive_int(s: str) -> int:
     v = int(s)
     if v <= 0:

@@ -41,12 +41,13 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InfpError("--device cuda: no CUDA GPU is available here")
-    settings = {"steps": args.steps, "guidance": args.guidance}
+    settings = {"steps": args.steps, "guidance": args.guidance, "overlap": args.overlap}
     pipe, name = _pipeline(args, args.device)
     if "motion" in args.what:
         from infp.eval.bench import bench_motion
 
-        r = bench_motion(pipe.stage2.model, pipe.stage2.diffusion, args.seconds, args.steps, args.guidance)
+        r = bench_motion(pipe.stage2.model, pipe.stage2.diffusion, args.seconds, args.steps, args.guidance,
+                         overlap=args.overlap)
         log.warning("%s", r.line())  # results are shown even with --quiet
     if "pipeline" in args.what or "stream" in args.what:
         from infp.data.portraits import default_portrait
@@ -73,4 +74,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--seconds", type=positive_float, default=20.0, help="conversation length to generate (default 20)")
     s.add_argument("--steps", type=positive_int, default=20, help="DDIM steps (default 20)")
     s.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3; 1 = off)")
+    s.add_argument("--overlap", type=int, default=None, help="frames each window shares with the one before (default 30 of 50)")
     s.set_defaults(func=run)

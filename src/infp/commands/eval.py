@@ -120,8 +120,8 @@ def run_motion(args: argparse.Namespace) -> None:
     if len(synthetic) < len(clips):
         log.info("eval motion: %d real clip(s) left out (no ground truth)", len(clips) - len(synthetic))
     synthetic = synthetic[: args.max_clips]
-    settings = MotionEvalSettings(args.steps, args.guidance, args.seed, args.style, not args.no_render, args.video,
-                                  progress=not args.quiet)
+    settings = MotionEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.style, not args.no_render,
+                                  args.video, progress=not args.quiet)
     info = {"imitator": str(imitator_path), "imitator_fingerprint": fingerprint, "device": device.type,
             "checkpoints": {c.name: f"{c.path} ({c.model.cfg.preset}, memory {'on' if c.model.cfg.use_memory else 'off'}, "
                             f"style {'on' if c.model.cfg.use_style else 'off'})" for c in checkpoints}}
@@ -162,6 +162,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local wav2vec2/HuBERT model, for checkpoints trained on its features")
     m.add_argument("--steps", type=positive_int, default=20, help="DDIM steps (default 20)")
     m.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
+    m.add_argument("--overlap", type=int, default=None,
+                   help="frames each window shares with the one before (default: 60%% of the window, 30 of 50)")
     m.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     m.add_argument("--style", choices=["none", "clip"], default="none",
                    help="style reference: none (the neutral style, s_m = 0) or the clip's own true latents "

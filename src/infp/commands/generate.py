@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> None:
     pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device, args.dtype, args.speech_model)
     portrait = pipe.prepare(image, name, args.face_index)
     video = pipe(portrait, conversation, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                 paste=not args.crop_only, size=args.size)
+                 overlap=args.overlap, paste=not args.crop_only, size=args.size)
     video.write(out, audio=args.mix, progress=not args.quiet)
     took = time.perf_counter() - start
     log.info("wrote %s: %d frames (%.1f s of conversation) in %.1f s (%.2fx real time, %s)", out, len(video),
@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--guidance", type=positive_float, default=3.0,
                    help="classifier-free guidance on the audio (default 3; 1 = off)")
     g.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same video (default 0)")
+    g.add_argument("--overlap", type=int, default=None,
+                   help="frames each 50-frame window shares with the one before and holds, for smooth joins "
+                   "(default 30; 0 = the paper's back-to-back windows, fastest)")
     g.add_argument("--size", type=positive_int, default=None,
                    help="output size: longer side of the frame (default: the portrait's, at most 1024), "
                    "or the crop's side with --crop-only (default: the renderer's)")

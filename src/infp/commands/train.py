@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import fraction, positive_int
+from infp.commands import fraction, non_negative, positive_int
 
 log = logging.getLogger("infp")
 
@@ -40,12 +40,15 @@ def run_motion(args: argparse.Namespace) -> None:
     from infp.train.motion import MotionTrainConfig, train_motion
 
     overrides = {k: False for k, off in (("use_memory", args.no_memory), ("use_style", args.no_style)) if off}
+    if args.audio_dilation is not None:
+        overrides["audio_dilation"] = args.audio_dilation
     model_cfg = motion_preset(args.preset, **overrides)
     d = MotionTrainConfig()
     cfg = MotionTrainConfig(
         steps=args.steps, one_sided_steps=args.one_sided_steps if args.one_sided_steps is not None else d.one_sided_steps,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, log_every=args.log_every or d.log_every,
         sample_every=args.save_every or d.sample_every, save_every=args.save_every or d.save_every,
+        velocity_weight=args.velocity_weight,
     )
     diffusion = DiffusionConfig(prediction=args.prediction)
     r = train_motion(args.data, args.imitator or imitator_dir(), args.out, model_cfg, cfg, diffusion, resume=args.resume, progress=not args.quiet,
@@ -100,8 +103,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="warm-up steps on one-sided windows before multi-turn data (default 1000)")
     m.add_argument("--no-memory", action="store_true", help="ablation: no memory banks (audio straight to motion attention)")
     m.add_argument("--no-style", action="store_true", help="ablation: no style modulation of the memory banks")
+    m.add_argument("--audio-dilation", type=positive_int, default=None,
+                   help="dilation growth of the audio encoder's convolutions per layer: 1 sees +-6 frames "
+                        "of audio, 3 about a second (default: the preset's)")
     m.add_argument("--prediction", choices=["epsilon", "sample"], default="epsilon",
                    help="what the network predicts: the noise (the paper's loss, default) or the clean latents")
+    m.add_argument("--velocity-weight", type=non_negative, default=1.0,
+                   help="weight of an extra loss on the frame-to-frame differences of the prediction, "
+                        "against jitter (default 1; 0 = the paper's loss)")
     m.add_argument("--speech-model", type=Path, default=None,
                    help="local wav2vec2/HuBERT directory for the audio features (default: log-mel)")
     m.add_argument("--cache", type=Path, default=None,

@@ -1,103 +1,166 @@
 """DDIM sampling with classifier-free guidance, window by window over a whole conversation.
 
 A conversation is generated in windows of `cfg.window` frames. Each window's temporal attention reads
-the last `cfg.context` latents generated before it, so windows join without a jump; the first window
-reads the portrait's own motion latent repeated, so the video starts from the portrait's expression
-and pose (INFP Sec. 3.2). Guidance contrasts the prediction with and without the audio condition
-(`f_m` replaced by its null embedding; context and style kept): eps = eps_u + g (eps_c - eps_u), so g > 1
-strengthens what the audio asks for and g = 1 is plain conditional sampling.
+the `cfg.context` latents just before it; the first window reads the portrait's own motion latent
+repeated, so the video starts from the portrait's expression and pose (INFP Sec. 3.2). Guidance
+contrasts the prediction with and without the audio condition (`f_m` replaced by its null embedding;
+context and style kept): eps = eps_u + g (eps_c - eps_u), so g > 1 strengthens what the audio asks
+for and g = 1 is plain conditional sampling.
+
+Windows may overlap (`overlap` frames; not in the paper). A window then starts `overlap` frames
+before the end of what is already generated and holds those frames fixed while it samples the rest:
+at every denoising step they are replaced by themselves noised to that step's level with the
+window's own starting noise (inpainting, as EDGE joins its dance windows). The join then lies inside
+one window, where self-attention sees both sides of it, instead of between two windows that meet
+only through the 10 context latents; the temporal attention on those still runs as trained. Costs
+window / (window - overlap) times the compute; live, a window comes every window - overlap frames of
+new audio, so frames wait less.
+
+The schedule (`window_spans`) is one rule for offline and live generation alike: windows every
+`window - overlap` frames, and a last one moved back to end at the conversation's last frame, holding
+every frame before that which is already generated.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 from tqdm import tqdm
 
 from infp.diffusion.schedule import DiffusionConfig
+from infp.errors import InfpError
 from infp.models.motion_generator import Condition, MotionGenerator
+
+# Measured on 10 held-out conversations with the bundled small model (docs/stage2.md): overlaps of 0, 10,
+# 20 and 30 of 50 frames gave window-join jumps of 3.2, 2.2, 2.3 and 1.7 times the median step.
+OVERLAP_SHARE = 0.6
+
+
+class Span(NamedTuple):
+    """One window of the schedule: its frames [start, start + window), the new ones from `new`."""
+
+    start: int
+    new: int
+
+
+def default_overlap(window: int, context: int) -> int:
+    """The overlap used when none is asked for: 60% of the window (30 of 50 frames), at most
+    window - context (each window must start after `context` generated frames)."""
+    return max(0, min(round(OVERLAP_SHARE * window), window - context))
+
+
+def window_spans(n: int, window: int, overlap: int = 0) -> list[Span]:
+    """The windows that generate n frames: every `window - overlap` frames, the last moved back to end
+    at frame n (a conversation shorter than a window: one window from 0, padded by the caller)."""
+    spans, done = [], 0
+    while done < n:
+        start = 0 if not done else min(done - overlap, n - window)
+        spans.append(Span(start, done))
+        done = start + window
+    return spans
 
 
 def sample_window(
     model: MotionGenerator, scheduler, cond: Condition, guidance: float, generator: torch.Generator,
+    known: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(B, W, motion_dim) normalised latents for one window, from pure noise by `scheduler`'s steps."""
+    """(B, W, motion_dim) normalised latents for one window, from pure noise by `scheduler`'s steps.
+
+    `known` (B, K, motion_dim): normalised latents the window's first K frames must keep (inpainted)."""
     b, w = cond.f_m.shape[:2]
-    x = torch.randn((b, w, model.cfg.motion_dim), generator=generator).to(cond.f_m.device) * scheduler.init_noise_sigma
+    noise = torch.randn((b, w, model.cfg.motion_dim), generator=generator).to(cond.f_m.device)
+    x = noise * scheduler.init_noise_sigma
+    k = 0 if known is None else known.shape[1]
     guided = guidance != 1.0
     if guided:  # one batched pass for the conditional and the unconditional prediction
         both = Condition(torch.cat([cond.f_m, model.null_audio.expand_as(cond.f_m)]), torch.cat([cond.prev, cond.prev]))
     for t in scheduler.timesteps:
         tt = torch.full((b,), int(t), device=x.device, dtype=torch.long)
+        if k:  # the held frames at this step's noise level
+            x = torch.cat([scheduler.add_noise(known, noise[:, :k], tt), x[:, k:]], dim=1)
         if guided:
             eps_c, eps_u = model(torch.cat([x, x]), torch.cat([tt, tt]), both).chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
         else:
             eps = model(x, tt, cond)
         x = scheduler.step(eps, t, x).prev_sample
-    return x
+    return x if not k else torch.cat([known, x[:, k:]], dim=1)
 
 
 class WindowedGenerator:
     """Stateful window-by-window generation (offline and streaming share it).
 
     `first_latent` (motion_dim,) is the portrait's own latent; `style_reference` (R, motion_dim) raw
-    latents of the person, or None for the neutral style. Latents in and out are raw (unnormalised).
+    latents of the person, or None for the neutral style; `overlap` None: `default_overlap`. Latents
+    in and out are raw (unnormalised).
+    It keeps the last `context + window` generated latents: what a window may hold or read as context.
     """
 
     def __init__(
         self, model: MotionGenerator, diffusion: DiffusionConfig, first_latent: torch.Tensor,
         style_reference: torch.Tensor | None = None, steps: int = 20, guidance: float = 3.0, seed: int = 0,
+        overlap: int | None = None,
     ):
-        self.model, self.guidance = model, guidance
+        cfg = model.cfg
+        overlap = default_overlap(cfg.window, cfg.context) if overlap is None else overlap
+        if not 0 <= overlap <= cfg.window - cfg.context:
+            raise InfpError(f"the window overlap must be between 0 and window - context = {cfg.window - cfg.context} "
+                            f"frames for this model, got {overlap}")
+        self.model, self.guidance, self.overlap = model, guidance, overlap
         self.device = model.latent_mean.device
         self.scheduler = diffusion.sampling_scheduler(steps)
         self.generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             ref = None if style_reference is None else model.normalize(style_reference.to(self.device))[None]
             self.style = model.style(ref, batch=1)  # (1, style_dim)
-        self.set_context(first_latent.to(self.device).expand(model.cfg.context, -1))
+            # frames [-context, 0) are the portrait: the first window's context
+            self.history = model.normalize(first_latent.to(self.device)).expand(cfg.context, -1)  # (L, z)
+        self.done = 0  # frames generated; history[-1] is frame done - 1
 
-    def set_context(self, latents: torch.Tensor) -> None:
-        """(C, motion_dim) raw latents the next window continues from."""
-        self.context = self.model.normalize(latents.to(self.device))[None]  # (1, C, z)
+    def spans(self, n: int) -> list[Span]:
+        """The schedule for n frames in all (see `window_spans`)."""
+        return window_spans(n, self.model.cfg.window, self.overlap)
 
     @torch.no_grad()
-    def next_window(self, agent: torch.Tensor, partner: torch.Tensor) -> torch.Tensor:
-        """agent/partner (per_frame * W, F) feature rows -> (W, motion_dim) raw latents."""
-        cond = self.model.condition(agent[None].to(self.device), partner[None].to(self.device), self.style, self.context)
-        x = sample_window(self.model, self.scheduler, cond, self.guidance, self.generator)
-        self.context = x[:, -self.model.cfg.context :]
-        return self.model.denormalize(x[0])
+    def window(self, agent: torch.Tensor, partner: torch.Tensor, start: int) -> torch.Tensor:
+        """agent/partner (per_frame * W, F) feature rows of frames [start, start + W) -> the
+        (start + W - done, motion_dim) raw latents of its new frames; the frames before `done` are held."""
+        c, w = self.model.cfg.context, self.model.cfg.window
+        if not 0 <= self.done - start < w or start < 0:
+            raise ValueError(f"a window from frame {start} does not continue the {self.done} frames generated")
+        first = self.history.shape[0] - self.done  # history index of frame 0
+        context = self.history[first + start - c : first + start][None]
+        known = self.history[first + start :][None] if start < self.done else None
+        cond = self.model.condition(agent[None].to(self.device), partner[None].to(self.device), self.style, context)
+        x = sample_window(self.model, self.scheduler, cond, self.guidance, self.generator, known)[0]  # (W, z)
+        fresh = x[self.done - start :]
+        self.history = torch.cat([self.history, fresh])[-(c + w) :]
+        self.done = start + w
+        return self.model.denormalize(fresh)
 
 
 @torch.no_grad()
 def generate(
     model: MotionGenerator, diffusion: DiffusionConfig, agent: torch.Tensor, partner: torch.Tensor,
     first_latent: torch.Tensor, style_reference: torch.Tensor | None = None, steps: int = 20,
-    guidance: float = 3.0, seed: int = 0, progress: bool = False,
+    guidance: float = 3.0, seed: int = 0, progress: bool = False, overlap: int | None = None,
 ) -> torch.Tensor:
     """Motion latents (T, motion_dim) for a whole conversation of T frames.
 
-    `agent`/`partner` are (per_frame * T, F) feature rows of the two tracks. Windows tile the frames;
-    when T is not a multiple of the window, the last window is moved back to end at frame T and
-    continues from the latents just before its start (its overlap with the previous window is
-    regenerated), so every window is full length and every join is a context join.
+    `agent`/`partner` are (per_frame * T, F) feature rows of the two tracks, windowed by
+    `window_spans` (`overlap` None: `default_overlap`). A conversation shorter than one window repeats
+    its last frame's features to fill it.
     """
     cfg = model.cfg
     k, w = cfg.audio_per_frame, cfg.window
     if agent.shape != partner.shape or agent.shape[0] % k:
         raise ValueError(f"feature rows {tuple(agent.shape)} / {tuple(partner.shape)} are not two equal multiples of {k}")
     n = agent.shape[0] // k
-    gen = WindowedGenerator(model, diffusion, first_latent, style_reference, steps, guidance, seed)
+    gen = WindowedGenerator(model, diffusion, first_latent, style_reference, steps, guidance, seed, overlap)
     if n < w:  # shorter than one window: repeat the last frame's features (the track's end)
         pad = lambda x: torch.cat([x, x[-k:].repeat(w - n, 1)]) if n else x.new_zeros(w * k, x.shape[1])
-        return gen.next_window(pad(agent), pad(partner))[:n]
-    starts = list(range(0, n - w + 1, w))
-    if starts[-1] + w < n:
-        starts.append(n - w)
-    out = torch.empty(n, cfg.motion_dim, device=gen.device)
-    for s in tqdm(starts, desc="motion", unit="window", disable=not progress):
-        if s:
-            gen.set_context(out[s - cfg.context : s])
-        out[s : s + w] = gen.next_window(agent[k * s : k * (s + w)], partner[k * s : k * (s + w)])
-    return out
+        return gen.window(pad(agent), pad(partner), 0)[:n]
+    out = [gen.window(agent[k * s : k * (s + w)], partner[k * s : k * (s + w)], s)
+           for s, _ in tqdm(gen.spans(n), desc="motion", unit="window", disable=not progress)]
+    return torch.cat(out)

@@ -19,6 +19,7 @@ import torch
 
 from infp import FPS, SAMPLE_RATE
 from infp.diffusion import DiffusionConfig, generate
+from infp.diffusion.sampling import default_overlap
 from infp.models.motion_generator import MotionGenerator
 
 
@@ -31,6 +32,7 @@ class MotionBench:
     compute_s: float  # wall time to generate it
     steps: int
     guidance: float
+    overlap: int  # frames each window shares with the one before
 
     @property
     def realtime_factor(self) -> float:
@@ -38,14 +40,14 @@ class MotionBench:
 
     def line(self) -> str:
         return (f"motion ({self.preset}, {self.device}, {self.threads} thread(s)): {self.seconds:.0f} s of conversation in "
-                f"{self.compute_s:.2f} s ({self.steps} DDIM steps, guidance {self.guidance:g}): "
+                f"{self.compute_s:.2f} s ({self.steps} DDIM steps, guidance {self.guidance:g}, overlap {self.overlap}): "
                 f"{self.realtime_factor:.1f}x real time, {self.seconds * FPS / self.compute_s:.0f} frames/s")
 
 
 @torch.no_grad()
 def bench_motion(model: MotionGenerator, diffusion: DiffusionConfig | None = None, seconds: float = 20.0,
-                 steps: int = 20, guidance: float = 3.0, repeats: int = 3) -> MotionBench:
-    """Best of `repeats` timings of generating `seconds` of motion."""
+                 steps: int = 20, guidance: float = 3.0, repeats: int = 3, overlap: int | None = None) -> MotionBench:
+    """Best of `repeats` timings of generating `seconds` of motion (`overlap` None: the default)."""
     cfg, diffusion = model.cfg, diffusion or DiffusionConfig()
     device = model.latent_mean.device
     n = round(seconds * FPS)
@@ -59,11 +61,12 @@ def bench_motion(model: MotionGenerator, diffusion: DiffusionConfig | None = Non
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        generate(model, diffusion, agent, partner, first, steps=steps, guidance=guidance)
+        generate(model, diffusion, agent, partner, first, steps=steps, guidance=guidance, overlap=overlap)
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    return MotionBench(cfg.preset, device.type, torch.get_num_threads(), n / FPS, best, steps, guidance)
+    overlap = default_overlap(cfg.window, cfg.context) if overlap is None else overlap
+    return MotionBench(cfg.preset, device.type, torch.get_num_threads(), n / FPS, best, steps, guidance, overlap)
 
 
 def turn_taking_tracks(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +121,7 @@ class StreamBench:
     seconds: float
     chunk_ms: float
     latencies: np.ndarray  # (T,) seconds from a frame's last audio sample arriving to the frame being ready
-    window_s: float  # audio per window: the wait built into windowed generation
+    window_s: float  # new audio per window (window - overlap frames): the wait built into windowed generation
 
     @property
     def keeps_up(self) -> bool:
@@ -131,7 +134,7 @@ class StreamBench:
         lat = self.latencies
         return (f"stream ({self.name}, {self.device}, {self.threads} thread(s)): {self.seconds:.0f} s pushed in "
                 f"{self.chunk_ms:.0f}-ms chunks at real-time pace: latency audio -> frame mean {lat.mean():.2f} s, "
-                f"median {np.median(lat):.2f} s, max {lat.max():.2f} s (a window is {self.window_s:.1f} s of audio); "
+                f"median {np.median(lat):.2f} s, max {lat.max():.2f} s (a window every {self.window_s:.1f} s of audio); "
                 f"{'keeps up with' if self.keeps_up else 'falls behind'} real time")
 
 
@@ -150,4 +153,4 @@ def bench_stream(pipe, portrait, name: str, seconds: float = 20.0, chunk_ms: flo
     ready += [time.perf_counter()] * len(session.finish())
     frame_end = start + np.minimum((np.arange(len(ready)) + 1) / FPS, len(agent) / SAMPLE_RATE)
     return StreamBench(name, pipe.device.type, torch.get_num_threads(), len(agent) / SAMPLE_RATE, chunk_ms,
-                       np.asarray(ready) - frame_end, pipe.stage2.model.cfg.window / FPS)
+                       np.asarray(ready) - frame_end, (session.motion.window - session.motion.gen.overlap) / FPS)

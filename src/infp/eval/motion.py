@@ -28,7 +28,7 @@ from infp import FPS
 from infp.data.behaviour import speech_level
 from infp.data.clip import Clip
 from infp.data.motion import SAMPLES_PER_FRAME, compute_latents, track_activity
-from infp.diffusion.sampling import generate
+from infp.diffusion.sampling import default_overlap, generate
 from infp.diffusion.schedule import DiffusionConfig
 from infp.errors import InfpError
 from infp.eval.behaviour import pearson
@@ -159,7 +159,7 @@ class ClipResult:
 
 @dataclass(frozen=True)
 class MotionReport:
-    settings: dict  # clips, seconds, steps, guidance, seed, style, imitator, checkpoints
+    settings: dict  # clips, seconds, steps, guidance, seed, overlap, style, imitator, checkpoints
     probe_r2: dict[str, float]  # "mouth"/"pitch" in-sample, "*_heldout" leave-one-clip-out
     columns: list[str]
     clips: list[ClipResult]
@@ -171,7 +171,8 @@ class MotionReport:
         lines = [
             "# Stage-2 motion evaluation", "",
             f"- clips: {len(self.clips)} synthetic, {s['seconds']:.1f} s ({len(self.skipped)} skipped)",
-            f"- sampling: {s['steps']} DDIM steps, guidance {s['guidance']}, seed {s['seed']}, style reference: {s['style']}",
+            (f"- sampling: {s['steps']} DDIM steps, guidance {s['guidance']}, seed {s['seed']}, window overlap "
+             f"{'the default (60% of the window)' if s.get('overlap') is None else s['overlap']}, style reference: {s['style']}"),
             f"- imitator: fingerprint {s.get('imitator_fingerprint', '?')} ({s.get('imitator', '?')})",
             *[f"- checkpoint `{n}`: {c}" for n, c in s.get("checkpoints", {}).items()],
             (f"- latent probe (ridge, GT latents -> behaviour mouth, pitch): R² on GT mouth {_fmt(p['mouth'])}, pitch "
@@ -208,6 +209,7 @@ class MotionEvalSettings:
     steps: int = 20
     guidance: float = 3.0
     seed: int = 0
+    overlap: int | None = None  # frames each window shares with the one before (None: diffusion.sampling's default)
     style: str = "none"  # "none": the neutral style; "clip": the clip's own GT latents as the reference
     render: bool = True
     videos: int = 1  # write the generated videos of the first N clips (needs render)
@@ -245,7 +247,8 @@ def _generate(ck: Checkpoint, tracks, z_gt: np.ndarray, first: int, s: MotionEva
         feats[f.name] = [torch.from_numpy(np.asarray(f(t), np.float32)) for t in tracks]
     agent, partner = feats[f.name]
     ref = torch.from_numpy(z_gt[np.isfinite(z_gt).all(1)][: ck.model.cfg.style_frames]) if s.style == "clip" else None
-    z = generate(ck.model, ck.diffusion, agent, partner, torch.from_numpy(z_gt[first]), ref, s.steps, s.guidance, s.seed)
+    z = generate(ck.model, ck.diffusion, agent, partner, torch.from_numpy(z_gt[first]), ref, s.steps, s.guidance, s.seed,
+                 overlap=s.overlap)
     return z.float().cpu().numpy()
 
 
@@ -342,26 +345,30 @@ def evaluate_motion(checkpoints: list[Checkpoint], imitator: Imitator, clips: li
         raise InfpError(f"no clip could be evaluated: {'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}")
     s = settings
     info = {"clips": len(kept), "seconds": sum(len(k.target) for k in kept) / FPS, "steps": s.steps,
-            "guidance": s.guidance, "seed": s.seed, "style": s.style, **(info or {})}
-    return _report(kept, checkpoints, s.render, info, skipped)
+            "guidance": s.guidance, "seed": s.seed, "overlap": s.overlap, "style": s.style, **(info or {})}
+    return _report(kept, checkpoints, s, info, skipped)
 
 
-def _report(kept: list[_Evaluated], checkpoints: list[Checkpoint], render: bool, info: dict, skipped: dict) -> MotionReport:
+def _report(kept: list[_Evaluated], checkpoints: list[Checkpoint], s: MotionEvalSettings, info: dict,
+            skipped: dict) -> MotionReport:
     """Fit the probe on the pooled GT latents, decode every latent column with it, score and aggregate."""
     zs, ys = [k.latents[GT_PROBE] for k in kept], [k.target for k in kept]
     pooled = np.concatenate(zs)
     probe, scale = fit_probe(pooled, np.concatenate(ys)), np.nanstd(pooled[np.isfinite(pooled).all(1)], axis=0)
     fit, held = r2(np.concatenate(ys), probe(pooled)), heldout_r2(zs, ys)
     names = [c.name for c in checkpoints]
-    columns = ([GT_VIDEO, GT_RENDERED, *(f"{n} (rendered)" for n in names)] if render else [GT_VIDEO]) + [
+    columns = ([GT_VIDEO, GT_RENDERED, *(f"{n} (rendered)" for n in names)] if s.render else [GT_VIDEO]) + [
         GT_PROBE, *(f"{n} (probe)" for n in names)]
     # each checkpoint's joins are its own sampler's; the GT columns use the first checkpoint's frames
-    windows = {c: ck.model.cfg.window for ck in checkpoints for c in (f"{ck.name} (rendered)", f"{ck.name} (probe)")}
+    def tiling(cfg) -> tuple[int, int]:
+        return cfg.window, default_overlap(cfg.window, cfg.context) if s.overlap is None else s.overlap
+
+    windows = {c: tiling(ck.model.cfg) for ck in checkpoints for c in (f"{ck.name} (rendered)", f"{ck.name} (probe)")}
     results = []
     for k in kept:
         n = len(k.target)
         sig = k.signals | {c: latent_signals(z, probe, np.maximum(scale, 1e-8)) for c, z in k.latents.items()}
-        scores = {c: score(sig[c], k.truth, window_joins(n, windows.get(c, checkpoints[0].model.cfg.window)))
+        scores = {c: score(sig[c], k.truth, window_joins(n, *windows.get(c, tiling(checkpoints[0].model.cfg))))
                   for c in columns}
         results.append(ClipResult(k.id, n, k.truth.changes.tolist(), scores))
     weights = [r.n_frames for r in results]

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from infp import FPS
+from infp.diffusion.sampling import window_spans
 from infp.errors import InfpError
 from infp.eval.behaviour import pearson
 
@@ -34,15 +35,10 @@ def turn_changes(agent: np.ndarray, partner: np.ndarray) -> np.ndarray:
     return held[1:][np.diff(state[held]) != 0]
 
 
-def window_joins(n: int, window: int) -> np.ndarray:
-    """First frames of every window after the first, as `diffusion.sampling.generate` tiles n frames
-    (the last window moved back to end at frame n)."""
-    if n <= window:
-        return np.zeros(0, int)
-    starts = list(range(0, n - window + 1, window))
-    if starts[-1] + window < n:
-        starts.append(n - window)
-    return np.array(starts[1:], int)
+def window_joins(n: int, window: int, overlap: int = 0) -> np.ndarray:
+    """The first new frame of every window after the first, as `diffusion.sampling.window_spans`
+    tiles n frames: where a window's own frames meet those it continues."""
+    return np.array([s.new for s in window_spans(n, window, overlap)[1:]], int)
 
 
 def step_sizes(x: np.ndarray) -> np.ndarray:

@@ -40,13 +40,15 @@ class Mlp(nn.Sequential):
 
 
 class TemporalConv(nn.Module):
-    """Pre-norm residual 1D convolution over time on (B, T, D); starts as the identity."""
+    """Pre-norm residual 1D convolution over time on (B, T, D); starts as the identity. Two convolutions
+    of `kernel` taps `dilation` frames apart: each output sees +-(kernel - 1) * dilation frames."""
 
-    def __init__(self, dim: int, kernel: int = 3):
+    def __init__(self, dim: int, kernel: int = 3, dilation: int = 1):
         super().__init__()
         self.norm = nn.LayerNorm(dim)
-        self.conv1 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
-        self.conv2 = nn.Conv1d(dim, dim, kernel, padding=kernel // 2)
+        pad = dilation * (kernel // 2)
+        self.conv1 = nn.Conv1d(dim, dim, kernel, padding=pad, dilation=dilation)
+        self.conv2 = nn.Conv1d(dim, dim, kernel, padding=pad, dilation=dilation)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
 

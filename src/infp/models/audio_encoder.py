@@ -18,7 +18,8 @@ from infp.models.motion_config import MotionConfig
 
 
 class AudioEncoder(nn.Module):
-    """(B, per_frame * T, F) feature rows -> (B, T, audio_dim)."""
+    """(B, per_frame * T, F) feature rows -> (B, T, audio_dim); each output frame sees
+    +-2 (1 + d + ... + d^(L-1)) frames of audio for L layers and dilation growth d."""
 
     def __init__(self, cfg: MotionConfig):
         super().__init__()
@@ -27,8 +28,10 @@ class AudioEncoder(nn.Module):
             nn.Linear(cfg.audio_per_frame * cfg.audio_input_dim, cfg.audio_dim), nn.GELU(approximate="tanh"),
             nn.Linear(cfg.audio_dim, cfg.audio_dim),
         )
-        # a few 3-tap convolutions: +-80 ms of context per layer, for syllable-scale mouth shapes
-        self.layers = nn.Sequential(*(TemporalConv(cfg.audio_dim) for _ in range(cfg.audio_layers)))
+        # a few 3-tap convolutions: +-80 ms of context per layer for syllable-scale mouth shapes, or with
+        # a dilation growing by `audio_dilation` per layer, up to a second: when did the partner stop?
+        self.layers = nn.Sequential(*(TemporalConv(cfg.audio_dim, dilation=cfg.audio_dilation**i)
+                                      for i in range(cfg.audio_layers)))
         self.norm = nn.LayerNorm(cfg.audio_dim)
 
     def forward(self, rows: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ class MotionConfig:
     audio_input_dim: int = 80  # width of a feature row
     audio_dim: int = 256  # audio encoder width
     audio_layers: int = 3  # residual temporal conv layers of the audio encoder
+    audio_dilation: int = 1  # layer i's convolutions take taps audio_dilation**i frames apart (1: +-2 frames a layer)
     memory_size: int = 64  # entries in each memory bank, M_v and M_nv
     memory_dim: int = 512  # width of an entry
     style_dim: int = 128  # the motion style vector s_m
@@ -41,6 +42,8 @@ class MotionConfig:
         for name in ("width", "audio_dim", "memory_dim"):
             if getattr(self, name) % self.heads:
                 raise ValueError(f"{name} ({getattr(self, name)}) must be divisible by heads ({self.heads})")
+        if self.audio_dilation < 1:
+            raise ValueError(f"audio_dilation must be at least 1, got {self.audio_dilation}")
         if not 1 <= self.context <= self.window:
             raise ValueError(f"need 1 <= context ({self.context}) <= window ({self.window})")
 

@@ -54,6 +54,7 @@ class Settings:
     steps: int = 20  # DDIM steps per window
     guidance: float = 3.0  # classifier-free guidance on the audio (1 = off)
     seed: int = 0
+    overlap: int | None = None  # frames each window shares with (and holds from) the one before (None: the default, 60%)
     paste: bool = True  # paste the animated crop back into the portrait (False: the crop only)
     size: int | None = None  # output: longer side when pasting, crop side otherwise (None: see Framing)
 
@@ -112,7 +113,8 @@ class InfpPipeline:
     def motion_stream(self, portrait: Portrait, settings: Settings = Settings()) -> MotionStream:
         """Latents only, window by window (what `stream` renders)."""
         m = self.stage2
-        gen = WindowedGenerator(m.model, m.diffusion, portrait.latent, None, settings.steps, settings.guidance, settings.seed)
+        gen = WindowedGenerator(m.model, m.diffusion, portrait.latent, None, settings.steps, settings.guidance, settings.seed,
+                                settings.overlap)
         return MotionStream(gen, m.featurizer, context_frames=m.featurizer.context_frames)
 
     def renderer(self, portrait: Portrait, settings: Settings = Settings()):

@@ -2,10 +2,11 @@
 generation alike (offline pushes the whole conversation at once, so the two give the same frames).
 
 Stage 2 generates `window` frames at a time (2 s), each window continuing from the last `context`
-latents of the one before (INFP Sec. 3.2). A window is generated as soon as its audio, plus one frame
-of look-ahead for the feature windows that straddle its end, has arrived, so a frame leaves at most
-one window (plus compute) after its audio came in. Audio is kept only from one frame before the
-next window: memory does not grow with the conversation's length.
+latents of the one before (INFP Sec. 3.2) and, with an overlap, holding the frames it shares with
+it. A window is generated as soon as its audio, plus one frame of look-ahead for the feature windows
+that straddle its end, has arrived, so a frame leaves at most one window (plus compute) after its
+audio came in. Audio is kept only from one window before the frames generated (what the last window
+may need): memory does not grow with the conversation's length.
 
 The features of a window are computed from its own stretch of audio with one frame of audio either
 side, zeros before the start and after the end, which is what the whole-track log-mel does at the
@@ -51,8 +52,11 @@ def paced_chunks(agent: np.ndarray, partner: np.ndarray, chunk_s: float = 0.04,
 class MotionStream:
     """Push equal-length chunks of both tracks (16 kHz float32); get motion latents as windows complete.
 
-    `generator` holds the model, sampler state and seed; `featurizer` turns audio into the model's
-    feature rows; `context_frames` of audio either side of a window feed its edge features.
+    `generator` holds the model, sampler state, seed and window overlap; `featurizer` turns audio into
+    the model's feature rows; `context_frames` of audio either side of a window feed its edge features.
+    Windows follow `diffusion.sampling.window_spans`, as offline generation does: the last one, known
+    only at `finish`, is moved back to end at the last frame, so the audio of up to one window before
+    the frames generated is kept for it.
     """
 
     def __init__(self, generator: WindowedGenerator, featurizer, context_frames: int = 1):
@@ -63,12 +67,11 @@ class MotionStream:
         self.buffer = np.zeros((2, context_frames * SAMPLES_PER_FRAME), np.float32)  # silence before the start
         self.buffer_start = -context_frames * SAMPLES_PER_FRAME  # sample index of buffer[:, 0]
         self.samples = 0  # samples received per track
-        self.next_frame = 0  # first frame of the next window
         self.finished = False
 
     @property
     def frames_ready(self) -> int:
-        return self.next_frame
+        return min(self.gen.done, frame_count(self.samples))  # a padded short conversation's window is cut
 
     def push(self, agent, partner) -> list[np.ndarray]:
         """Add audio of both tracks; the (k, motion_dim) latents of every window now complete."""
@@ -80,31 +83,39 @@ class MotionStream:
         self.buffer = np.concatenate([self.buffer, np.stack([a, p])], axis=1)
         self.samples += a.shape[0]
         out = []
-        while self.samples >= (self.next_frame + self.window + self.margin) * SAMPLES_PER_FRAME:
-            out.append(self._window(self.window))
+        while self.samples >= (self._next_start() + self.window + self.margin) * SAMPLES_PER_FRAME:
+            out.append(self._window(self._next_start()))
         return out
 
     def finish(self) -> list[np.ndarray]:
-        """The last, partial window (its audio padded with silence), once no more audio will come."""
+        """The last window (audio padded with silence only when the whole conversation is shorter than
+        a window), once no more audio will come."""
         if self.finished:
             return []
         self.finished = True
-        out = []
-        while (left := frame_count(self.samples) - self.next_frame) > 0:
-            out.append(self._window(min(left, self.window)))
+        n, out = frame_count(self.samples), []
+        for start, _ in self.gen.spans(n):
+            if start + self.window > self.gen.done:  # not generated while pushing
+                out.append(self._window(start))
+        if 0 < n < self.window:  # one window padded with silence: only its first n frames are the conversation
+            out[-1] = out[-1][:n]
         return out
 
-    def _window(self, keep: int) -> np.ndarray:
-        f0, w, m = self.next_frame, self.window, self.margin
+    def _next_start(self) -> int:
+        done = self.gen.done
+        return done - self.gen.overlap if done else 0
+
+    def _window(self, f0: int) -> np.ndarray:
+        w, m = self.window, self.margin
         lo, hi = (f0 - m) * SAMPLES_PER_FRAME, (f0 + w + m) * SAMPLES_PER_FRAME
         seg = self.buffer[:, lo - self.buffer_start : hi - self.buffer_start]
-        if seg.shape[1] < hi - lo:  # the conversation ended inside this window
+        if seg.shape[1] < hi - lo:  # the conversation ends inside this window or its margin
             seg = np.pad(seg, ((0, 0), (0, hi - lo - seg.shape[1])))
         k = self.per_frame
         agent, partner = (torch.from_numpy(np.asarray(self.featurizer(t), np.float32)[k * m : k * (m + w)]) for t in seg)
-        z = self.gen.next_window(agent, partner)[:keep].float().cpu().numpy()  # (keep, motion_dim)
-        self.next_frame += keep
-        drop = (self.next_frame - m) * SAMPLES_PER_FRAME - self.buffer_start
+        z = self.gen.window(agent, partner, f0).float().cpu().numpy()  # (new frames, motion_dim)
+        # keep the audio a last window moved back to end at the conversation's end may need
+        drop = (self.gen.done - w + 1 - m) * SAMPLES_PER_FRAME - self.buffer_start
         if drop > 0:
             self.buffer, self.buffer_start = self.buffer[:, drop:], self.buffer_start + drop
         return z

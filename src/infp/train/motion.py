@@ -50,6 +50,7 @@ class MotionTrainConfig:
     drop_style: float = 0.3
     drop_audio: float = 0.5
     drop_context: float = 0.5
+    velocity_weight: float = 1.0  # weight of the loss on frame-to-frame differences (0 = the paper's loss)
     min_speech: float = 0.2  # real clips need speech in this share of the agent track's frames
     whiten_keep: float = 0.999  # share of the latent variance whose principal directions are whitened
     log_every: int = 10
@@ -94,7 +95,8 @@ class MotionTrainer(RunLoop):
         rng = np.random.default_rng([self.cfg.seed, step, self.acc.process_index])
         raw = self.acc.unwrap_model(self.model)
         batch = _to_batch(raw, self.sampler(step).sample(rng, self.cfg.batch_size), self.acc.device)
-        loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout)
+        loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout,
+                              self.cfg.velocity_weight)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(loss)
         if self.cfg.grad_clip:
@@ -109,7 +111,8 @@ class MotionTrainer(RunLoop):
         """The EMA model's loss on a fixed batch, with fixed noise and no dropout: a steady curve to watch."""
         ema = self.ema.module.eval()
         batch = _to_batch(ema, self.val, self.acc.device)
-        loss = denoising_loss(ema, batch, self.noise, torch.Generator().manual_seed(self.cfg.seed), CondDropout(0, 0, 0))
+        loss = denoising_loss(ema, batch, self.noise, torch.Generator().manual_seed(self.cfg.seed), CondDropout(0, 0, 0),
+                              self.cfg.velocity_weight)
         self.acc.log({"val/ema_loss": loss.item()}, step=self.step)
 
     def export(self, path: Path) -> None:
@@ -127,7 +130,8 @@ def train_motion(
     if saved is not None:  # only the step budget and the cadences may change on resume
         model_cfg, diffusion = MotionConfig.from_dict(saved["model"]), DiffusionConfig.from_dict(saved["diffusion"])
         keep = {k: getattr(cfg, k) for k in ("steps", "log_every", "sample_every", "save_every")}
-        cfg = replace(MotionTrainConfig(**saved["train"]), **keep)
+        # runs from before a field existed resume as they ran: without it
+        cfg = replace(MotionTrainConfig(**{"velocity_weight": 0.0, **saved["train"]}), **keep)
         data, imitator_dir = [Path(d) for d in saved["data"]], Path(saved["imitator"])
         speech_model = Path(saved["speech_model"]) if saved.get("speech_model") else None
     imitator = Imitator.from_pretrained(imitator_dir)
