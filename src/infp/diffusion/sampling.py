@@ -44,10 +44,12 @@ class Span(NamedTuple):
     new: int
 
 
-def default_overlap(window: int, context: int) -> int:
-    """The overlap used when none is asked for: 60% of the window (30 of 50 frames), at most
-    window - context (each window must start after `context` generated frames)."""
-    return max(0, min(round(OVERLAP_SHARE * window), window - context))
+def window_overlap(cfg, overlap: int | None = None) -> int:
+    """The overlap of a model (`MotionConfig`) asked for, or when None the default: 60% of the window
+    (30 of 50 frames), at most window - context (each window must start after `context` generated frames)."""
+    if overlap is not None:
+        return overlap
+    return max(0, min(round(OVERLAP_SHARE * cfg.window), cfg.window - cfg.context))
 
 
 def window_spans(n: int, window: int, overlap: int = 0) -> list[Span]:
@@ -92,7 +94,7 @@ class WindowedGenerator:
     """Stateful window-by-window generation (offline and streaming share it).
 
     `first_latent` (motion_dim,) is the portrait's own latent; `style_reference` (R, motion_dim) raw
-    latents of the person, or None for the neutral style; `overlap` None: `default_overlap`. Latents
+    latents of the person, or None for the neutral style; `overlap` None: the default (`window_overlap`). Latents
     in and out are raw (unnormalised).
     It keeps the last `context + window` generated latents: what a window may hold or read as context.
     """
@@ -103,7 +105,7 @@ class WindowedGenerator:
         overlap: int | None = None,
     ):
         cfg = model.cfg
-        overlap = default_overlap(cfg.window, cfg.context) if overlap is None else overlap
+        overlap = window_overlap(cfg, overlap)
         if not 0 <= overlap <= cfg.window - cfg.context:
             raise InfpError(f"the window overlap must be between 0 and window - context = {cfg.window - cfg.context} "
                             f"frames for this model, got {overlap}")
@@ -149,7 +151,7 @@ def generate(
     """Motion latents (T, motion_dim) for a whole conversation of T frames.
 
     `agent`/`partner` are (per_frame * T, F) feature rows of the two tracks, windowed by
-    `window_spans` (`overlap` None: `default_overlap`). A conversation shorter than one window repeats
+    `window_spans` (`overlap` None: the default (`window_overlap`)). A conversation shorter than one window repeats
     its last frame's features to fill it.
     """
     cfg = model.cfg

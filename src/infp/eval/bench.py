@@ -19,7 +19,7 @@ import torch
 
 from infp import FPS, SAMPLE_RATE
 from infp.diffusion import DiffusionConfig, generate
-from infp.diffusion.sampling import default_overlap
+from infp.diffusion.sampling import window_overlap
 from infp.models.motion_generator import MotionGenerator
 
 
@@ -65,8 +65,8 @@ def bench_motion(model: MotionGenerator, diffusion: DiffusionConfig | None = Non
         if device.type == "cuda":
             torch.cuda.synchronize()
         best = min(best, time.perf_counter() - t0)
-    overlap = default_overlap(cfg.window, cfg.context) if overlap is None else overlap
-    return MotionBench(cfg.preset, device.type, torch.get_num_threads(), n / FPS, best, steps, guidance, overlap)
+    return MotionBench(cfg.preset, device.type, torch.get_num_threads(), n / FPS, best, steps, guidance,
+                       window_overlap(cfg, overlap))
 
 
 def turn_taking_tracks(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

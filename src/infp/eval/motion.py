@@ -28,7 +28,7 @@ from infp import FPS
 from infp.data.behaviour import speech_level
 from infp.data.clip import Clip
 from infp.data.motion import SAMPLES_PER_FRAME, compute_latents, track_activity
-from infp.diffusion.sampling import default_overlap, generate
+from infp.diffusion.sampling import generate, window_overlap
 from infp.diffusion.schedule import DiffusionConfig
 from infp.errors import InfpError
 from infp.eval.behaviour import pearson
@@ -360,15 +360,14 @@ def _report(kept: list[_Evaluated], checkpoints: list[Checkpoint], s: MotionEval
     columns = ([GT_VIDEO, GT_RENDERED, *(f"{n} (rendered)" for n in names)] if s.render else [GT_VIDEO]) + [
         GT_PROBE, *(f"{n} (probe)" for n in names)]
     # each checkpoint's joins are its own sampler's; the GT columns use the first checkpoint's frames
-    def tiling(cfg) -> tuple[int, int]:
-        return cfg.window, default_overlap(cfg.window, cfg.context) if s.overlap is None else s.overlap
-
-    windows = {c: tiling(ck.model.cfg) for ck in checkpoints for c in (f"{ck.name} (rendered)", f"{ck.name} (probe)")}
+    tiling = {c: (ck.model.cfg.window, window_overlap(ck.model.cfg, s.overlap))
+              for ck in checkpoints for c in (f"{ck.name} (rendered)", f"{ck.name} (probe)")}
+    first = tiling[f"{checkpoints[0].name} (probe)"]
     results = []
     for k in kept:
         n = len(k.target)
         sig = k.signals | {c: latent_signals(z, probe, np.maximum(scale, 1e-8)) for c, z in k.latents.items()}
-        scores = {c: score(sig[c], k.truth, window_joins(n, *windows.get(c, tiling(checkpoints[0].model.cfg))))
+        scores = {c: score(sig[c], k.truth, window_joins(n, *tiling.get(c, first)))
                   for c in columns}
         results.append(ClipResult(k.id, n, k.truth.changes.tolist(), scores))
     weights = [r.n_frames for r in results]
