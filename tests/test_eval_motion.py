@@ -101,12 +101,17 @@ def test_nod_metric_sees_oscillation_only_where_nods_are():
     nod = _mask(n, (50, 75), (150, 180))
     listening = _mask(n, (40, 200))
     pitch = np.where(nod, 6 * np.sin(2 * np.pi * 2.2 * t), 0.0) + 0.05 * np.random.default_rng(2).normal(size=n)
-    listen, speak, corr = nod_scores(pitch, nod, listening, ~listening, fps)
-    assert corr > 0.7 and listen > 5 * speak
+    got = nod_scores(pitch, nod, listening, ~listening, fps)
+    assert got.corr > 0.7 and got.speed_listening > 5 * got.speed_speaking
+    assert got.corr_listening > 0.7 and got.ratio > 10
     still = nod_scores(np.zeros(n), nod, listening, ~listening, fps)
-    assert math.isnan(still[2])  # no motion at all: no correlation to speak of
+    assert math.isnan(still.corr) and math.isnan(still.ratio)  # no motion at all: nothing to speak of
     flat = nod_scores(0.05 * np.random.default_rng(3).normal(size=n), nod, listening, ~listening, fps)
-    assert abs(flat[2]) < 0.3
+    assert abs(flat.corr) < 0.3 and abs(flat.corr_listening) < 0.3 and 0.7 < flat.ratio < 1.4
+    # a head that moves a lot while speaking drags the whole-clip correlation below zero, not the others
+    lively = pitch + np.where(~listening, 10 * np.sin(2 * np.pi * 3.1 * t), 0.0)
+    busy = nod_scores(lively, nod, listening, ~listening, fps)
+    assert busy.corr < got.corr - 0.3 and busy.corr_listening > 0.7 and busy.ratio > 10
     m = moving_average(np.array([1.0, np.nan, 3.0]), 3)
     np.testing.assert_allclose(m, [1.0, 2.0, 3.0])
 
@@ -170,3 +175,18 @@ def test_unrecorded_imitator_is_a_warning_and_no_render_skips_videos(synth_clips
     results = json.loads((out / "results.json").read_text())
     assert results["columns"] == [GT_VIDEO, "GT latents (probe)", "run (probe)"]  # named after its run
     assert not list(out.glob("*.mp4"))
+
+
+def test_clip_labels_name_the_folder_only_when_ids_collide(tmp_path):
+    from types import SimpleNamespace
+
+    from infp.data.clip import Clip
+    from infp.eval.motion import clip_labels
+
+    def clip(folder: str, cid: str) -> Clip:
+        return Clip(tmp_path / folder / cid, SimpleNamespace(id=cid))
+
+    assert clip_labels([clip("a", "clip_00000"), clip("a", "clip_00001")]) == ["clip_00000", "clip_00001"]
+    # two `infp synth` folders both start at clip_00000: the report and the videos must tell them apart
+    labels = clip_labels([clip("eval", "clip_00000"), clip("eval_real", "clip_00000")])
+    assert labels == ["eval/clip_00000", "eval_real/clip_00000"]

@@ -89,6 +89,8 @@ class MotionScores:
     pitch_speed_listening: float
     pitch_speed_speaking: float
     nod_corr: float
+    nod_corr_listening: float
+    nod_speed_ratio: float
     switch_jump: float
     join_jump: float
     latent_spread: float
@@ -96,13 +98,15 @@ class MotionScores:
 
 def score(sig: Signals, truth: ClipTruth, joins: np.ndarray) -> MotionScores:
     """One source's scores on one clip; `joins`: the frames where the sampler's windows join."""
-    m = sig.mouth
+    m, nods = sig.mouth, nod_scores(sig.pitch, truth.nod, truth.listening, truth.speaking)
     return MotionScores(
-        float(np.isfinite(m).mean()) if len(m) else NAN,
-        pearson(m, truth.level_agent), pearson(m, truth.level_partner),
-        masked_mean(m, truth.speaking), masked_mean(m, truth.listening),
-        *nod_scores(sig.pitch, truth.nod, truth.listening, truth.speaking),
-        jump_ratio(sig.steps, truth.changes, radius=2), jump_ratio(sig.steps, joins), sig.spread)
+        face_found=float(np.isfinite(m).mean()) if len(m) else NAN,
+        mouth_vs_agent=pearson(m, truth.level_agent), mouth_vs_partner=pearson(m, truth.level_partner),
+        mouth_speaking=masked_mean(m, truth.speaking), mouth_listening=masked_mean(m, truth.listening),
+        pitch_speed_listening=nods.speed_listening, pitch_speed_speaking=nods.speed_speaking,
+        nod_corr=nods.corr, nod_corr_listening=nods.corr_listening, nod_speed_ratio=nods.ratio,
+        switch_jump=jump_ratio(sig.steps, truth.changes, radius=2), join_jump=jump_ratio(sig.steps, joins),
+        latent_spread=sig.spread)
 
 
 def aggregate(scores: list[MotionScores], weights: list[float]) -> MotionScores:
@@ -139,6 +143,8 @@ ROWS = {  # field: (row label, explanation)
     "pitch_speed_listening": ("pitch speed listening (deg/s)", "mean |d pitch / dt| while listening: nods raise it"),
     "pitch_speed_speaking": ("pitch speed speaking (deg/s)", "the same while speaking"),
     "nod_corr": ("nod ~ GT nods (r)", "Pearson of the 9-frame moving average of |d pitch / dt| with the ground-truth nod flag"),
+    "nod_corr_listening": ("nod ~ GT nods, listening (r)", "the same over the frames where the agent listens or nods: the speaking frames, where a lively head would mask it, left out"),
+    "nod_speed_ratio": ("pitch speed in GT nods / listening", "mean |d pitch / dt| during ground-truth nods over that while listening without one: about 1 = no nods where the truth nods"),
     "switch_jump": ("switch jump", "mean step within 2 frames of a turn change / median step; about 1 = no jump (GT columns: how much the true motion changes there)"),
     "join_jump": ("join jump", "mean step at the sampler's window joins / median step; about 1 = smooth joins (GT: the same frames of the true motion)"),
     "latent_spread": ("latent spread", "mean per-dimension std of the latents over a clip, in units of the GT latents' pooled std: does it move as much as the truth"),
@@ -301,7 +307,7 @@ class _Evaluated(NamedTuple):
     latents: dict[str, np.ndarray]  # probe columns -> (T, z)
 
 
-def _evaluate_clip(clip: Clip, checkpoints: list[Checkpoint], imitator: Imitator, s: MotionEvalSettings,
+def _evaluate_clip(clip: Clip, label: str, checkpoints: list[Checkpoint], imitator: Imitator, s: MotionEvalSettings,
                    videos: Path | None) -> _Evaluated | str:
     """Generate, render and measure one clip (or say why it is skipped); videos go to `videos` when given."""
     from infp.data.pairs import load_clip_frames
@@ -314,17 +320,26 @@ def _evaluate_clip(clip: Clip, checkpoints: list[Checkpoint], imitator: Imitator
     latents, feats = {GT_PROBE: z_gt}, {}
     source = load_clip_frames(clip, imitator.cfg.size, first + 1).frames[first]
 
-    def render(z: np.ndarray, name: str) -> Signals:  # into videos/<clip>_<name>.mp4 when given
-        path = videos / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{clip.meta.id}_{name}.mp4") if videos else None
+    def render(z: np.ndarray, name: str) -> Signals:  # into videos/<label>_<name>.mp4 when given
+        path = videos / re.sub(r"[^A-Za-z0-9_.-]", "_", f"{label}_{name}.mp4") if videos else None
         return _rendered(imitator, source, z_gt[first], z, s, path, np.stack(tracks))
 
     if s.render:
         sig[GT_RENDERED] = render(z_gt, "gt_latents")
-    for ck in tqdm(checkpoints, desc=clip.meta.id, unit="checkpoint", leave=False, disable=not s.progress):
+    for ck in tqdm(checkpoints, desc=label, unit="checkpoint", leave=False, disable=not s.progress):
         z = latents[f"{ck.name} (probe)"] = _generate(ck, tracks, z_gt, first, s, feats)
         if s.render:
             sig[f"{ck.name} (rendered)"] = render(z, ck.name)
-    return _Evaluated(clip.meta.id, truth, np.stack([beh.mouth, beh.pitch], 1), sig, latents)
+    return _Evaluated(label, truth, np.stack([beh.mouth, beh.pitch], 1), sig, latents)
+
+
+def clip_labels(clips: list[Clip]) -> list[str]:
+    """One name per clip for the report and the video files: its id, or folder/id where two data
+    folders hold the same id (`infp synth` numbers every folder's clips from clip_00000)."""
+    ids = [c.meta.id for c in clips]
+    if len(set(ids)) == len(ids):
+        return ids
+    return [f"{c.path.parent.name}/{c.meta.id}" for c in clips]
 
 
 def evaluate_motion(checkpoints: list[Checkpoint], imitator: Imitator, clips: list[Clip], settings: MotionEvalSettings,
@@ -333,12 +348,13 @@ def evaluate_motion(checkpoints: list[Checkpoint], imitator: Imitator, clips: li
     clips' videos go to `out`. `info` (imitator, checkpoints, ...) is recorded in the report."""
     kept, skipped = [], {}
     imitator.eval()
-    for clip in tqdm(clips, desc="eval motion", unit="clip", disable=not settings.progress):
+    for clip, label in tqdm(list(zip(clips, clip_labels(clips))), desc="eval motion", unit="clip",
+                            disable=not settings.progress):
         videos = out if settings.render and len(kept) < settings.videos else None
-        got = _evaluate_clip(clip, checkpoints, imitator, settings, videos)
+        got = _evaluate_clip(clip, label, checkpoints, imitator, settings, videos)
         if isinstance(got, str):
-            skipped[clip.meta.id] = got
-            log.info("skipping clip %s: %s", clip.meta.id, got)
+            skipped[label] = got
+            log.info("skipping clip %s: %s", label, got)
         else:
             kept.append(got)
     if not kept:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -129,8 +130,23 @@ def pitch_speed(pitch: np.ndarray, fps: int = FPS) -> np.ndarray:
     return np.abs(np.gradient(p)) * fps if len(p) > 1 else np.full(len(p), np.nan)
 
 
-def nod_scores(pitch, nod, listening, speaking, fps: int = FPS, smooth: int = 9) -> tuple[float, float, float]:
-    """(mean |pitch speed| while listening, ... while speaking, Pearson of its `smooth`-frame moving
-    average with the ground-truth nod flag)."""
-    v = pitch_speed(pitch, fps)
-    return masked_mean(v, listening), masked_mean(v, speaking), pearson(moving_average(v, smooth), np.asarray(nod, np.float64))
+class NodScores(NamedTuple):
+    speed_listening: float  # mean |d pitch / dt| (deg/s) while listening
+    speed_speaking: float  # ... while speaking
+    corr: float  # Pearson of its moving average with the GT nod flag, over the whole clip
+    corr_listening: float  # the same over the listening and nodding frames only
+    ratio: float  # mean speed during GT nods / while listening without one
+
+
+def nod_scores(pitch, nod, listening, speaking, fps: int = FPS, smooth: int = 9) -> NodScores:
+    """Head-pitch speed and how it lines up with the ground-truth nods. The whole-clip correlation
+    mixes in the speaking frames, where the head moves most: a model whose head is too lively while
+    it speaks scores below zero there even if it nods. The listening-only correlation and the ratio
+    ask only whether it nods when the truth does rather than elsewhere while listening."""
+    v, nod, listening = pitch_speed(pitch, fps), np.asarray(nod, bool), np.asarray(listening, bool)
+    smoothed, quiet = moving_average(v, smooth), masked_mean(v, listening & ~nod)
+    heard = listening | nod
+    return NodScores(
+        masked_mean(v, listening), masked_mean(v, speaking), pearson(smoothed, nod.astype(np.float64)),
+        pearson(smoothed[heard], nod[heard].astype(np.float64)),
+        masked_mean(v, nod) / quiet if quiet > 0 else NAN)
