@@ -9,7 +9,7 @@ import torch
 
 from infp.diffusion import CondDropout, DiffusionConfig, denoising_loss, generate
 from infp.diffusion.sampling import Span, WindowedGenerator, sample_window, window_spans
-from infp.diffusion.training import MotionBatch
+from infp.diffusion.training import MotionBatch, min_snr_weights
 from infp.errors import InfpError
 from infp.models.attention import band_mask
 from infp.models.denoiser import timestep_embedding
@@ -54,7 +54,7 @@ def test_shapes_and_untrained_output_is_zero():
     assert torch.all(eps == 0), "the zero-initialised output layer makes an untrained network predict zero noise"
 
 
-@pytest.mark.parametrize("overrides", [{}, {"use_memory": False}, {"use_style": False}])
+@pytest.mark.parametrize("overrides", [{}, {"use_memory": False}, {"use_style": False}, {"audio_film": True}])
 def test_ablations_build_and_run(overrides):
     m = _model(**overrides)
     b = _batch()
@@ -297,11 +297,13 @@ def test_whitening_gives_unit_covariance_and_inverts():
     torch.testing.assert_close(m.denormalize(x), z, atol=1e-2, rtol=0)  # up to the dropped variance (std <= 1e-3)
 
 
-def test_save_load_round_trip_keeps_latent_stats_and_schedule(tmp_path):
-    m = _model()
+@pytest.mark.parametrize("film", [False, True])
+def test_save_load_round_trip_keeps_latent_stats_and_schedule(tmp_path, film):
+    m = _model(audio_film=film)
     m.set_latent_stats(np.arange(CFG.motion_dim), np.full(CFG.motion_dim, 2.0))
     m.save_pretrained(tmp_path / "ck", diffusion=DiffusionConfig(train_steps=500).to_dict())
     back = MotionGenerator.from_pretrained(tmp_path / "ck", preset="tiny")
+    assert back.cfg.audio_film == film and m.state_dict().keys() == back.state_dict().keys()
     for (k, v), (_, w) in zip(m.state_dict().items(), back.state_dict().items()):
         assert torch.equal(v, w), k
     assert DiffusionConfig.from_checkpoint(tmp_path / "ck").train_steps == 500
@@ -353,6 +355,23 @@ def test_velocity_loss_charges_jitter_not_offsets():
     assert loss(jitter, 1.0) == pytest.approx(0.01 + 0.04)  # frame-to-frame steps of 0.2
 
 
+def test_min_snr_weights_cap_the_barely_noised_timesteps():
+    """Min-SNR-gamma: the clean-latent error counts min(SNR, gamma) times. For noise prediction (whose
+    loss is SNR times that error) the weight is 1 where SNR <= gamma and gamma / SNR above; a huge
+    gamma leaves the loss as it was, a small one lowers it (the low timesteps weigh less)."""
+    noise = DiffusionConfig().training_scheduler()
+    t = torch.tensor([10, 200, 500, 900])
+    a = noise.alphas_cumprod[t]
+    snr = a / (1 - a)
+    w = min_snr_weights(noise, t, 5.0)
+    assert torch.allclose(w, torch.where(snr > 5, 5 / snr, torch.ones_like(snr)), rtol=1e-5)
+    assert w[0] < 0.01 and w[-1] == 1.0
+    assert torch.allclose(min_snr_weights(noise, t, 5.0, "sample"), snr.clamp(max=5).float(), rtol=1e-5)
+    m, b = _model(), _batch(8)
+    loss = lambda g: denoising_loss(m, b, noise, torch.Generator().manual_seed(0), CondDropout(), 1.0, g).item()
+    assert loss(1e12) == pytest.approx(loss(None), rel=1e-6) and loss(0.5) < loss(None)
+
+
 @pytest.mark.parametrize("dilation, reach", [(1, 6), (3, 26)])
 def test_audio_encoder_reach_grows_with_dilation(dilation, reach):
     """Each encoded frame sees +-2 (1 + d + d^2) frames of audio with 3 layers: a change in one frame
@@ -385,12 +404,25 @@ def test_motion_attention_is_aligned_in_time():
     f2[:, -3:] += 5.0  # other features for the last 3 frames only
     block, t = m.denoiser.blocks[0], torch.tensor([500])
     h = m.denoiser.inp(b.target) + m.denoiser.pos
-    c = m.denoiser.time(timestep_embedding(t, m.denoiser.freq_dim))
+    c = m.denoiser.time(timestep_embedding(t, m.denoiser.freq_dim))[:, None]  # (B, 1, D)
     band = band_mask(CFG.window, CFG.motion_band)
     y1 = block(h, c, c1.f_m, c1.prev, band)
     y2 = block(h, c, f2, c1.prev, band)
     changed = (y1 - y2).abs().amax(-1)[0] > 1e-6
     assert not changed[: CFG.window - 3 - CFG.motion_band].any() and changed[-3:].all()
+
+
+def test_audio_film_scales_each_frame_by_its_own_audio():
+    """With `audio_film` each frame's adaptive-layer-norm input is the timestep embedding plus its own
+    f_m mapped: the audio of the last frames changes their modulation only, and it is per frame."""
+    m = _model(audio_film=True)
+    b = _batch(1)
+    f_m = m.condition(b.agent, b.partner, m.style(None, 1), b.context).f_m
+    f2 = f_m.clone()
+    f2[:, -3:] += 5.0
+    scales = [m.denoiser.blocks[0].ada(m.denoiser.film(f)) for f in (f_m, f2)]  # (1, W, 6D)
+    changed = (scales[0] - scales[1]).abs().amax(-1)[0] > 1e-6
+    assert scales[0].shape[1] == CFG.window and changed[-3:].all() and not changed[:-3].any()
 
 
 def test_bundled_motion_checkpoint_matches_the_bundled_imitator():

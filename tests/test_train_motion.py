@@ -43,6 +43,10 @@ def test_cli_trains_and_exports_a_checkpoint(synth_clips, imitator, tmp_path):
     assert DiffusionConfig.from_checkpoint(out / "checkpoint") == DiffusionConfig()
     assert not torch.equal(model.latent_whiten, torch.eye(model.cfg.motion_dim)), "the data's whitening is stored"
     assert list((out / "logs").rglob("events.out.tfevents*"))
+    # a resumed run needs no --data: run.json has it; a new run without it is refused
+    main(["train", "motion", "--out", str(out), "--steps", "4", "--resume", "--device", "cpu"])
+    assert json.loads((out / "checkpoint" / "config.json").read_text())["training"]["step"] == 4
+    assert main(["train", "motion", "--out", str(tmp_path / "other"), "--preset", "tiny", "--device", "cpu"]) == 2
 
 
 def test_resume_continues_exactly(synth_clips, imitator, tmp_path):
@@ -59,10 +63,11 @@ def test_resume_continues_exactly(synth_clips, imitator, tmp_path):
 def test_ablation_flags_reach_the_model(synth_clips, imitator, tmp_path):
     main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "r"),
           "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--no-memory", "--no-style", "--device", "cpu",
-          "--audio-dilation", "3", "--velocity-weight", "0.5"])
+          "--audio-dilation", "3", "--velocity-weight", "0.5", "--audio-film", "--snr-gamma", "5"])
     cfg = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint").cfg
-    assert not cfg.use_memory and not cfg.use_style and cfg.audio_dilation == 3
-    assert json.loads((tmp_path / "r" / "run.json").read_text())["train"]["velocity_weight"] == 0.5
+    assert not cfg.use_memory and not cfg.use_style and cfg.audio_dilation == 3 and cfg.audio_film
+    train = json.loads((tmp_path / "r" / "run.json").read_text())["train"]
+    assert train["velocity_weight"] == 0.5 and train["snr_gamma"] == 5.0
 
 
 def test_a_run_from_before_the_velocity_loss_resumes_without_it(synth_clips, imitator, tmp_path):

@@ -6,9 +6,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import fraction, non_negative, positive_int
+from infp.commands import fraction, non_negative, positive_float, positive_int
+from infp.errors import InfpError
 
 log = logging.getLogger("infp")
+
+
+def _data(args: argparse.Namespace) -> list[Path]:
+    """The clip folders to train on; a resumed run reads its own from run.json, so it needs none."""
+    if not args.data and not args.resume:
+        raise InfpError("--data is needed to start a run (a resumed run uses the data it started with)")
+    return args.data or []
 
 
 def run_imitation(args: argparse.Namespace) -> None:
@@ -27,7 +35,7 @@ def run_imitation(args: argparse.Namespace) -> None:
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
     loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan, region=args.region_weight)
-    r = train_imitation(args.data, args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
+    r = train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
                         progress=not args.quiet, cpu=args.device == "cpu")
     log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
              Path(args.out) / "checkpoint")
@@ -42,23 +50,26 @@ def run_motion(args: argparse.Namespace) -> None:
     overrides = {k: False for k, off in (("use_memory", args.no_memory), ("use_style", args.no_style)) if off}
     if args.audio_dilation is not None:
         overrides["audio_dilation"] = args.audio_dilation
+    if args.audio_film:
+        overrides["audio_film"] = True
     model_cfg = motion_preset(args.preset, **overrides)
     d = MotionTrainConfig()
     cfg = MotionTrainConfig(
         steps=args.steps, one_sided_steps=args.one_sided_steps if args.one_sided_steps is not None else d.one_sided_steps,
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, log_every=args.log_every or d.log_every,
         sample_every=args.save_every or d.sample_every, save_every=args.save_every or d.save_every,
-        velocity_weight=args.velocity_weight,
+        velocity_weight=args.velocity_weight, snr_gamma=args.snr_gamma,
     )
     diffusion = DiffusionConfig(prediction=args.prediction)
-    r = train_motion(args.data, args.imitator or imitator_dir(), args.out, model_cfg, cfg, diffusion, resume=args.resume, progress=not args.quiet,
+    r = train_motion(_data(args), args.imitator or imitator_dir(), args.out, model_cfg, cfg, diffusion, resume=args.resume, progress=not args.quiet,
                      cpu=args.device == "cpu", cache_dir=args.cache, speech_model=args.speech_model)
     log.info("step %d: %.0f s, %.1f windows/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
              Path(args.out) / "checkpoint")
 
 
 def _common(s: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
-    s.add_argument("--data", type=Path, nargs="+", required=True, help="folders of clips (from infp synth / preprocess)")
+    s.add_argument("--data", type=Path, nargs="+", default=None,
+                   help="folders of clips (from infp synth / preprocess); with --resume the run's own are used")
     s.add_argument("--out", type=Path, required=True, help="run folder: state/, checkpoint/, logs/, ...")
     s.add_argument("--steps", type=positive_int, default=steps, help=f"total optimiser steps (default {steps})")
     s.add_argument("--batch-size", type=positive_int, default=batch, help=f"examples per step and device (default {batch})")
@@ -106,11 +117,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--audio-dilation", type=positive_int, default=None,
                    help="dilation growth of the audio encoder's convolutions per layer: 1 sees +-6 frames "
                         "of audio, 3 about a second (default: the preset's)")
+    m.add_argument("--audio-film", action="store_true",
+                   help="each frame's audio features also scale and shift its latents through the adaptive "
+                        "layer norm (not in the paper; docs/stage2.md)")
     m.add_argument("--prediction", choices=["epsilon", "sample"], default="epsilon",
                    help="what the network predicts: the noise (the paper's loss, default) or the clean latents")
     m.add_argument("--velocity-weight", type=non_negative, default=1.0,
                    help="weight of an extra loss on the frame-to-frame differences of the prediction, "
                         "against jitter (default 1; 0 = the paper's loss)")
+    m.add_argument("--snr-gamma", type=positive_float, default=None,
+                   help="Min-SNR-gamma loss weighting (e.g. 5): caps the weight of the barely noised timesteps "
+                        "(default: none, the paper's loss)")
     m.add_argument("--speech-model", type=Path, default=None,
                    help="local wav2vec2/HuBERT directory for the audio features (default: log-mel)")
     m.add_argument("--cache", type=Path, default=None,

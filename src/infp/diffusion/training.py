@@ -12,6 +12,13 @@ jittery motion (measured: three times the true head speed, almost all of it gone
 Gaussian blur). For clean-latent prediction the term is the error in the latents' velocity; for noise
 prediction it is the same error weighted by the signal-to-noise ratio, since x0 - x0_hat is
 sqrt((1 - a_t) / a_t) (eps_hat - eps) at every frame of a window.
+
+Optional Min-SNR-gamma weighting (Hang et al. 2023; not in the paper), `snr_gamma`: the noise loss
+weights the error of the implied clean latents by the signal-to-noise ratio SNR(t), so the barely noised
+timesteps, where the task is removing a little jitter, dominate it. Min-SNR caps that weight at gamma:
+each sample's loss is scaled by min(SNR, gamma) / SNR for noise prediction and by min(SNR, gamma) for
+clean-latent prediction, which moves the training signal to the middle noise levels where a window's
+coarse motion (a nod or none) is decided.
 """
 
 from __future__ import annotations
@@ -44,11 +51,12 @@ class MotionBatch(NamedTuple):
 
 def denoising_loss(
     model: MotionGenerator, batch: MotionBatch, noise_scheduler, generator: torch.Generator, drop: CondDropout,
-    velocity_weight: float = 0.0,
+    velocity_weight: float = 0.0, snr_gamma: float | None = None,
 ) -> torch.Tensor:
     """MSE between the network's output and what it predicts under the scheduler's `prediction_type`:
     the noise ("epsilon", the paper's loss) or the clean latents ("sample"), plus `velocity_weight`
-    times the MSE of their differences along time. All randomness (timesteps, noise, dropout) comes
+    times the MSE of their differences along time, each sample weighted by Min-SNR-`snr_gamma` when
+    given (module doc). All randomness (timesteps, noise, dropout) comes
     from `generator`, so a resumed run repeats the same draws."""
     b, device = batch.target.shape[0], batch.target.device
 
@@ -64,7 +72,19 @@ def denoising_loss(
     if kind not in ("epsilon", "sample"):
         raise ValueError(f"prediction type {kind!r} is not supported (epsilon or sample)")
     pred, target = model(x_t, t, cond), noise if kind == "epsilon" else batch.target  # (B, W, z)
-    loss = F.mse_loss(pred, target)
+    loss = F.mse_loss(pred, target, reduction="none").mean((1, 2))  # (B,)
     if velocity_weight:
-        loss = loss + velocity_weight * F.mse_loss(pred.diff(dim=1), target.diff(dim=1))
-    return loss
+        loss = loss + velocity_weight * F.mse_loss(pred.diff(dim=1), target.diff(dim=1), reduction="none").mean((1, 2))
+    if snr_gamma is not None:
+        loss = loss * min_snr_weights(noise_scheduler, t, snr_gamma, kind)
+    return loss.mean()
+
+
+def min_snr_weights(noise_scheduler, t: torch.Tensor, gamma: float, kind: str = "epsilon") -> torch.Tensor:
+    """(B,) Min-SNR-gamma loss weights of timesteps t: the clean-latent error weighted by min(SNR, gamma),
+    expressed for what the network predicts (module doc)."""
+    from diffusers.training_utils import compute_snr
+
+    snr = compute_snr(noise_scheduler, t)
+    capped = snr.clamp(max=gamma)
+    return capped / snr if kind == "epsilon" else capped

@@ -34,6 +34,7 @@ class MotionConfig:
     context: int = 10  # previous-window latents read by temporal attention
     style_frames: int = 100  # length of the reference motion the style encoder reads
     motion_band: int = 2  # motion attention reads f_m within +- this many frames (-1: all frames)
+    audio_film: bool = False  # each frame's f_m also enters its adaptive layer norm (not in the paper; denoiser.py)
     use_memory: bool = True  # ablation switch: False = no memory banks
     use_style: bool = True  # ablation switch: False = no style modulation
     preset: str = "custom"

@@ -51,6 +51,7 @@ class MotionTrainConfig:
     drop_audio: float = 0.5
     drop_context: float = 0.5
     velocity_weight: float = 1.0  # weight of the loss on frame-to-frame differences (0 = the paper's loss)
+    snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (None: every timestep as the paper's loss)
     min_speech: float = 0.2  # real clips need speech in this share of the agent track's frames
     whiten_keep: float = 0.999  # share of the latent variance whose principal directions are whitened
     log_every: int = 10
@@ -96,7 +97,7 @@ class MotionTrainer(RunLoop):
         raw = self.acc.unwrap_model(self.model)
         batch = _to_batch(raw, self.sampler(step).sample(rng, self.cfg.batch_size), self.acc.device)
         loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout,
-                              self.cfg.velocity_weight)
+                              self.cfg.velocity_weight, self.cfg.snr_gamma)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(loss)
         if self.cfg.grad_clip:
@@ -112,7 +113,7 @@ class MotionTrainer(RunLoop):
         ema = self.ema.module.eval()
         batch = _to_batch(ema, self.val, self.acc.device)
         loss = denoising_loss(ema, batch, self.noise, torch.Generator().manual_seed(self.cfg.seed), CondDropout(0, 0, 0),
-                              self.cfg.velocity_weight)
+                              self.cfg.velocity_weight, self.cfg.snr_gamma)
         self.acc.log({"val/ema_loss": loss.item()}, step=self.step)
 
     def export(self, path: Path) -> None:
