@@ -54,7 +54,8 @@ def test_shapes_and_untrained_output_is_zero():
     assert torch.all(eps == 0), "the zero-initialised output layer makes an untrained network predict zero noise"
 
 
-@pytest.mark.parametrize("overrides", [{}, {"use_memory": False}, {"use_style": False}, {"audio_film": True}])
+@pytest.mark.parametrize("overrides", [{}, {"use_memory": False}, {"use_style": False}, {"audio_film": True},
+                                       {"relative": True}])
 def test_ablations_build_and_run(overrides):
     m = _model(**overrides)
     b = _batch()
@@ -248,6 +249,31 @@ def test_windows_continue_from_the_previous_windows_latents(monkeypatch, overlap
             torch.testing.assert_close(m.denormalize(kept), z[s:new], atol=1e-5, rtol=1e-5)
 
 
+def test_relative_windows_are_offsets_from_the_context_end():
+    """With `relative` the network works in offsets from the context's last latent: a network that
+    predicts clean offsets of zero (an untrained one, under clean-latent prediction) samples a window
+    that stays where the context ended, around held frames too; the absolute model lands on the mean
+    (0). Training regresses onto the same offsets."""
+    diff = DiffusionConfig(prediction="sample")
+    b = _batch(2)
+    for relative in (False, True):
+        m = MotionGenerator(motion_preset("tiny", relative=relative)).eval()  # zero output layer
+        cond = m.condition(b.agent, b.partner, m.style(None, 2), b.context)
+        end = b.context[:, -1:] if relative else torch.zeros_like(b.context[:, -1:])
+        torch.testing.assert_close(cond.anchor, end)
+        with torch.no_grad():
+            x = sample_window(m, diff.sampling_scheduler(4), cond, 2.0, torch.Generator().manual_seed(0))
+            held = sample_window(m, diff.sampling_scheduler(4), cond, 2.0, torch.Generator().manual_seed(0),
+                                 b.target[:, :3])
+        # up to the last DDIM step's residual noise: alpha_bar(0) is not 1 (set_alpha_to_one=False)
+        torch.testing.assert_close(x, end.expand_as(x), atol=0.05, rtol=0)
+        torch.testing.assert_close(held[:, :3], b.target[:, :3])
+        torch.testing.assert_close(held[:, 3:], end.expand_as(held[:, 3:]), atol=0.05, rtol=0)
+        noise = diff.training_scheduler()
+        loss = denoising_loss(m, b, noise, torch.Generator().manual_seed(0), CondDropout()).item()
+        assert loss == pytest.approx(((b.target - end) ** 2).mean().item(), rel=1e-5)
+
+
 def test_held_frames_are_kept_and_steer_the_rest():
     m, diff = _model(), DiffusionConfig()
     b = _batch(1)
@@ -297,13 +323,14 @@ def test_whitening_gives_unit_covariance_and_inverts():
     torch.testing.assert_close(m.denormalize(x), z, atol=1e-2, rtol=0)  # up to the dropped variance (std <= 1e-3)
 
 
-@pytest.mark.parametrize("film", [False, True])
+@pytest.mark.parametrize("film", [False, True])  # True: every option that is not in the paper
 def test_save_load_round_trip_keeps_latent_stats_and_schedule(tmp_path, film):
-    m = _model(audio_film=film)
+    m = _model(audio_film=film, relative=film)
     m.set_latent_stats(np.arange(CFG.motion_dim), np.full(CFG.motion_dim, 2.0))
     m.save_pretrained(tmp_path / "ck", diffusion=DiffusionConfig(train_steps=500).to_dict())
     back = MotionGenerator.from_pretrained(tmp_path / "ck", preset="tiny")
-    assert back.cfg.audio_film == film and m.state_dict().keys() == back.state_dict().keys()
+    assert back.cfg.audio_film == back.cfg.relative == film
+    assert m.state_dict().keys() == back.state_dict().keys()
     for (k, v), (_, w) in zip(m.state_dict().items(), back.state_dict().items()):
         assert torch.equal(v, w), k
     assert DiffusionConfig.from_checkpoint(tmp_path / "ck").train_steps == 500
@@ -347,8 +374,18 @@ def test_velocity_loss_charges_jitter_not_offsets():
     noise = DiffusionConfig(prediction="sample").training_scheduler()
     b = _batch(2)
     sign = torch.tensor([1.0, -1.0]).repeat(CFG.window // 2)[None, :, None]
-    steady = lambda x_t, t, cond: b.target + 0.1
-    jitter = lambda x_t, t, cond: b.target + 0.1 * sign
+
+    class Fixed:  # a stand-in network with a fixed prediction (absolute latents: anchor 0)
+        def __init__(self, pred):
+            self.pred = pred
+
+        def __call__(self, x_t, t, cond):
+            return self.pred
+
+        def anchor(self, context):
+            return torch.zeros_like(context[:, -1:])
+
+    steady, jitter = Fixed(b.target + 0.1), Fixed(b.target + 0.1 * sign)
     loss = lambda model, v: denoising_loss(model, b, noise, torch.Generator().manual_seed(0), CondDropout(), v).item()
     assert loss(steady, 0.0) == pytest.approx(0.01) and loss(jitter, 0.0) == pytest.approx(0.01)
     assert loss(steady, 1.0) == pytest.approx(0.01)

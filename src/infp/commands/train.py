@@ -52,6 +52,8 @@ def run_motion(args: argparse.Namespace) -> None:
         overrides["audio_dilation"] = args.audio_dilation
     if args.audio_film:
         overrides["audio_film"] = True
+    if args.relative:
+        overrides["relative"] = True
     model_cfg = motion_preset(args.preset, **overrides)
     d = MotionTrainConfig()
     cfg = MotionTrainConfig(
@@ -120,6 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--audio-film", action="store_true",
                    help="each frame's audio features also scale and shift its latents through the adaptive "
                         "layer norm (not in the paper; docs/stage2.md)")
+    m.add_argument("--relative", action="store_true",
+                   help="generate each window as offsets from the last latent before it, so windows continue "
+                        "where the last one ended (not in the paper; docs/stage2.md)")
     m.add_argument("--prediction", choices=["epsilon", "sample"], default="epsilon",
                    help="what the network predicts: the noise (the paper's loss, default) or the clean latents")
     m.add_argument("--velocity-weight", type=non_negative, default=1.0,

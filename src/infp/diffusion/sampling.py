@@ -73,20 +73,23 @@ def sample_window(
     b, w = cond.f_m.shape[:2]
     noise = torch.randn((b, w, model.cfg.motion_dim), generator=generator).to(cond.f_m.device)
     x = noise * scheduler.init_noise_sigma
+    anchor = 0 if cond.anchor is None else cond.anchor  # the network works in offsets from it (`relative`)
     k = 0 if known is None else known.shape[1]
+    held = None if known is None else known - anchor
     guided = guidance != 1.0
     if guided:  # one batched pass for the conditional and the unconditional prediction
         both = Condition(torch.cat([cond.f_m, model.null_audio.expand_as(cond.f_m)]), torch.cat([cond.prev, cond.prev]))
     for t in scheduler.timesteps:
         tt = torch.full((b,), int(t), device=x.device, dtype=torch.long)
         if k:  # the held frames at this step's noise level
-            x = torch.cat([scheduler.add_noise(known, noise[:, :k], tt), x[:, k:]], dim=1)
+            x = torch.cat([scheduler.add_noise(held, noise[:, :k], tt), x[:, k:]], dim=1)
         if guided:
             eps_c, eps_u = model(torch.cat([x, x]), torch.cat([tt, tt]), both).chunk(2)
             eps = eps_u + guidance * (eps_c - eps_u)
         else:
             eps = model(x, tt, cond)
         x = scheduler.step(eps, t, x).prev_sample
+    x = x + anchor
     return x if not k else torch.cat([known, x[:, k:]], dim=1)
 
 

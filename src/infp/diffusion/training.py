@@ -65,13 +65,14 @@ def denoising_loss(
 
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(batch.target.shape, generator=generator).to(device)
-    x_t = noise_scheduler.add_noise(batch.target, noise, t)
+    clean = batch.target - model.anchor(batch.context)  # (B, W, z): absolute, or offsets (`relative`)
+    x_t = noise_scheduler.add_noise(clean, noise, t)
     cond = ConditionInputs(batch.agent, batch.partner, batch.style, batch.context, coin(drop.style), coin(drop.audio),
                            coin(drop.context))
     kind = noise_scheduler.config.prediction_type
     if kind not in ("epsilon", "sample"):
         raise ValueError(f"prediction type {kind!r} is not supported (epsilon or sample)")
-    pred, target = model(x_t, t, cond), noise if kind == "epsilon" else batch.target  # (B, W, z)
+    pred, target = model(x_t, t, cond), noise if kind == "epsilon" else clean  # (B, W, z)
     loss = F.mse_loss(pred, target, reduction="none").mean((1, 2))  # (B,)
     if velocity_weight:
         loss = loss + velocity_weight * F.mse_loss(pred.diff(dim=1), target.diff(dim=1), reduction="none").mean((1, 2))

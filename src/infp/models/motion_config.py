@@ -35,6 +35,7 @@ class MotionConfig:
     style_frames: int = 100  # length of the reference motion the style encoder reads
     motion_band: int = 2  # motion attention reads f_m within +- this many frames (-1: all frames)
     audio_film: bool = False  # each frame's f_m also enters its adaptive layer norm (not in the paper; denoiser.py)
+    relative: bool = False  # a window is generated as offsets from the context's last latent (not in the paper)
     use_memory: bool = True  # ablation switch: False = no memory banks
     use_style: bool = True  # ablation switch: False = no style modulation
     preset: str = "custom"

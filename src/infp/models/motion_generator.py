@@ -34,6 +34,7 @@ KIND = "motion"
 class Condition(NamedTuple):
     f_m: torch.Tensor  # (B, W, width) interactive motion features
     prev: torch.Tensor  # (B, C, width) embedded previous-window latents
+    anchor: torch.Tensor | None = None  # (B, 1, motion_dim) what the window is generated relative to (`anchor`)
 
 
 class ConditionInputs(NamedTuple):
@@ -112,7 +113,17 @@ class MotionGenerator(nn.Module):
         normalised latents; (B,) bool masks replace a sample's audio or context by the null embedding."""
         f_m = self.guider(self.audio_encoder(agent), self.audio_encoder(partner), style)
         prev = self.denoiser.embed_context(context)
-        return Condition(_where(drop_audio, self.null_audio, f_m), _where(drop_context, self.null_context, prev))
+        return Condition(_where(drop_audio, self.null_audio, f_m), _where(drop_context, self.null_context, prev),
+                         self.anchor(context))
+
+    def anchor(self, context: torch.Tensor) -> torch.Tensor:
+        """(B, 1, motion_dim): the normalised latent a window's latents are generated relative to, from
+        its (B, C, motion_dim) normalised context. With `relative` it is the context's last latent, so the
+        network generates offsets from where the head is, and a window starts where the last one ended
+        without having to copy it through temporal attention (measured: it barely did; docs/stage2.md).
+        Otherwise zeros: the paper's absolute latents. A dropped context (guidance dropout) leaves the
+        anchor in place: the offsets stay defined, only the network no longer sees where it is."""
+        return context[:, -1:] if self.cfg.relative else torch.zeros_like(context[:, -1:])
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | ConditionInputs) -> torch.Tensor:
         """The prediction (B, W, motion_dim) for the noisy normalised latents `x_t` (noise, or clean
