@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from infp.diffusion import CondDropout, DiffusionConfig, denoising_loss, generate
-from infp.diffusion.sampling import Span, WindowedGenerator, sample_window, window_spans
+from infp.diffusion.sampling import (
+    Span,
+    WindowedGenerator,
+    sample_window,
+    window_blend,
+    window_spans,
+)
 from infp.diffusion.training import MotionBatch, min_snr_weights
 from infp.errors import InfpError
 from infp.models.attention import band_mask
@@ -207,9 +213,9 @@ def _spy_windows(monkeypatch, m: MotionGenerator) -> tuple[list, list]:
         contexts.append(m.denormalize(context[0]).clone())
         return real_condition(agent, partner, style, context, drop_audio, drop_context)
 
-    def sample(model, scheduler, cond, guidance, generator, known=None):
+    def sample(model, scheduler, cond, guidance, generator, known=None, blend=0):
         held.append(None if known is None else known[0].clone())
-        return real_sample(model, scheduler, cond, guidance, generator, known)
+        return real_sample(model, scheduler, cond, guidance, generator, known, blend)
 
     monkeypatch.setattr(m, "condition", condition)
     monkeypatch.setattr(sampling, "sample_window", sample)
@@ -272,6 +278,27 @@ def test_relative_windows_are_offsets_from_the_context_end():
         noise = diff.training_scheduler()
         loss = denoising_loss(m, b, noise, torch.Generator().manual_seed(0), CondDropout()).item()
         assert loss == pytest.approx(((b.target - end) ** 2).mean().item(), rel=1e-5)
+
+
+def test_blended_join_starts_where_the_held_frames_end():
+    """`blend`: the window is sampled freely (the same draws as without held frames), and its new frames
+    are shifted by (last held frame - the window's own estimate of it), fading to zero over `blend`
+    frames: the first new frame steps from the held end as the free window steps there. Relative
+    models join windows this way."""
+    m, diff, k, blend = _model(relative=True), DiffusionConfig(), 4, 3
+    b = _batch(1)
+    cond = m.condition(b.agent, b.partner, m.style(None, 1), b.context)
+    known = 2 * torch.randn(1, k, CFG.motion_dim, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        g = lambda: torch.Generator().manual_seed(1)
+        free = sample_window(m, diff.sampling_scheduler(5), cond, 2.0, g())
+        out = sample_window(m, diff.sampling_scheduler(5), cond, 2.0, g(), known, blend)
+    assert torch.equal(out[:, :k], known)
+    shift = known[:, -1] - free[:, k - 1]
+    for j, fade in enumerate([1, 2 / 3, 1 / 3, 0, 0]):
+        torch.testing.assert_close(out[:, k + j], free[:, k + j] + fade * shift, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[:, k] - out[:, k - 1], free[:, k] - free[:, k - 1], atol=1e-5, rtol=0)
+    assert window_blend(m.cfg) > 0 and window_blend(_model().cfg) == 0
 
 
 def test_held_frames_are_kept_and_steer_the_rest():
