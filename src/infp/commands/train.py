@@ -48,12 +48,9 @@ def run_motion(args: argparse.Namespace) -> None:
     from infp.train.motion import MotionTrainConfig, train_motion
 
     overrides = {k: False for k, off in (("use_memory", args.no_memory), ("use_style", args.no_style)) if off}
+    overrides |= {k: True for k, on in (("audio_film", args.audio_film), ("relative", args.relative)) if on}
     if args.audio_dilation is not None:
         overrides["audio_dilation"] = args.audio_dilation
-    if args.audio_film:
-        overrides["audio_film"] = True
-    if args.relative:
-        overrides["relative"] = True
     model_cfg = motion_preset(args.preset, **overrides)
     d = MotionTrainConfig()
     cfg = MotionTrainConfig(

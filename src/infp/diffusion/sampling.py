@@ -91,7 +91,7 @@ def sample_window(
     x = noise * scheduler.init_noise_sigma
     anchor = 0 if cond.anchor is None else cond.anchor  # the network works in offsets from it (`relative`)
     k = 0 if known is None else known.shape[1]
-    held = None if known is None else known - anchor
+    held = None if known is None or blend else known - anchor  # inpainted in the network's (offset) space
     guided = guidance != 1.0
     if guided:  # one batched pass for the conditional and the unconditional prediction
         both = Condition(torch.cat([cond.f_m, model.null_audio.expand_as(cond.f_m)]), torch.cat([cond.prev, cond.prev]))
@@ -108,11 +108,11 @@ def sample_window(
     x = x + anchor
     if not k:
         return x
-    new = x[:, k:]
+    new = x[:, k:].clone()
     if blend:  # start the new frames where the held ones end, fading back to the window's own motion
-        fade = torch.linspace(1, 0, blend + 1, device=x.device)[:-1][: new.shape[1]].view(1, -1, 1)
-        shift = (known[:, -1:] - x[:, k - 1 : k]) * fade  # (B, min(blend, W - K), z)
-        new = torch.cat([new[:, : shift.shape[1]] + shift, new[:, shift.shape[1] :]], dim=1)
+        n = min(blend, new.shape[1])
+        fade = torch.linspace(1, 0, blend + 1, device=x.device)[:n].view(1, n, 1)
+        new[:, :n] += (known[:, -1:] - x[:, k - 1 : k]) * fade  # (B, n, z)
     return torch.cat([known, new], dim=1)
 
 
