@@ -72,6 +72,19 @@ def test_identical_frames_give_ssim_one_and_capped_psnr():
     assert s.n_frames == 4 and s.fid is None
 
 
+def test_detail_is_one_for_the_truth_below_one_when_blurred_and_nan_for_flat_truth():
+    target = frames(4, seed=3)
+    assert score([(target, target)]).detail == pytest.approx(1.0)
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    assert score([(blurred, target)]).detail < 0.5  # a 3x3 box blur removes most of white noise's Laplacian
+    shifted = (target + 0.1).clamp(0, 1)  # brightness does not count as detail; clipping removes a little
+    assert 0.8 < score([(shifted, target)]).detail <= 1.0
+    flat = torch.full_like(target, 0.5)
+    assert math.isnan(score([(target, flat)]).detail)
+    halves = score([(blurred[:2], target[:2]), (blurred[2:], target[2:])])
+    assert halves.detail == pytest.approx(score([(blurred, target)]).detail)
+
+
 def test_constant_offset_gives_known_psnr():
     target = frames(3) * 0.8
     s = score([(target + 0.1, target)])  # MSE 0.01 -> 10 log10(1 / 0.01) = 20 dB

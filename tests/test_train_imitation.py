@@ -21,9 +21,10 @@ from infp.train.losses import LossConfig
 TINY = imitator_preset("tiny")
 
 
-def _train(data, out, steps, resume=False, **kw):
+def _train(data, out, steps, resume=False, dtype="float32", **kw):
     cfg = TrainConfig(steps=steps, batch_size=2, lr=1e-3, warmup=1, save_every=2, sample_every=2, log_every=1, **kw)
-    return train_imitation([data], out, TINY, cfg, LossConfig(), resume=resume, progress=False, cpu=True)
+    return train_imitation([data], out, TINY, cfg, LossConfig(), resume=resume, progress=False, cpu=True,
+                           dtype=dtype)
 
 
 def test_pairs_are_reproducible_and_mirrored(synth_clips):
@@ -92,6 +93,22 @@ def test_resume_continues_exactly(synth_clips, tmp_path):
         torch.testing.assert_close(a[k], b[k], msg=k)
 
 
+def test_bf16_autocast_trains_close_to_fp32_and_resumes_in_fp32(synth_clips, tmp_path):
+    """--dtype bfloat16 runs the forward passes in bfloat16 (weights stay float32): the same run, not the
+    same numbers; the dtype is a runtime setting, so a bfloat16 run may resume in float32."""
+    _train(synth_clips, tmp_path / "fp32", steps=2)
+    _train(synth_clips, tmp_path / "bf16", steps=2, dtype="bfloat16")
+    a = load_file(str(tmp_path / "fp32" / "checkpoint" / "model.safetensors"))
+    b = load_file(str(tmp_path / "bf16" / "checkpoint" / "model.safetensors"))
+    assert all(b[k].dtype == a[k].dtype for k in a)
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # bf16 arithmetic did run
+    torch.testing.assert_close(a, b, atol=0.05, rtol=0)  # two steps of lr 1e-3 from the same start
+    _train(synth_clips, tmp_path / "bf16", steps=3, resume=True)
+    assert json.loads((tmp_path / "bf16" / "state" / "step.json").read_text())["step"] == 3
+    with pytest.raises(InfpError, match="unknown training dtype"):
+        _train(synth_clips, tmp_path / "fp16", steps=1, dtype="float16")
+
+
 def test_resume_and_overwrite_are_refused(synth_clips, tmp_path):
     with pytest.raises(InfpError, match="no training state"):
         _train(synth_clips, tmp_path / "empty", steps=2, resume=True)
@@ -122,6 +139,7 @@ def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
     report = json.loads((out / "imitation.json").read_text())
     assert report["model"]["n_frames"] == report["baseline"]["n_frames"] == 10
     assert 0 < report["baseline"]["ssim"] <= 1 and report["model"]["fid"] is None
+    assert report["model"]["detail"] > 0 and "detail model" in (out / "imitation.md").read_text()
     assert report["transfer"]["n_frames"] == 10 and 0 <= report["transfer"]["found"] <= 1
     assert "mouth r model" in (out / "imitation.md").read_text()
     grid = cv2.imread(str(out / "cross_identity.png"))

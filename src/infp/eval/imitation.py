@@ -97,11 +97,13 @@ class ImitationReport:
 
     def markdown(self) -> str:
         fid = self.model.fid is not None
-        head = "| clip | frames | SSIM model | SSIM copy-source | PSNR model | PSNR copy-source |"
-        rows = [head, "|---|---|---|---|---|---|"]
+        head = "| clip | frames | SSIM model | SSIM copy-source | PSNR model | PSNR copy-source | detail model |"
+        rows = [head, "|---|---|---|---|---|---|---|"]
         for c in self._rows():
             rows.append(f"| {c.id} | {c.n_frames} | {c.model.ssim:.4f} | {c.baseline.ssim:.4f} | "
-                        f"{c.model.psnr:.2f} | {c.baseline.psnr:.2f} |")
+                        f"{c.model.psnr:.2f} | {c.baseline.psnr:.2f} | {c.model.detail:.2f} |")
+        rows.append("\ndetail: the predictions' mean |Laplacian| over the true frames' (1 = as sharp as the "
+                    "truth, below 1 = blurred).")
         if fid:
             rows.append(f"\nFID: model {self.model.fid:.2f}, copy-source {self.baseline.fid:.2f}")
         if self.transfer is not None:

@@ -2,7 +2,10 @@
 ground-truth frames they reconstruct (the paper reports SSIM 0.834, PSNR 31.56, FID 15.73 on DyConv).
 
 SSIM and PSNR are per-frame scores averaged over all frames, so the result does not depend on how the
-frames were batched. PSNR of a frame is capped at `PSNR_CAP_DB`: identical frames have an infinite
+frames were batched. `detail` is how much fine detail the predictions keep: the mean absolute
+Laplacian of all predicted frames over that of the true frames (1: as sharp as the truth; below 1:
+blurred). SSIM and PSNR reward a blurred guess wherever the motion is uncertain, so a renderer can
+beat copy-source on both while washing out every face (measured: docs/stage1.md). PSNR of a frame is capped at `PSNR_CAP_DB`: identical frames have an infinite
 PSNR (torchmetrics returns inf), which would make the mean infinite; with the cap, a perfect frame
 counts as 100 dB (an MSE of 1e-10, below one 8-bit level in one pixel of a 256x256 frame).
 
@@ -47,6 +50,7 @@ class ImageScores:
     psnr: float  # mean per-frame PSNR in dB, each frame capped at PSNR_CAP_DB
     n_frames: int
     fid: float | None  # None without feature extractor, or with fewer than 2 frames
+    detail: float = float("nan")  # mean |Laplacian| of the predictions / of the true frames; NaN if the truth is flat
 
 
 class InceptionFeatures(nn.Module):
@@ -125,6 +129,16 @@ def _as_unit_float(images: Tensor, name: str) -> Tensor:
     return images.float().clamp(0, 1)
 
 
+_LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def laplacian_sum(images: Tensor) -> float:
+    """Sum of |Laplacian| (3x3, each channel, interior pixels) over (B, C, H, W) images in [0, 1]."""
+    c = images.shape[1]
+    kernel = _LAPLACIAN.to(images).expand(c, 1, 3, 3)
+    return float(torch.nn.functional.conv2d(images, kernel, groups=c).abs().sum(dtype=torch.float64))
+
+
 def _to_uint8(images: Tensor) -> Tensor:  # (B, 3, H, W) in [0, 1] -> uint8, as frames on disk
     return (images * 255).round().to(torch.uint8)
 
@@ -147,6 +161,7 @@ class FrameMetrics:
             # normalize=False: our features take uint8 images, which we pass ourselves.
             self.fid = FrechetInceptionDistance(feature=fid_features, normalize=False)
         self.n_frames = 0
+        self.detail_pred = self.detail_true = 0.0  # summed |Laplacian| of predictions and true frames
 
     def to(self, device: torch.device | str) -> FrameMetrics:
         for metric in (self.ssim, self.psnr, self.fid):
@@ -159,6 +174,7 @@ class FrameMetrics:
             if metric is not None:
                 metric.reset()
         self.n_frames = 0
+        self.detail_pred = self.detail_true = 0.0
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -171,6 +187,8 @@ class FrameMetrics:
         if self.fid is not None:
             self.fid.update(_to_uint8(t), real=True)
             self.fid.update(_to_uint8(p), real=False)
+        self.detail_pred += laplacian_sum(p)
+        self.detail_true += laplacian_sum(t)
         self.n_frames += p.shape[0]
 
     def compute(self) -> ImageScores:
@@ -182,6 +200,7 @@ class FrameMetrics:
             psnr=float(psnr),
             n_frames=self.n_frames,
             fid=self._compute_fid(),
+            detail=self.detail_pred / self.detail_true if self.detail_true > 0 else float("nan"),
         )
 
     def _compute_fid(self) -> float | None:

@@ -68,8 +68,8 @@ class Trainer(RunLoop):
     name, unit, loss_key = "imitation", "pairs", "gen/total"
 
     def __init__(self, model_cfg: ImitatorConfig, cfg: TrainConfig, loss_cfg: LossConfig, out: Path,
-                 sampler: PairSampler, cpu: bool):
-        super().__init__(cfg, out, cpu)
+                 sampler: PairSampler, cpu: bool, dtype: str = "float32"):
+        super().__init__(cfg, out, cpu, dtype)
         self.sampler = sampler
         self.model = Imitator(model_cfg)
         if cfg.init_from:
@@ -100,7 +100,8 @@ class Trainer(RunLoop):
 
     def train_step(self, step: int) -> dict[str, float]:
         b = self.batch(step)
-        pred = self.model(b.source, b.source_rep, b.driving_rep).image
+        with self.autocast():
+            pred = self.model(b.source, b.source_rep, b.driving_rep).image
         logged = {}
         if self.use_gan:
             d = self.loss.discriminator(pred.detach(), b.driving)
@@ -128,7 +129,8 @@ class Trainer(RunLoop):
 
 
 def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg: TrainConfig,
-                    loss_cfg: LossConfig, resume: bool = False, progress: bool = True, cpu: bool = False) -> TrainResult:
+                    loss_cfg: LossConfig, resume: bool = False, progress: bool = True, cpu: bool = False,
+                    dtype: str = "float32") -> TrainResult:
     out = Path(out)
     saved = check_out(out, resume)
     if saved is not None:
@@ -143,7 +145,8 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
     log.info("training on %d real and %d synthetic clip(s), %d frames", kinds["real"], kinds["synthetic"],
              sum(len(c.usable) for c in frames))
     write_run(out, _describe(model_cfg, cfg, loss_cfg, data))
-    trainer = Trainer(model_cfg, cfg, loss_cfg, out, PairSampler(frames, model_cfg.representation, cfg.real_fraction, mouth_pairs=cfg.mouth_pairs), cpu)
+    sampler = PairSampler(frames, model_cfg.representation, cfg.real_fraction, mouth_pairs=cfg.mouth_pairs)
+    trainer = Trainer(model_cfg, cfg, loss_cfg, out, sampler, cpu, dtype)
     if resume:
         trainer.load()
     return trainer.run(progress)

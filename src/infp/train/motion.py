@@ -74,8 +74,8 @@ class MotionTrainer(RunLoop):
 
     def __init__(self, model_cfg: MotionConfig, diffusion: DiffusionConfig, cfg: MotionTrainConfig, out: Path,
                  samplers: tuple[WindowSampler | None, WindowSampler], stats: tuple[np.ndarray, np.ndarray],
-                 card: dict, cpu: bool):
-        super().__init__(cfg, out, cpu)
+                 card: dict, cpu: bool, dtype: str = "float32"):
+        super().__init__(cfg, out, cpu, dtype)
         self.diffusion, self.card = diffusion, card
         self.one_sided, self.full = samplers
         self.noise = diffusion.training_scheduler()
@@ -96,8 +96,9 @@ class MotionTrainer(RunLoop):
         rng = np.random.default_rng([self.cfg.seed, step, self.acc.process_index])
         raw = self.acc.unwrap_model(self.model)
         batch = _to_batch(raw, self.sampler(step).sample(rng, self.cfg.batch_size), self.acc.device)
-        loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout,
-                              self.cfg.velocity_weight, self.cfg.snr_gamma)
+        with self.autocast():
+            loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout,
+                                  self.cfg.velocity_weight, self.cfg.snr_gamma)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(loss)
         if self.cfg.grad_clip:
@@ -124,7 +125,7 @@ class MotionTrainer(RunLoop):
 def train_motion(
     data: list[Path], imitator_dir: Path, out: Path, model_cfg: MotionConfig, cfg: MotionTrainConfig,
     diffusion: DiffusionConfig | None = None, resume: bool = False, progress: bool = True, cpu: bool = False,
-    cache_dir: Path | None = None, speech_model: Path | None = None,
+    cache_dir: Path | None = None, speech_model: Path | None = None, dtype: str = "float32",
 ) -> TrainResult:
     out, diffusion = Path(out), diffusion or DiffusionConfig()
     saved = check_out(out, resume)
@@ -155,7 +156,8 @@ def train_motion(
     write_run(out, {"model": model_cfg.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(cfg),
                     "data": [str(d) for d in data], "imitator": str(Path(imitator_dir).resolve()),
                     "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None})
-    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), latent_moments(loaded.clips), card, cpu)
+    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), latent_moments(loaded.clips), card,
+                            cpu, dtype)
     if resume:
         trainer.load()
     return trainer.run(progress)

@@ -30,6 +30,7 @@ from infp.fsutil import atomic_dir, atomic_file
 log = logging.getLogger(__name__)
 logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
 STATE, CHECKPOINT, RUN = "state", "checkpoint", "run.json"
+TRAIN_DTYPES = ("float32", "bfloat16")  # of the forward passes; weights stay float32
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,14 @@ class RunLoop:
     unit = "items"  # what a batch holds, for the throughput log
     loss_key = "loss"  # the logged value shown on the progress bar
 
-    def __init__(self, cfg, out: Path, cpu: bool):
+    def __init__(self, cfg, out: Path, cpu: bool, dtype: str = "float32"):
         self.cfg, self.out = cfg, Path(out)
+        if dtype not in TRAIN_DTYPES:
+            raise InfpError(f"unknown training dtype {dtype!r}; choose from {', '.join(TRAIN_DTYPES)}")
+        self.dtype = dtype
         self.acc = Accelerator(cpu=cpu, log_with="tensorboard",
                                project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(self.out / "logs")))
+        log.info("training on %s, forward passes in %s", self.acc.device, dtype)
         set_seed(cfg.seed)
         self.step = 0
 
@@ -117,6 +122,15 @@ class RunLoop:
         self.acc.load_state(str(self.out / STATE))
         self.step = json.loads((self.out / STATE / "step.json").read_text())["step"]
         log.info("resumed at step %d of %d", self.step, self.cfg.steps)
+
+    def autocast(self):
+        """The context for the networks' forward passes: bfloat16 autocast with `dtype` "bfloat16",
+        else nothing. Weights, optimiser state, EMA and the losses stay float32. Our own context rather
+        than Accelerate's `mixed_precision`, which is fixed once per process. Measured on the 2-core
+        CPU (AVX512-BF16), 40-step runs: the base imitator at batch 4 trains 5.55 pairs/s against 4.65
+        (its forward + backward alone: 0.30 s against 0.57 s; the float32 losses take much of the rest);
+        the small motion model at batch 32, 118 windows/s against 111."""
+        return torch.autocast(self.acc.device.type, dtype=torch.bfloat16, enabled=self.dtype == "bfloat16")
 
     # -- for subclasses --------------------------------------------------------------------------
     def train_step(self, step: int) -> dict[str, float]:
