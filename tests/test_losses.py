@@ -304,3 +304,22 @@ def test_region_l1_counts_only_the_regions():
     outside[..., :4, :] += 0.5  # a difference only outside the regions
     assert region_l1(outside, target, mask) == 0
     assert region_l1(pred, target, mask) > 0
+
+
+def test_detail_loss_punishes_blur_more_than_a_small_shift():
+    from infp.train.losses import detail_loss
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(2, 3, 64, 64, generator=g)
+    assert detail_loss(target, target) == 0
+    blurred = F.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    shifted = target.roll(2, dims=-1)  # the same detail 2 pixels off: L1 punishes it, this barely does
+    assert detail_loss(blurred, target) > 5 * detail_loss(shifted, target)
+    assert F.l1_loss(shifted, target) > F.l1_loss(blurred, target)
+    pred = blurred.clone().requires_grad_(True)
+    loss = ImitationLoss(LossConfig(use_gan=False, detail=10.0)).generator(pred, target)
+    assert loss.detail is not None and loss.detail > 0
+    loss.total.backward()
+    assert pred.grad.abs().sum() > 0
+    with pytest.raises(InfpError, match="detail"):
+        LossConfig(detail=-1.0)

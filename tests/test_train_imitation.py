@@ -122,7 +122,9 @@ def test_resume_and_overwrite_are_refused(synth_clips, tmp_path):
 def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["-q", "train", "imitation", "--data", str(synth_clips), "--out", str(run), "--preset", "tiny",
-                 "--steps", "2", "--batch-size", "2", "--device", "cpu"]) == 0
+                 "--steps", "2", "--batch-size", "2", "--device", "cpu", "--detail-weight", "2",
+                 "--dtype", "bfloat16"]) == 0
+    assert json.loads((run / "run.json").read_text())["loss"]["detail"] == 2.0
     assert main(["-q", "train", "imitation", "--data", str(synth_clips), "--out", str(tmp_path / "x"), "--preset",
                  "tiny", "--steps", "1", "--resume"]) == 2
     assert "no training state" in capsys.readouterr().err

@@ -34,7 +34,8 @@ def run_imitation(args: argparse.Namespace) -> None:
         log_every=args.log_every or defaults.log_every,
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
-    loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan, region=args.region_weight)
+    loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan, region=args.region_weight,
+                          detail=args.detail_weight)
     r = train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
                         progress=not args.quiet, cpu=args.device == "cpu", dtype=args.dtype)
     log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
@@ -102,6 +103,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--no-gan", action="store_true", help="no discriminator (and so no feature-matching loss)")
     s.add_argument("--region-weight", type=float, default=1.0,
                    help="weight of the L1 loss on the eye and lip regions (default 1; 0 = off)")
+    s.add_argument("--detail-weight", type=float, default=0.0,
+                   help="weight of the fine-detail loss: the mean |Laplacian| of 8x8 cells, prediction "
+                        "against truth, against blur (default 0 = off; docs/stage1.md)")
     s.add_argument("--init-from", type=Path, default=None,
                    help="start from this stage-1 checkpoint's weights (its config replaces --preset)")
     s.add_argument("--freeze-motion-encoder", action="store_true",

@@ -132,11 +132,15 @@ def _as_unit_float(images: Tensor, name: str) -> Tensor:
 _LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
-def laplacian_sum(images: Tensor) -> float:
-    """Sum of |Laplacian| (3x3, each channel, interior pixels) over (B, C, H, W) images in [0, 1]."""
+def laplacian(images: Tensor) -> Tensor:
+    """(B, C, H, W) -> (B, C, H - 2, W - 2): the 3x3 Laplacian of each channel (interior pixels)."""
     c = images.shape[1]
-    kernel = _LAPLACIAN.to(images).expand(c, 1, 3, 3)
-    return float(torch.nn.functional.conv2d(images, kernel, groups=c).abs().sum(dtype=torch.float64))
+    return torch.nn.functional.conv2d(images, _LAPLACIAN.to(images).expand(c, 1, 3, 3), groups=c)
+
+
+def laplacian_sum(images: Tensor) -> float:
+    """Sum of |Laplacian| over (B, C, H, W) images in [0, 1]."""
+    return float(laplacian(images).abs().sum(dtype=torch.float64))
 
 
 def _to_uint8(images: Tensor) -> Tensor:  # (B, 3, H, W) in [0, 1] -> uint8, as frames on disk

@@ -8,6 +8,9 @@ download (DESIGN.md; never a fake, e.g. randomly initialised, perceptual network
 - `ms_l1`: L1 over an average-pool pyramid; coarse levels weigh low-frequency errors (a head in the
   wrong place) more than plain L1 does.
 - `ssim_loss`: 1 - SSIM (Wang et al. 2004): local structure and contrast, which L1 averages away.
+- `detail_loss`: how much fine detail each 8x8 cell holds (mean |Laplacian|), prediction against
+  truth. It ignores where inside a cell the detail lies, so it does not reward a blurred guess the
+  way L1 does where the flow is not yet exact (docs/stage1.md measures the blur it is meant for).
 - `VGGPerceptual`: L1 between VGG19 features (pix2pixHD's layers and weights), from a local file.
 - `hinge_g_loss` / `hinge_d_loss` / `feature_matching`: the jointly trained multi-scale PatchGAN
   (`infp.models.discriminator`); its feature matching is the learned perceptual term.
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from infp.errors import InfpError
+from infp.eval.metrics import laplacian
 from infp.models.discriminator import (
     DiscriminatorConfig,
     MultiScaleDiscriminator,
@@ -53,6 +57,14 @@ def region_l1(pred: torch.Tensor, target: torch.Tensor, regions: torch.Tensor) -
     which the whole-image terms let a renderer blur away although they carry the expression."""
     w = regions.expand_as(pred)
     return ((pred - target).abs() * w).sum() / w.sum().clamp_min(1.0)
+
+
+def detail_loss(pred: torch.Tensor, target: torch.Tensor, cell: int = 8) -> torch.Tensor:
+    """Mean |difference| of the mean |Laplacian| over `cell` x `cell` cells: (B, 3, H, W) -> scalar."""
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(laplacian(x).abs(), cell, ceil_mode=True)  # (B, 3, ~H / cell, ~W / cell)
+
+    return F.l1_loss(energy(pred), energy(target))
 
 
 SSIM_SIZE, SSIM_SIGMA = 11, 1.5  # Wang et al.'s window
@@ -263,6 +275,7 @@ class LossConfig:
     l1_scales: int = 3
     ssim: float = 1.0
     region: float = 1.0  # L1 on the eye and lip regions of the target (see `region_l1`)
+    detail: float = 0.0  # fine-detail energy per cell (see `detail_loss`); off by default
     vgg: float = 1.0
     vgg_path: str | None = None
     use_gan: bool = True
@@ -271,7 +284,7 @@ class LossConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
     def __post_init__(self) -> None:
-        for name in ("l1", "ssim", "vgg", "feature_matching", "adversarial"):
+        for name in ("l1", "ssim", "region", "detail", "vgg", "feature_matching", "adversarial"):
             if getattr(self, name) < 0:
                 raise InfpError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.l1_scales < 1:
@@ -287,6 +300,7 @@ class LossTerms:
     l1: torch.Tensor | None = None
     ssim: torch.Tensor | None = None
     region: torch.Tensor | None = None
+    detail: torch.Tensor | None = None
     vgg: torch.Tensor | None = None
     feature_matching: torch.Tensor | None = None
     adversarial: torch.Tensor | None = None
@@ -315,6 +329,7 @@ class ImitationLoss(nn.Module):
 
     def _log_terms(self) -> None:
         used = [name for name, on in (("multi-scale L1", self.cfg.l1 > 0), ("SSIM", self.cfg.ssim > 0),
+                                      ("detail", self.cfg.detail > 0),
                                       ("discriminator feature matching", self.use_fm),
                                       ("hinge GAN", self.use_adv)) if on]
         if self.vgg is not None:
@@ -346,6 +361,8 @@ class ImitationLoss(nn.Module):
             terms["ssim"] = (cfg.ssim, ssim_loss(pred, target))
         if cfg.region > 0 and regions is not None:
             terms["region"] = (cfg.region, region_l1(pred, target, regions))
+        if cfg.detail > 0:
+            terms["detail"] = (cfg.detail, detail_loss(pred, target))
         if self.vgg is not None:
             terms["vgg"] = (cfg.vgg, self.vgg(pred, target))
         if self.use_fm or self.use_adv:
