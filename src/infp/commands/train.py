@@ -80,7 +80,7 @@ def _common(s: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> No
     s.add_argument("--log-every", type=positive_int, default=None, help="steps between TensorBoard points (default 10)")
     s.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU(s) when present")
     s.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
-                   help="forward passes in bfloat16 autocast (weights, optimiser and losses stay float32): faster "
+                   help="forward passes in bfloat16 autocast (weights and optimiser stay float32): faster "
                         "on GPUs and on CPUs with AVX512-BF16 (default float32); may change on --resume, like --device")
     s.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
 

@@ -2,12 +2,14 @@
 ground-truth frames they reconstruct (the paper reports SSIM 0.834, PSNR 31.56, FID 15.73 on DyConv).
 
 SSIM and PSNR are per-frame scores averaged over all frames, so the result does not depend on how the
-frames were batched. `detail` is how much fine detail the predictions keep: the mean absolute
-Laplacian of all predicted frames over that of the true frames (1: as sharp as the truth; below 1:
-blurred). SSIM and PSNR reward a blurred guess wherever the motion is uncertain, so a renderer can
-beat copy-source on both while washing out every face (measured: docs/stage1.md). PSNR of a frame is capped at `PSNR_CAP_DB`: identical frames have an infinite
+frames were batched. PSNR of a frame is capped at `PSNR_CAP_DB`: identical frames have an infinite
 PSNR (torchmetrics returns inf), which would make the mean infinite; with the cap, a perfect frame
 counts as 100 dB (an MSE of 1e-10, below one 8-bit level in one pixel of a 256x256 frame).
+
+`detail` is how much fine detail the predictions keep: the mean absolute Laplacian of all predicted
+frames over that of the true frames (1: as sharp as the truth; below 1: blurred). SSIM and PSNR
+reward a blurred guess wherever the motion is uncertain, so a renderer can beat copy-source on both
+while washing out every face (measured: docs/stage1.md).
 
 FID needs Inception-v3 weights, which cannot be downloaded here: `load_inception(path)` loads the
 TorchScript file that StyleGAN2-ADA and clean-fid use, `inception-2015-12-05.pt`.
