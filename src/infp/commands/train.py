@@ -25,6 +25,8 @@ def run_imitation(args: argparse.Namespace) -> None:
     from infp.train.losses import LossConfig
 
     overrides = {"representation": args.representation} if args.representation else {}
+    if args.keypoint_prior:
+        overrides["keypoint_prior"] = True
     model_cfg = imitator_preset(args.preset, **overrides)
     defaults = TrainConfig()
     cfg = TrainConfig(
@@ -35,7 +37,7 @@ def run_imitation(args: argparse.Namespace) -> None:
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
     loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan, region=args.region_weight,
-                          detail=args.detail_weight)
+                          detail=args.detail_weight, keypoint=args.keypoint_weight)
     r = train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
                         progress=not args.quiet, cpu=args.device == "cpu", dtype=args.dtype)
     log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
@@ -110,6 +112,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="start from this stage-1 checkpoint's weights (its config replaces --preset)")
     s.add_argument("--freeze-motion-encoder", action="store_true",
                    help="keep E_m fixed, so the motion latents (and stage-2 models trained on them) stay valid")
+    s.add_argument("--keypoint-prior", action="store_true",
+                   help="decode the latents into keypoints whose motion gives F a prior flow; with --init-from "
+                        "a checkpoint without it, the model grows and (E_m frozen) the keypoint decoder is fitted first")
+    s.add_argument("--keypoint-weight", type=float, default=1.0,
+                   help="weight of the keypoint loss (decoded keypoints vs landmarks; default 1)")
     s.set_defaults(func=run_imitation)
 
     m = stages.add_parser("motion", help="stage 2: audio -> motion latents (motion guider + diffusion transformer)")

@@ -21,6 +21,7 @@ from infp.data.clip import Clip
 from infp.errors import InfpError
 from infp.face.expression import mouth_opening
 from infp.face.hybrid import Representation, region_mask, represent
+from infp.face.topology import keypoint_indices, keypoint_mirror
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +77,22 @@ class PairBatch(NamedTuple):
     driving: torch.Tensor  # (B, 3, S, S) the target
     driving_rep: torch.Tensor  # (B, 3, S, S)
     driving_regions: torch.Tensor  # (B, 1, S, S) in [0, 1]: the driving frame's eyes and lips
+    source_points: torch.Tensor  # (B, K, 2) the source's keypoints (topology.keypoint_indices) in [-1, 1]
+    driving_points: torch.Tensor  # (B, K, 2) the driving frame's
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1]."""
     return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+
+
+def keypoints(points: np.ndarray, size: int, mirrored: bool = False) -> np.ndarray:
+    """(478, 3) landmarks in crop pixels -> (K, 2) keypoints in grid_sample units [-1, 1]. Mirrored:
+    as they are in the horizontally flipped crop, where the face's left and right swap roles."""
+    k = points[keypoint_indices(), :2] / size * 2 - 1
+    if mirrored:
+        k = k[keypoint_mirror()] * np.array([-1.0, 1.0], np.float32)
+    return k.astype(np.float32)
 
 
 def _colour_jitter(rep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -133,12 +145,17 @@ class PairSampler:
         src_rep = represent(src, clip.points[i], self.kind)
         drv_rep = represent(drv, clip.points[j], self.kind)
         regions = region_mask(clip.points[j], drv.shape[0])[..., None]  # (S, S, 1) uint8
+        mirrored = False
         if self.augment:
             src_rep, drv_rep = _colour_jitter(src_rep, rng), _colour_jitter(drv_rep, rng)
             if rng.random() < 0.5:  # mirror the whole pair: a face turning left is as likely as right
                 src, src_rep, drv, drv_rep, regions = (a[:, ::-1] for a in (src, src_rep, drv, drv_rep, regions))
-        return src, src_rep, drv, drv_rep, regions
+                mirrored = True
+        size = src.shape[0]
+        return (src, src_rep, drv, drv_rep, regions, keypoints(clip.points[i], size, mirrored),
+                keypoints(clip.points[j], size, mirrored))
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> PairBatch:
         items = [self._one(rng) for _ in range(batch_size)]
-        return PairBatch(*(to_tensor(np.stack(col)) for col in zip(*items)))
+        cols = [np.stack(col) for col in zip(*items)]
+        return PairBatch(*(to_tensor(c) for c in cols[:5]), *(torch.from_numpy(c) for c in cols[5:]))

@@ -101,3 +101,46 @@ def eyelid_arcs() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.n
     """((upper lid, lower lid) of the right eye, same for the left eye), corners excluded."""
     right, left = eye_polygons()
     return _split(right, RIGHT_EYE_OUTER, 133, RIGHT_EYE_TOP), _split(left, LEFT_EYE_OUTER, 362, LEFT_EYE_TOP)
+
+
+def _rotated(cycle: np.ndarray, start: int) -> np.ndarray:
+    i = list(cycle).index(start)
+    return np.concatenate([cycle[i:], cycle[:i]])
+
+
+def _mirror_cycle(cycle: np.ndarray, start: int) -> dict[int, int]:
+    """A cycle symmetric about the face's midline, `start` on the midline: its k-th point mirrors its -k-th."""
+    c = _rotated(cycle, start)
+    return {int(c[k]): int(c[-k]) for k in range(len(c))}
+
+
+def _mirror_pair(right: np.ndarray, left: np.ndarray, right_start: int, left_start: int, right_top: int,
+                 left_top: int) -> dict[int, int]:
+    """Two cycles that mirror each other (the eyes), matched from their outer corners so the tops meet."""
+    r, l_ = _rotated(right, right_start), _rotated(left, left_start)
+    if list(r).index(right_top) != list(l_).index(left_top):
+        l_ = np.concatenate([l_[:1], l_[1:][::-1]])  # the same cycle walked the other way round
+    return {int(a): int(b) for a, b in zip(r, l_)} | {int(b): int(a) for a, b in zip(r, l_)}
+
+
+@cache
+def keypoint_indices() -> np.ndarray:
+    """The landmarks the renderer's keypoint prior follows (129): face outline, eyes, lips, brows and
+    nose tip, the points whose motion is the expression and the head pose."""
+    return np.concatenate([face_oval(), *eye_polygons(), *lip_polygons(), eyebrow_points(), [NOSE_TIP]])
+
+
+@cache
+def keypoint_mirror() -> np.ndarray:
+    """Permutation p of `keypoint_indices()`: in a horizontally mirrored image, keypoint i sits where
+    keypoint p[i] was (with x flipped). Built from the mesh's topology, so it needs no canonical face."""
+    outer, inner = lip_polygons()
+    right_eye, left_eye = eye_polygons()
+    m = _mirror_cycle(face_oval(), FOREHEAD) | _mirror_cycle(outer, 0) | _mirror_cycle(inner, UPPER_LIP_INNER)
+    m |= _mirror_pair(right_eye, left_eye, RIGHT_EYE_OUTER, LEFT_EYE_OUTER, RIGHT_EYE_TOP, LEFT_EYE_TOP)
+    right_brow = np.concatenate(_cycles(fmc.FACEMESH_RIGHT_EYEBROW))  # walked in the same order on both sides
+    left_brow = np.concatenate(_cycles(fmc.FACEMESH_LEFT_EYEBROW))
+    m |= {int(a): int(b) for a, b in zip(right_brow, left_brow)} | {int(b): int(a) for a, b in zip(right_brow, left_brow)}
+    m[NOSE_TIP] = NOSE_TIP
+    pos = {int(k): i for i, k in enumerate(keypoint_indices())}
+    return np.array([pos[m[int(k)]] for k in keypoint_indices()])

@@ -26,6 +26,10 @@ class ImitatorConfig:
     flow_channels: tuple[int, ...] = (32, 64, 96)  # flow U-Net widths, one per level
     decoder_channels: int = 80  # decoder width at the feature resolution
     decoder_blocks: int = 2  # modulated residual blocks at the feature resolution
+    # F refines a flow spread from keypoints that the latent is decoded into (models/keypoint_decoder.py)
+    keypoint_prior: bool = False
+    keypoint_sigma: float = 0.05  # reach of each keypoint's motion, in [-1, 1] units (6 px at 256)
+    keypoint_hidden: int = 512  # width of the keypoint decoder's MLP
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -56,7 +60,7 @@ IMITATOR_PRESETS: dict[str, ImitatorConfig] = {
     "tiny": ImitatorConfig(
         size=64, motion_dim=16, motion_input=64, motion_channels=(8, 16, 32), feature_down=2,
         feature_channels=16, skip_channels=(8, 8), flow_channels=(16, 16), decoder_channels=16,
-        decoder_blocks=1, preset="tiny",
+        decoder_blocks=1, keypoint_hidden=32, preset="tiny",
     ),
     "base": ImitatorConfig(preset="base"),
     "paper": ImitatorConfig(

@@ -5,6 +5,10 @@ a dense backward flow (where each output pixel reads the source) and an occlusio
 features to trust). The appearance volume says where the eyes, mouth and outline are; the motion codes,
 injected by FiLM into every block, say how they move. A small U-Net gives the receptive field a head
 turn needs at low cost. The output layer starts at zero: a new model renders the source unchanged.
+
+With `keypoint_prior`, F also reads a prior flow spread from the source's and driving frame's
+keypoints (and where keypoints gather or leave) and predicts a correction added to it, so a new
+model already moves lips, lids and outline as the keypoints do.
 """
 
 from __future__ import annotations
@@ -20,6 +24,9 @@ from infp.models.blocks import ConvNormAct, ModResBlock, coords
 from infp.models.config import ImitatorConfig
 
 OCCLUSION_BIAS = 4.0  # sigmoid(4) = 0.98: trust every warped feature at the start
+
+
+PRIOR_CHANNELS = 3  # the keypoint prior's flow (2) and density change (1)
 
 
 class Flow(NamedTuple):
@@ -48,7 +55,8 @@ class FlowEstimator(nn.Module):
         chans = cfg.flow_channels
         cond = condition_width(cfg)
         self.condition = motion_condition(cfg)
-        self.inp = ConvNormAct(cfg.feature_channels + 2, chans[0])
+        extra = PRIOR_CHANNELS if cfg.keypoint_prior else 0
+        self.inp = ConvNormAct(cfg.feature_channels + 2 + extra, chans[0])
         self.enc = nn.ModuleList(ModResBlock(c, cond) for c in chans)
         self.down = nn.ModuleList(ConvNormAct(a, b, stride=2) for a, b in itertools.pairwise(chans))
         self.up = nn.ModuleList(ConvNormAct(b + a, a) for a, b in itertools.pairwise(chans))
@@ -58,10 +66,16 @@ class FlowEstimator(nn.Module):
         with torch.no_grad():
             self.out.bias.copy_(torch.tensor([0.0, 0.0, OCCLUSION_BIAS]))
 
-    def forward(self, volume: torch.Tensor, z_src: torch.Tensor, z_drv: torch.Tensor) -> Flow:
+    def forward(self, volume: torch.Tensor, z_src: torch.Tensor, z_drv: torch.Tensor,
+                prior: tuple[torch.Tensor, torch.Tensor] | None = None) -> Flow:
+        """`prior`: the keypoint flow (B, 2, h, w) and density change (B, 1, h, w), given exactly when
+        the config has `keypoint_prior`."""
         b, _, h, w = volume.shape
         c = self.condition(pair(z_src, z_drv))  # (B, cond)
-        x = self.inp(torch.cat([volume, coords(b, h, w, volume)], dim=1))
+        inputs = [volume, coords(b, h, w, volume)]
+        if prior is not None:
+            inputs += list(prior)
+        x = self.inp(torch.cat(inputs, dim=1))
         skips = []
         for i, block in enumerate(self.enc):
             x = block(x, c)
@@ -72,4 +86,5 @@ class FlowEstimator(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = self.dec[i](self.up[i](torch.cat([x, skips[i]], dim=1)), c)
         out = self.out(x)
-        return Flow(out[:, :2], torch.sigmoid(out[:, 2:]))
+        flow = out[:, :2] if prior is None else out[:, :2] + prior[0]
+        return Flow(flow, torch.sigmoid(out[:, 2:]))

@@ -2,7 +2,8 @@
 
 INFP Sec. 3.1 (motion-based head imitation): a source frame is re-rendered with the motion of a
 driving frame, the motion entering only as a low-dimensional latent `E_m(hybrid(driving))`. Stage 2
-generates those latents from audio; this model turns them back into video.
+generates those latents from audio; this model turns them back into video. With `keypoint_prior`
+the latents are also decoded into keypoints whose motion gives `F` a prior flow.
 """
 
 from __future__ import annotations
@@ -17,14 +18,22 @@ from infp.models.appearance_encoder import AppearanceEncoder, AppearanceFeatures
 from infp.models.config import ImitatorConfig
 from infp.models.decoder import Decoder
 from infp.models.flow_estimator import Flow, FlowEstimator
+from infp.models.keypoint_decoder import KeypointDecoder
 from infp.models.motion_encoder import MotionEncoder
+from infp.models.warping import keypoint_flow
 
 KIND = "imitator"
+
+
+class Keypoints(NamedTuple):
+    source: torch.Tensor  # (B, K, 2) in [-1, 1], decoded from z_src
+    driving: torch.Tensor  # (B, K, 2), decoded from z_drv
 
 
 class Rendered(NamedTuple):
     image: torch.Tensor  # (B, 3, S, S), about [0, 1]; clamp before display
     flow: Flow
+    keypoints: Keypoints | None = None  # with `keypoint_prior`: what the prior flow was spread from
 
 
 class Imitator(nn.Module):
@@ -35,6 +44,7 @@ class Imitator(nn.Module):
         self.appearance_encoder = AppearanceEncoder(cfg)
         self.flow_estimator = FlowEstimator(cfg)
         self.decoder = Decoder(cfg)
+        self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
 
     def encode_motion(self, rep: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) representation in [0, 1] -> (B, motion_dim)."""
@@ -45,9 +55,15 @@ class Imitator(nn.Module):
         return self.appearance_encoder(image)
 
     def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor) -> Rendered:
-        """The per-frame work: motion codes -> flow -> warp -> decode."""
-        flow = self.flow_estimator(app.volume, z_src, z_drv)
-        return Rendered(self.decoder(app, flow, z_src, z_drv), flow)
+        """The per-frame work: motion codes -> (keypoints ->) flow -> warp -> decode."""
+        kp, prior = None, None
+        if self.keypoint_decoder is not None:
+            kp = Keypoints(self.keypoint_decoder(z_src), self.keypoint_decoder(z_drv))
+            # detached: the keypoints stay landmarks, trained only against landmarks, not bent by the image loss
+            prior = keypoint_flow(kp.source.detach(), kp.driving.detach(), self.cfg.feature_size,
+                                  self.cfg.keypoint_sigma)
+        flow = self.flow_estimator(app.volume, z_src, z_drv, prior)
+        return Rendered(self.decoder(app, flow, z_src, z_drv), flow, kp)
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))

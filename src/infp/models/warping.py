@@ -25,3 +25,25 @@ def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     flow = resize_flow(flow, (h, w))
     grid = (coords(b, h, w, flow) + flow).permute(0, 2, 3, 1)  # (B, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def keypoint_flow(k_src: torch.Tensor, k_drv: torch.Tensor, size: int, sigma: float,
+                  background: float = 0.02) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dense backward flow from keypoint pairs: a pixel near driving keypoint i reads the source near
+    source keypoint i. k_src, k_drv: (B, K, 2) in [-1, 1] -> flow (B, 2, size, size) and the
+    driving-minus-source keypoint density (B, 1, size, size), where features appear and vanish.
+
+    Each keypoint's displacement is spread by a Gaussian of width `sigma` around its driving position
+    and normalised (Nadaraya-Watson); `background` is the weight of a still, zero-displacement
+    neighbour everywhere, so pixels far from every keypoint (hair, shoulders, background) stay put.
+    """
+    b = k_src.shape[0]
+    grid = coords(b, size, size, k_src).flatten(2).transpose(1, 2)  # (B, HW, 2)
+
+    def density(k: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-((grid[:, :, None] - k[:, None]) ** 2).sum(-1) / (2 * sigma**2))  # (B, HW, K)
+
+    w = density(k_drv)
+    flow = torch.einsum("bpk,bkc->bpc", w, k_src - k_drv) / (w.sum(2, keepdim=True) + background)  # (B, HW, 2)
+    change = w.sum(2) - density(k_src).sum(2)  # (B, HW)
+    return flow.transpose(1, 2).reshape(b, 2, size, size), change.view(b, 1, size, size)

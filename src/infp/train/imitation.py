@@ -14,9 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from infp.data.pairs import PairBatch, PairSampler, load_clips
+from infp.data.pairs import ClipFrames, PairBatch, PairSampler, load_clips
+from infp.errors import InfpError
 from infp.models import Imitator, ImitatorConfig
 from infp.models.discriminator import DiscriminatorConfig
+from infp.train.keypoints import fit_keypoint_decoder
 from infp.train.losses import ImitationLoss, LossConfig
 from infp.train.run import RunLoop, TrainResult, check_out, clips_in, write_run
 from infp.train.samples import save_grid
@@ -64,18 +66,58 @@ def _resumed_configs(saved: dict, train_cfg: TrainConfig) -> tuple[ImitatorConfi
     return model_cfg, new, LossConfig(**loss)
 
 
+def load_grown(model: Imitator, state: dict[str, torch.Tensor]) -> list[str]:
+    """Load a checkpoint's weights into a model that may have grown (the keypoint prior added): new
+    tensors keep their initialisation, and a conv that reads more input channels than before (F's
+    first one) gets the old weights with zeros for the new channels, so it computes what it did.
+    Returns the names of the tensors that did not come from `state`."""
+    own = model.state_dict()
+    unknown = sorted(set(state) - set(own))
+    if unknown:
+        raise InfpError(f"the checkpoint has tensors this model lacks: {', '.join(unknown[:5])}")
+    for name, old in state.items():
+        new = own[name]
+        if old.shape == new.shape:
+            new.copy_(old)
+        elif old.dim() == 4 and old.shape[0] == new.shape[0] and old.shape[2:] == new.shape[2:] \
+                and old.shape[1] < new.shape[1]:
+            new.zero_()
+            new[:, : old.shape[1]].copy_(old)
+        else:
+            raise InfpError(f"{name}: checkpoint shape {tuple(old.shape)} does not fit {tuple(new.shape)}")
+    return sorted(set(own) - set(state))
+
+
+def build_model(model_cfg: ImitatorConfig, cfg: TrainConfig, clips: list[ClipFrames], fresh: bool,
+                progress: bool) -> Imitator:
+    """The model a run starts from: new, or `init_from`'s weights (grown by the keypoint prior when
+    asked). A keypoint decoder new to a frozen E_m is fitted first (train/keypoints.py); a resumed run
+    (`fresh` False) gets every weight from its state instead."""
+    model = Imitator(model_cfg)
+    if cfg.freeze_motion_encoder:
+        model.motion_encoder.requires_grad_(False)
+    if not (cfg.init_from and fresh):
+        return model
+    with torch.no_grad():
+        added = load_grown(model, Imitator.from_pretrained(cfg.init_from).state_dict())
+    if added:
+        log.info("new in this model (not in %s): %s", cfg.init_from, ", ".join(sorted({n.split(".")[0] for n in added})))
+    if model.keypoint_decoder is not None and any(n.startswith("keypoint_decoder.") for n in added):
+        if cfg.freeze_motion_encoder:
+            fit_keypoint_decoder(model, clips, seed=cfg.seed, progress=progress)
+        else:
+            log.info("the keypoint decoder is new and E_m trains: it learns inside the loop")
+    return model
+
+
 class Trainer(RunLoop):
     name, unit, loss_key = "imitation", "pairs", "gen/total"
 
     def __init__(self, model_cfg: ImitatorConfig, cfg: TrainConfig, loss_cfg: LossConfig, out: Path,
-                 sampler: PairSampler, cpu: bool, dtype: str = "float32"):
-        super().__init__(cfg, out, cpu, dtype)
+                 sampler: PairSampler, cpu: bool, dtype: str = "float32", fresh: bool = True, progress: bool = True):
+        super().__init__(cfg, out, cpu, dtype)  # seeds torch first: the new weights are the seed's
         self.sampler = sampler
-        self.model = Imitator(model_cfg)
-        if cfg.init_from:
-            self.model.load_state_dict(Imitator.from_pretrained(cfg.init_from).state_dict())
-        if cfg.freeze_motion_encoder:
-            self.model.motion_encoder.requires_grad_(False)
+        self.model = build_model(model_cfg, cfg, sampler.clips, fresh, progress)
         self.ema = self.track(self.model)
         self.loss = ImitationLoss(loss_cfg).to(self.acc.device)
         # GAN training wants a short first-moment memory (pix2pixHD's beta1 0.5); plain reconstruction the usual 0.9
@@ -101,7 +143,8 @@ class Trainer(RunLoop):
     def train_step(self, step: int) -> dict[str, float]:
         b = self.batch(step)
         with self.autocast():
-            pred = self.model(b.source, b.source_rep, b.driving_rep).image
+            out = self.model(b.source, b.source_rep, b.driving_rep)
+        pred = out.image
         logged = {}
         if self.use_gan:
             d = self.loss.discriminator(pred.detach(), b.driving)
@@ -109,7 +152,8 @@ class Trainer(RunLoop):
             self.acc.backward(d.total)
             self.opt_d.step()
             logged.update({f"disc/{k}": v for k, v in d.logged().items()})
-        g = self.loss.generator(pred, b.driving, b.driving_regions)
+        kp = None if out.keypoints is None else (out.keypoints, (b.source_points, b.driving_points))
+        g = self.loss.generator(pred, b.driving, b.driving_regions, kp)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(g.total)
         if self.cfg.grad_clip:
@@ -137,7 +181,9 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
         model_cfg, cfg, loss_cfg = _resumed_configs(saved, cfg)
         data = [Path(d) for d in saved["data"]]
     elif cfg.init_from:
-        model_cfg = Imitator.from_pretrained(cfg.init_from).cfg
+        start = Imitator.from_pretrained(cfg.init_from).cfg
+        # the one architecture change a fine-tune may make: adding the keypoint prior
+        model_cfg = replace(start, keypoint_prior=start.keypoint_prior or model_cfg.keypoint_prior)
         log.info("starting from the weights of %s (preset %s)", cfg.init_from, model_cfg.preset)
     clips = [c for d in data for c in clips_in(d)]
     frames = load_clips(clips, model_cfg.size, progress=progress, max_frames=cfg.max_frames)
@@ -146,7 +192,7 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
              sum(len(c.usable) for c in frames))
     write_run(out, _describe(model_cfg, cfg, loss_cfg, data))
     sampler = PairSampler(frames, model_cfg.representation, cfg.real_fraction, mouth_pairs=cfg.mouth_pairs)
-    trainer = Trainer(model_cfg, cfg, loss_cfg, out, sampler, cpu, dtype)
+    trainer = Trainer(model_cfg, cfg, loss_cfg, out, sampler, cpu, dtype, fresh=saved is None, progress=progress)
     if resume:
         trainer.load()
     return trainer.run(progress)

@@ -11,6 +11,8 @@ download (DESIGN.md; never a fake, e.g. randomly initialised, perceptual network
 - `detail_loss`: how much fine detail each 8x8 cell holds (mean |Laplacian|), prediction against
   truth. It ignores where inside a cell the detail lies, so it does not reward a blurred guess the
   way L1 does where the flow is not yet exact (docs/stage1.md measures the blur it is meant for).
+- `keypoint_l1`: with the keypoint prior, the keypoints decoded from the latents against the
+  frames' Face Mesh landmarks (the decoder learns from this term alone; see models/keypoint_decoder.py).
 - `VGGPerceptual`: L1 between VGG19 features (pix2pixHD's layers and weights), from a local file.
 - `hinge_g_loss` / `hinge_d_loss` / `feature_matching`: the jointly trained multi-scale PatchGAN
   (`infp.models.discriminator`); its feature matching is the learned perceptual term.
@@ -65,6 +67,11 @@ def detail_loss(pred: torch.Tensor, target: torch.Tensor, cell: int = 8) -> torc
         return F.avg_pool2d(laplacian(x).abs(), cell, ceil_mode=True)  # (B, 3, ~H / cell, ~W / cell)
 
     return F.l1_loss(energy(pred), energy(target))
+
+
+def keypoint_l1(pred: tuple[torch.Tensor, ...], true: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean L1 over matching (B, K, 2) keypoint sets (source's and driving frame's), in [-1, 1] units."""
+    return torch.stack([F.l1_loss(p.float(), t) for p, t in zip(pred, true, strict=True)]).mean()
 
 
 SSIM_SIZE, SSIM_SIGMA = 11, 1.5  # Wang et al.'s window
@@ -276,6 +283,7 @@ class LossConfig:
     ssim: float = 1.0
     region: float = 1.0  # L1 on the eye and lip regions of the target (see `region_l1`)
     detail: float = 0.0  # fine-detail energy per cell (see `detail_loss`); off by default
+    keypoint: float = 1.0  # decoded keypoints vs landmarks; used only by a model with the keypoint prior
     vgg: float = 1.0
     vgg_path: str | None = None
     use_gan: bool = True
@@ -284,7 +292,7 @@ class LossConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
     def __post_init__(self) -> None:
-        for name in ("l1", "ssim", "region", "detail", "vgg", "feature_matching", "adversarial"):
+        for name in ("l1", "ssim", "region", "detail", "keypoint", "vgg", "feature_matching", "adversarial"):
             if getattr(self, name) < 0:
                 raise InfpError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.l1_scales < 1:
@@ -301,6 +309,7 @@ class LossTerms:
     ssim: torch.Tensor | None = None
     region: torch.Tensor | None = None
     detail: torch.Tensor | None = None
+    keypoint: torch.Tensor | None = None
     vgg: torch.Tensor | None = None
     feature_matching: torch.Tensor | None = None
     adversarial: torch.Tensor | None = None
@@ -348,10 +357,12 @@ class ImitationLoss(nn.Module):
     def use_adv(self) -> bool:
         return self.disc is not None and self.cfg.adversarial > 0
 
-    def generator(self, pred: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None = None) -> LossTerms:
+    def generator(self, pred: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None = None,
+                  keypoints: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None) -> LossTerms:
         """The renderer's loss for pred, target (B, 3, H, W) in [0, 1]; `regions` (B, 1, H, W) the
-        target's eyes and lips (the region term is used only when given). Gradients reach `pred` only:
-        D's parameters are frozen for this forward (no D weight gradients are computed)."""
+        target's eyes and lips (the region term is used only when given); `keypoints` (decoded, true)
+        for a model with the keypoint prior. Gradients reach the model only: D's parameters are frozen
+        for this forward (no D weight gradients are computed)."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         cfg, terms = self.cfg, {}
@@ -363,6 +374,8 @@ class ImitationLoss(nn.Module):
             terms["region"] = (cfg.region, region_l1(pred, target, regions))
         if cfg.detail > 0:
             terms["detail"] = (cfg.detail, detail_loss(pred, target))
+        if cfg.keypoint > 0 and keypoints is not None:
+            terms["keypoint"] = (cfg.keypoint, keypoint_l1(*keypoints))
         if self.vgg is not None:
             terms["vgg"] = (cfg.vgg, self.vgg(pred, target))
         if self.use_fm or self.use_adv:
