@@ -156,3 +156,23 @@ def test_cli_fine_tune_with_the_keypoint_prior(synth_clips, tmp_path):
     events = list((run / "logs").rglob("events.out.tfevents*"))
     assert events and b"gen/keypoint" in b"".join(e.read_bytes() for e in events)
     main(["-q", "train", "imitation", "--out", str(run), "--steps", "3", "--resume", "--device", "cpu"])
+
+
+def test_keypoint_flow_equals_the_direct_sum():
+    """The separable computation gives the Nadaraya-Watson sum over keypoints written out in full."""
+    from infp.models.blocks import coords
+
+    torch.manual_seed(0)
+    k_src = torch.rand(3, 20, 2) * 2 - 1
+    k_drv = k_src + 0.05 * torch.randn_like(k_src)
+    size, sigma, bg = 16, 0.1, 0.02
+    grid = coords(3, size, size, k_src).flatten(2).transpose(1, 2)  # (B, HW, 2)
+
+    def density(k):
+        return torch.exp(-((grid[:, :, None] - k[:, None]) ** 2).sum(-1) / (2 * sigma**2))  # (B, HW, K)
+
+    w = density(k_drv)
+    flow = (w[..., None] * (k_src - k_drv)[:, None]).sum(2) / (w.sum(2, keepdim=True) + bg)
+    got_flow, got_change = keypoint_flow(k_src, k_drv, size, sigma, bg)
+    torch.testing.assert_close(got_flow, flow.transpose(1, 2).reshape(3, 2, size, size))
+    torch.testing.assert_close(got_change, (w.sum(2) - density(k_src).sum(2)).view(3, 1, size, size))

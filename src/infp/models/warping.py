@@ -37,13 +37,22 @@ def keypoint_flow(k_src: torch.Tensor, k_drv: torch.Tensor, size: int, sigma: fl
     and normalised (Nadaraya-Watson); `background` is the weight of a still, zero-displacement
     neighbour everywhere, so pixels far from every keypoint (hair, shoulders, background) stay put.
     """
-    b = k_src.shape[0]
-    grid = coords(b, size, size, k_src).flatten(2).transpose(1, 2)  # (B, HW, 2)
+    # The Gaussian is separable, exp(-(dx² + dy²) / 2s²) = gx * gy, so every sum over keypoints is a
+    # (size x K) @ (K x size) product: no (B, HW, K) tensor (11 ms a frame on 2 cores; this, under 1 ms).
+    axis = torch.linspace(-1 + 1 / size, 1 - 1 / size, size, device=k_src.device, dtype=k_src.dtype)
 
-    def density(k: torch.Tensor) -> torch.Tensor:
-        return torch.exp(-((grid[:, :, None] - k[:, None]) ** 2).sum(-1) / (2 * sigma**2))  # (B, HW, K)
+    def profiles(k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        g = torch.exp(-(k[..., None] - axis) ** 2 / (2 * sigma**2))  # (B, K, 2, size)
+        return g[:, :, 0], g[:, :, 1]  # along x, along y: (B, K, size) each
 
-    w = density(k_drv)
-    flow = torch.einsum("bpk,bkc->bpc", w, k_src - k_drv) / (w.sum(2, keepdim=True) + background)  # (B, HW, 2)
-    change = w.sum(2) - density(k_src).sum(2)  # (B, HW)
-    return flow.transpose(1, 2).reshape(b, 2, size, size), change.view(b, 1, size, size)
+    def spread(gx: torch.Tensor, gy: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+        if weight is not None:
+            gy = gy * weight[..., None]  # (B, K, size)
+        return torch.einsum("bky,bkx->byx", gy, gx)  # (B, size, size)
+
+    gx, gy = profiles(k_drv)
+    move = k_src - k_drv  # (B, K, 2)
+    total = spread(gx, gy)
+    flow = torch.stack([spread(gx, gy, move[..., c]) for c in range(2)], dim=1) / (total[:, None] + background)
+    change = total - spread(*profiles(k_src))
+    return flow, change[:, None]  # (B, 2, size, size), (B, 1, size, size)
