@@ -114,13 +114,18 @@ def _mirror_cycle(cycle: np.ndarray, start: int) -> dict[int, int]:
     return {int(c[k]): int(c[-k]) for k in range(len(c))}
 
 
+def _swapped(right: np.ndarray, left: np.ndarray) -> dict[int, int]:
+    """Point i of `right` and point i of `left` mirror each other, both ways."""
+    return {int(a): int(b) for a, b in zip(right, left, strict=True)} | {int(b): int(a) for a, b in zip(right, left)}
+
+
 def _mirror_pair(right: np.ndarray, left: np.ndarray, right_start: int, left_start: int, right_top: int,
                  left_top: int) -> dict[int, int]:
     """Two cycles that mirror each other (the eyes), matched from their outer corners so the tops meet."""
     r, l_ = _rotated(right, right_start), _rotated(left, left_start)
     if list(r).index(right_top) != list(l_).index(left_top):
         l_ = np.concatenate([l_[:1], l_[1:][::-1]])  # the same cycle walked the other way round
-    return {int(a): int(b) for a, b in zip(r, l_)} | {int(b): int(a) for a, b in zip(r, l_)}
+    return _swapped(r, l_)
 
 
 @cache
@@ -140,7 +145,7 @@ def keypoint_mirror() -> np.ndarray:
     m |= _mirror_pair(right_eye, left_eye, RIGHT_EYE_OUTER, LEFT_EYE_OUTER, RIGHT_EYE_TOP, LEFT_EYE_TOP)
     right_brow = np.concatenate(_cycles(fmc.FACEMESH_RIGHT_EYEBROW))  # walked in the same order on both sides
     left_brow = np.concatenate(_cycles(fmc.FACEMESH_LEFT_EYEBROW))
-    m |= {int(a): int(b) for a, b in zip(right_brow, left_brow)} | {int(b): int(a) for a, b in zip(right_brow, left_brow)}
+    m |= _swapped(right_brow, left_brow)
     m[NOSE_TIP] = NOSE_TIP
     pos = {int(k): i for i, k in enumerate(keypoint_indices())}
     return np.array([pos[m[int(k)]] for k in keypoint_indices()])

@@ -69,9 +69,13 @@ class ModResBlock(nn.Module):
         return h * (1 + scale) + shift
 
 
+def pixel_centres(n: int, like: torch.Tensor) -> torch.Tensor:
+    """(n,) centres of n pixels along one axis in [-1, 1], grid_sample's convention (align_corners=False)."""
+    return torch.linspace(-1 + 1 / n, 1 - 1 / n, n, device=like.device, dtype=like.dtype)
+
+
 def coords(batch: int, height: int, width: int, like: torch.Tensor) -> torch.Tensor:
     """(B, 2, H, W) pixel-centre coordinates in [-1, 1] (x, y), the convention of grid_sample."""
-    ys = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, device=like.device, dtype=like.dtype)
-    xs = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, device=like.device, dtype=like.dtype)
+    ys, xs = pixel_centres(height, like), pixel_centres(width, like)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([gx, gy]).expand(batch, 2, height, width)
