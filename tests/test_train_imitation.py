@@ -143,9 +143,9 @@ def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
     assert 0 < report["baseline"]["ssim"] <= 1 and report["model"]["fid"] is None
     assert report["model"]["detail"] > 0 and "detail model" in (out / "imitation.md").read_text()
     assert report["transfer"]["n_frames"] == 10 and 0 <= report["transfer"]["found"] <= 1
-    assert "mouth r model" in (out / "imitation.md").read_text()
+    assert "mouth r model" in (out / "imitation.md").read_text() and "open-mouth L1" in (out / "imitation.md").read_text()
     grid = cv2.imread(str(out / "cross_identity.png"))
-    assert grid.shape == (2 * 64, 3 * 64, 3)
+    assert grid.shape == (2 * 64, 4 * 64, 3)  # portrait | the clip's neutral frame | 2 driving frames
     assert "copy-source" in (out / "imitation.md").read_text()
     assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--out", str(out), "--checkpoint",
                  str(tmp_path / "nowhere")]) == 2

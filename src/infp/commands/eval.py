@@ -49,9 +49,9 @@ def run_imitation(args: argparse.Namespace) -> None:
     if args.portraits:
         portraits = load_portraits(args.portraits, model.cfg.size)
         frames = [load_clip_frames(c, model.cfg.size, args.max_frames) for c in clips[: args.grid_clips]]
-        # evenly spread frames after the first (the first is the clip's reference pose)
-        driving = [(f, int(f.usable[k])) for f in frames
-                   for k in np.linspace(0, len(f.usable) - 1, args.grid_frames + 1).round().astype(int)[1:]]
+        # evenly spread frames after the first (the grid measures motion from each clip's most neutral frame)
+        driving = [(f, [int(f.usable[k]) for k in np.linspace(0, len(f.usable) - 1, args.grid_frames + 1).round()
+                        .astype(int)[1:]]) for f in frames]
         write_png(args.out / "cross_identity.png", cross_identity_grid(model, portraits, driving))
         log.info("cross-identity grid: %s", args.out / "cross_identity.png")
 

@@ -27,6 +27,12 @@ def run_imitation(args: argparse.Namespace) -> None:
     overrides = {"representation": args.representation} if args.representation else {}
     if args.keypoint_prior:
         overrides["keypoint_prior"] = True
+    if args.mouth_mask:
+        overrides |= {"keypoint_prior": True, "mouth_mask": True}
+    if args.keypoint_head:
+        overrides |= {"keypoint_prior": True, "keypoint_head": args.keypoint_head}
+    if args.correction_max:
+        overrides |= {"keypoint_prior": True, "correction_max": args.correction_max}
     model_cfg = imitator_preset(args.preset, **overrides)
     defaults = TrainConfig()
     cfg = TrainConfig(
@@ -37,7 +43,8 @@ def run_imitation(args: argparse.Namespace) -> None:
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
     loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan, region=args.region_weight,
-                          detail=args.detail_weight, keypoint=args.keypoint_weight)
+                          detail=args.detail_weight, keypoint=args.keypoint_weight,
+                          correction=args.correction_weight)
     r = train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
                         progress=not args.quiet, cpu=args.device == "cpu", dtype=args.dtype)
     log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
@@ -115,6 +122,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--keypoint-prior", action="store_true",
                    help="decode the latents into keypoints whose motion gives F a prior flow; with --init-from "
                         "a checkpoint without it, the model grows and (E_m frozen) the keypoint decoder is fitted first")
+    s.add_argument("--mouth-mask", action="store_true",
+                   help="the decoder also reads where the keypoints' inner lips open the mouth (implies "
+                        "--keypoint-prior); with --init-from a checkpoint without it, the decoder grows")
+    s.add_argument("--keypoint-head", type=non_negative, default=0.0, metavar="WIDTH",
+                   help="spread the keypoints' common (affine) motion over the whole head, a Gaussian WIDTH times "
+                        "their RMS radius wide (1 is a good value; implies --keypoint-prior; default 0: off)")
+    s.add_argument("--correction-max", type=non_negative, default=0.0, metavar="M",
+                   help="bound F's correction to the keypoint prior flow smoothly by M (M tanh(c / M), [-1, 1] units; "
+                        "0.15 is safe; implies --keypoint-prior; default 0: unbounded)")
+    s.add_argument("--correction-weight", type=non_negative, default=0.5,
+                   help="with the keypoint prior: weight of the L1 size of F's correction to the prior flow "
+                        "(default 0.5; 0 lets F move flat regions freely, which a discriminator turns into swirls)")
     s.add_argument("--keypoint-weight", type=float, default=1.0,
                    help="weight of the keypoint loss (decoded keypoints vs landmarks; default 1)")
     s.set_defaults(func=run_imitation)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 from torch import nn
 from tqdm import tqdm
 
@@ -28,7 +29,9 @@ from infp.eval.metrics import FrameMetrics, ImageScores
 from infp.face.expression import mouth_opening
 from infp.face.hybrid import represent
 from infp.face.pose import head_pose
+from infp.face.topology import lip_polygons
 from infp.models import Imitator
+from infp.models.warping import polygon_mask
 
 
 @dataclass(frozen=True)
@@ -95,27 +98,42 @@ class ImitationReport:
         return [*self.clips, ClipScores("**all**", self.model.n_frames, self.model, self.baseline,
                                         self.transfer, self.baseline_transfer)]
 
+    def _table(self, columns: list[str], cells) -> list[str]:
+        """Markdown rows: a header of `columns` after "clip", then one row per clip and the total,
+        `cells(ClipScores)` giving each row's formatted values."""
+        rows = ["| clip | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        return rows + [f"| {c.id} | " + " | ".join(cells(c)) + " |" for c in self._rows()]
+
     def markdown(self) -> str:
-        fid = self.model.fid is not None
-        head = "| clip | frames | SSIM model | SSIM copy-source | PSNR model | PSNR copy-source | detail model |"
-        rows = [head, "|---|---|---|---|---|---|---|"]
-        for c in self._rows():
-            rows.append(f"| {c.id} | {c.n_frames} | {c.model.ssim:.4f} | {c.baseline.ssim:.4f} | "
-                        f"{c.model.psnr:.2f} | {c.baseline.psnr:.2f} | {c.model.detail:.2f} |")
+        rows = self._table(["frames", "SSIM model", "SSIM copy-source", "PSNR model", "PSNR copy-source", "detail model"],
+                           lambda c: [str(c.n_frames), f"{c.model.ssim:.4f}", f"{c.baseline.ssim:.4f}",
+                                      f"{c.model.psnr:.2f}", f"{c.baseline.psnr:.2f}", f"{c.model.detail:.2f}"])
         rows.append("\ndetail: the predictions' mean |Laplacian| over the true frames' (1 = as sharp as the "
                     "truth, below 1 = blurred).")
-        if fid:
+        if self.model.fid is not None:
             rows.append(f"\nFID: model {self.model.fid:.2f}, copy-source {self.baseline.fid:.2f}")
+        rows += ["", ("Inside the open mouth (the true frames' inner-lip polygons, pixel-weighted): mean |error| "
+                      "per colour value, and mean brightness (a closed-lip guess is lighter than a dark cavity):"), ""]
+        rows += self._table(["open-mouth L1 model", "open-mouth L1 copy-source", "brightness model",
+                             "brightness copy-source", "brightness truth"],
+                            lambda c: [f"{c.model.mouth_l1:.4f}", f"{c.baseline.mouth_l1:.4f}", f"{c.model.mouth_luma:.3f}",
+                                       f"{c.baseline.mouth_luma:.3f}", f"{c.model.mouth_luma_true:.3f}"])
         if self.transfer is not None:
             rows += ["", ("Motion transfer (MediaPipe on predictions and true frames; the copy-source mouth "
-                          "never moves, so it has no r):"), "",
-                     ("| clip | mouth r model | mouth error model | mouth error copy-source | pose error model (deg) "
-                      "| pose error copy-source (deg) | face found model |"), "|---|---|---|---|---|---|---|"]
-            for c in self._rows():
-                t, b = c.transfer, c.baseline_transfer
-                rows.append(f"| {c.id} | {t.mouth_r:.3f} | {t.mouth_err:.4f} | {b.mouth_err:.4f} | "
-                            f"{t.pose_err:.2f} | {b.pose_err:.2f} | {t.found:.0%} |")
+                          "never moves, so it has no r):"), ""]
+            rows += self._table(["mouth r model", "mouth error model", "mouth error copy-source", "pose error model (deg)",
+                                 "pose error copy-source (deg)", "face found model"],
+                                lambda c: [f"{c.transfer.mouth_r:.3f}", f"{c.transfer.mouth_err:.4f}",
+                                           f"{c.baseline_transfer.mouth_err:.4f}", f"{c.transfer.pose_err:.2f}",
+                                           f"{c.baseline_transfer.pose_err:.2f}", f"{c.transfer.found:.0%}"])
         return "\n".join(rows) + "\n"
+
+
+def open_mouth(points: np.ndarray, size: int) -> torch.Tensor:
+    """(B, 1, S, S) share of each pixel inside the inner-lip polygon of landmarks (B, 478, 2+) in crop
+    pixels: where the true frame shows teeth or the mouth's cavity (zero where the lips are closed)."""
+    lips = torch.from_numpy(points[:, lip_polygons()[1], :2].astype(np.float32)) / size * 2 - 1
+    return polygon_mask(lips, size, supersample=2)
 
 
 def _reps(clip: ClipFrames, idx: np.ndarray, kind: str) -> torch.Tensor:
@@ -124,7 +142,8 @@ def _reps(clip: ClipFrames, idx: np.ndarray, kind: str) -> torch.Tensor:
 
 @torch.no_grad()
 def reenact_clip(model: Imitator, clip: ClipFrames, idx: np.ndarray, batch: int = 8):
-    """Yield (prediction, target, source) batches for frames `idx`, the first usable frame as source."""
+    """Yield (frame indices, prediction, target, source) batches for frames `idx`, the first usable
+    frame as source."""
     device = next(model.parameters()).device
     kind = model.cfg.representation
     s = clip.usable[0]
@@ -136,7 +155,7 @@ def reenact_clip(model: Imitator, clip: ClipFrames, idx: np.ndarray, batch: int 
         z = model.encode_motion(_reps(clip, part, kind).to(device))
         n = len(part)
         pred = model.render(app.expand(n), z_src.expand(n, -1), z).image.clamp(0, 1)
-        yield pred.cpu(), to_tensor(clip.frames[part]), source.cpu().expand(n, -1, -1, -1)
+        yield part, pred.cpu(), to_tensor(clip.frames[part]), source.cpu().expand(n, -1, -1, -1)
 
 
 def _transfer(preds: list[np.ndarray], frames: ClipFrames, idx: np.ndarray) -> tuple[TransferScores, TransferScores]:
@@ -164,9 +183,10 @@ def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_f
         idx = frames.usable[1::every]  # the source frame itself is the input, not a prediction: not scored
         m, b = FrameMetrics(), FrameMetrics()
         preds = []
-        for pred, target, source in reenact_clip(model, frames, idx):
+        for part, pred, target, source in reenact_clip(model, frames, idx):
+            mouth = open_mouth(frames.points[part], model.cfg.size)
             for metrics, guess in ((m, pred), (total_m, pred), (b, source), (total_b, source)):
-                metrics.update(guess, target)
+                metrics.update(guess, target, mouth)
             if transfer:
                 preds.extend(to_uint8(pred))
         t = _transfer(preds, frames, idx) if transfer else (None, None)
@@ -178,24 +198,38 @@ def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_f
     return ImitationReport(scores, total_m.compute(), total_b.compute(), *t)
 
 
+def neutral_frame(clip: ClipFrames) -> int:
+    """The clip's most neutral usable frame, the reference its motion is measured from in the grid:
+    the best sum of two ranks, mouth opening (closed first) and head pose's distance from the clip's
+    median pose. A reference with an open mouth or a turned head would have a closed-mouth,
+    frontal portrait close its mouth further or turn back past frontal."""
+    pts = clip.points[clip.usable]
+    pose = head_pose(pts)
+    turn = np.abs(pose - np.median(pose, axis=0)).sum(-1)
+    ranks = rankdata(mouth_opening(pts)) + rankdata(turn)  # ties share their mean rank
+    return int(clip.usable[int(np.argmin(ranks))])
+
+
 @torch.no_grad()
-def cross_identity_grid(model: Imitator, portraits: list[Portrait], driving: list[tuple[ClipFrames, int]]) -> np.ndarray:
-    """Rows: each portrait driven by each driving frame. Top row: the driving frames; first column:
-    the portraits. (H, W, 3) uint8. Motion is transferred as a change: z_src is the portrait's own
-    code, z_drv the driving frame's, relative to the driving clip's first frame."""
+def cross_identity_grid(model: Imitator, portraits: list[Portrait], driving: list[tuple[ClipFrames, list[int]]]) -> np.ndarray:
+    """Rows: each portrait driven by frames of each driving clip; top row: the driving frames; first
+    column: the portraits. (H, W, 3) uint8. Motion is transferred as a change: z_src is the
+    portrait's own code, z_drv that plus the driving frame's code minus the code of the clip's
+    `neutral_frame`, which opens each clip's columns (the portrait rendered with no motion)."""
     from infp.train.samples import to_uint8
 
     device = next(model.parameters()).device
     kind, size = model.cfg.representation, model.cfg.size
-    drv_reps = torch.cat([_reps(c, np.array([i]), kind) for c, i in driving]).to(device)
-    first_reps = torch.cat([_reps(c, c.usable[:1], kind) for c, _ in driving]).to(device)
-    dz = model.encode_motion(drv_reps) - model.encode_motion(first_reps)  # (N, D): each frame's motion
-    top = [np.zeros((size, size, 3), np.uint8)] + [c.frames[i] for c, i in driving]
+    columns = [(c, i, ref) for c, idx in driving for ref in [neutral_frame(c)] for i in [ref, *idx]]
+    drv_reps = torch.cat([_reps(c, np.array([i]), kind) for c, i, _ in columns]).to(device)
+    ref_reps = torch.cat([_reps(c, np.array([ref]), kind) for c, _, ref in columns]).to(device)
+    dz = model.encode_motion(drv_reps) - model.encode_motion(ref_reps)  # (N, D): each frame's motion
+    top = [np.zeros((size, size, 3), np.uint8)] + [c.frames[i] for c, i, _ in columns]
     rows = [np.concatenate(top, 1)]
     for p in portraits:
         src = to_tensor(p.image[None]).to(device)
         z_src = model.encode_motion(to_tensor(represent(p.image, p.points, kind)[None]).to(device))
         app = model.encode_appearance(src)
-        outs = [model.render(app, z_src, z_src + dz[k : k + 1]).image for k in range(len(driving))]
+        outs = [model.render(app, z_src, z_src + dz[k : k + 1]).image for k in range(len(columns))]
         rows.append(np.concatenate([p.image, *to_uint8(torch.cat(outs))], 1))
     return np.concatenate(rows, 0)

@@ -53,6 +53,10 @@ class ImageScores:
     n_frames: int
     fid: float | None  # None without feature extractor, or with fewer than 2 frames
     detail: float = float("nan")  # mean |Laplacian| of the predictions / of the true frames; NaN if the truth is flat
+    # inside the true frames' open mouths (inner-lip polygons, pixel-weighted); NaN when none opens or none was given
+    mouth_l1: float = float("nan")  # mean |pred - truth| per colour value there
+    mouth_luma: float = float("nan")  # mean brightness of the predictions there
+    mouth_luma_true: float = float("nan")  # ... and of the true frames (a dark cavity, light teeth)
 
 
 class InceptionFeatures(nn.Module):
@@ -168,6 +172,7 @@ class FrameMetrics:
             self.fid = FrechetInceptionDistance(feature=fid_features, normalize=False)
         self.n_frames = 0
         self.detail_pred = self.detail_true = 0.0  # summed |Laplacian| of predictions and true frames
+        self.mouth = torch.zeros(4, dtype=torch.float64)  # area, summed |error|, summed pred / true brightness
 
     def to(self, device: torch.device | str) -> FrameMetrics:
         for metric in (self.ssim, self.psnr, self.fid):
@@ -181,10 +186,12 @@ class FrameMetrics:
                 metric.reset()
         self.n_frames = 0
         self.detail_pred = self.detail_true = 0.0
+        self.mouth.zero_()
 
     @torch.no_grad()
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        """Add a batch: `pred` and `target` (B, 3, H, W), uint8 or float in [0, 1]."""
+    def update(self, pred: Tensor, target: Tensor, mouth: Tensor | None = None) -> None:
+        """Add a batch: `pred` and `target` (B, 3, H, W), uint8 or float in [0, 1]; `mouth` (B, 1, H, W)
+        in [0, 1]: where the true frames' mouths are open (e.g. `warping.polygon_mask` of the inner lips)."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         p, t = _as_unit_float(pred, "pred"), _as_unit_float(target, "target")
@@ -196,6 +203,10 @@ class FrameMetrics:
         self.detail_pred += laplacian_sum(p)
         self.detail_true += laplacian_sum(t)
         self.n_frames += p.shape[0]
+        if mouth is not None:
+            m = mouth.to(p)
+            area = m.sum() * 3  # per colour value, like the error
+            self.mouth += torch.stack([area, ((p - t).abs() * m).sum(), (p * m).sum(), (t * m).sum()]).double().cpu()
 
     def compute(self) -> ImageScores:
         if self.n_frames == 0:
@@ -207,7 +218,14 @@ class FrameMetrics:
             n_frames=self.n_frames,
             fid=self._compute_fid(),
             detail=self.detail_pred / self.detail_true if self.detail_true > 0 else float("nan"),
+            **self._mouth_scores(),
         )
+
+    def _mouth_scores(self) -> dict[str, float]:
+        area, err, pred, true = self.mouth.tolist()
+        if area == 0:
+            return {}
+        return {"mouth_l1": err / area, "mouth_luma": pred / area, "mouth_luma_true": true / area}
 
     def _compute_fid(self) -> float | None:
         if self.fid is None:

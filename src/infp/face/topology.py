@@ -149,3 +149,11 @@ def keypoint_mirror() -> np.ndarray:
     m[NOSE_TIP] = NOSE_TIP
     pos = {int(k): i for i, k in enumerate(keypoint_indices())}
     return np.array([pos[m[int(k)]] for k in keypoint_indices()])
+
+
+@cache
+def inner_lip_keypoints() -> np.ndarray:
+    """Positions, within `keypoint_indices()`, of the inner lip outline, in its polygon order: the
+    opening of the mouth, whose inside (teeth, cavity) no closed-mouth source holds."""
+    pos = {int(k): i for i, k in enumerate(keypoint_indices())}
+    return np.array([pos[int(k)] for k in lip_polygons()[1]])

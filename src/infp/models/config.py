@@ -30,6 +30,14 @@ class ImitatorConfig:
     keypoint_prior: bool = False
     keypoint_sigma: float = 0.05  # reach of each keypoint's motion, in [-1, 1] units (6 px at 256)
     keypoint_hidden: int = 512  # width of the keypoint decoder's MLP
+    # > 0: the keypoints' affine motion moves the whole head, over a Gaussian this many times their
+    # RMS radius wide (warping.head_flow); 0: only the keypoints' neighbourhoods move
+    keypoint_head: float = 0.0
+    # > 0: F's correction to the keypoint prior flow is bounded smoothly by this (m tanh(c / m), in
+    # [-1, 1] units); 0: unbounded. A safety net for motions far outside training (docs/stage1.md)
+    correction_max: float = 0.0
+    # the decoder also reads where the keypoints' inner lips open the mouth (needs keypoint_prior)
+    mouth_mask: bool = False
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -38,6 +46,8 @@ class ImitatorConfig:
             raise ValueError("skip_channels needs one entry per feature_down step")
         if self.size % (2 ** (self.feature_down + len(self.flow_channels) - 1)):
             raise ValueError(f"size {self.size} must be divisible by the flow U-Net's total stride")
+        if self.mouth_mask and not self.keypoint_prior:
+            raise ValueError("mouth_mask reads the keypoint prior's keypoints: it needs keypoint_prior")
 
     @property
     def feature_size(self) -> int:

@@ -5,6 +5,11 @@ the two upsampling steps read the warped fine skips of the appearance encoder fo
 output is a correction added to the source image warped by the same flow: the flow moves what exists
 (head pose, lids, lips) and the decoder paints what the source lacks (teeth, mouth interior, closed
 eyes). Its last layer starts at zero, so a new model renders the (warped) source exactly.
+
+With `mouth_mask`, every stage also reads two masks drawn from the keypoints' inner lips: the
+driving frame's mouth opening, and the source's carried along by the flow. Where the first covers
+more than the second the mouth has opened, and the warped source holds only lips stretched over it:
+that is where the decoder has to paint the teeth and the dark cavity.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from infp.models.config import ImitatorConfig
 from infp.models.flow_estimator import Flow, condition_width, motion_condition, pair
 from infp.models.warping import resize_flow, warp
 
+MOUTH_CHANNELS = 2  # the driving frame's mouth opening and the source's, warped
+
 
 def _occlude(x: torch.Tensor, occlusion: torch.Tensor) -> torch.Tensor:
     if occlusion.shape[-2:] != x.shape[-2:]:
@@ -32,25 +39,36 @@ class Decoder(nn.Module):
         width = cfg.decoder_channels
         cond = condition_width(cfg)
         self.condition = motion_condition(cfg)
-        self.inp = ConvNormAct(cfg.feature_channels, width)
+        extra = MOUTH_CHANNELS if cfg.mouth_mask else 0
+        self.inp = ConvNormAct(cfg.feature_channels + extra, width)
         self.blocks = nn.ModuleList(ModResBlock(width, cond) for _ in range(cfg.decoder_blocks))
         self.reduce, self.fuse = nn.ModuleList(), nn.ModuleList()
         c = width
         for skip in reversed(cfg.skip_channels):
             self.reduce.append(nn.Conv2d(c, c // 2, 1))
-            self.fuse.append(ConvNormAct(c // 2 + skip, c // 2))
+            self.fuse.append(ConvNormAct(c // 2 + skip + extra, c // 2))
             c //= 2
         self.out = nn.Conv2d(c, 3, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 
-    def forward(self, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor, z_drv: torch.Tensor) -> torch.Tensor:
+    def forward(self, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor, z_drv: torch.Tensor,
+                mouth: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """`mouth`: the (driving, source) mouth-opening masks (B, 1, h, w) at the feature
+        resolution, given exactly when the config has `mouth_mask`."""
         cond = self.condition(pair(z_src, z_drv))
-        x = self.inp(_occlude(warp(app.volume, flow.flow), flow.occlusion))  # (B, W, h, w)
+        masks = None if mouth is None else torch.cat([mouth[0], warp(mouth[1], flow.flow)], dim=1)  # (B, 2, h, w)
+
+        def with_masks(x: torch.Tensor) -> torch.Tensor:  # appended last: a grown model's zero weights read them
+            if masks is None:
+                return x
+            return torch.cat([x, F.interpolate(masks, size=x.shape[-2:], mode="bilinear", align_corners=False)], 1)
+
+        x = self.inp(with_masks(_occlude(warp(app.volume, flow.flow), flow.occlusion)))  # (B, W, h, w)
         for block in self.blocks:
             x = block(x, cond)
         for reduce, fuse, skip in zip(self.reduce, self.fuse, reversed(app.skips)):
             x = F.interpolate(reduce(x), scale_factor=2.0, mode="nearest")
-            x = fuse(torch.cat([x, _occlude(warp(skip, flow.flow), flow.occlusion)], dim=1))
+            x = fuse(with_masks(torch.cat([x, _occlude(warp(skip, flow.flow), flow.occlusion)], dim=1)))
         full = resize_flow(flow.flow, app.image.shape[-2:])
         return warp(app.image, full) + self.out(x)  # (B, 3, S, S), not clamped: losses see the raw output

@@ -32,6 +32,7 @@ PRIOR_CHANNELS = 3  # the keypoint prior's flow (2) and density change (1)
 class Flow(NamedTuple):
     flow: torch.Tensor  # (B, 2, h, w) backward flow in grid_sample units at the feature resolution
     occlusion: torch.Tensor  # (B, 1, h, w) in (0, 1)
+    correction: torch.Tensor | None = None  # (B, 2, h, w): F's own part, added to the keypoint prior
 
 
 def condition_width(cfg: ImitatorConfig) -> int:
@@ -55,6 +56,7 @@ class FlowEstimator(nn.Module):
         chans = cfg.flow_channels
         cond = condition_width(cfg)
         self.condition = motion_condition(cfg)
+        self.correction_max = cfg.correction_max
         extra = PRIOR_CHANNELS if cfg.keypoint_prior else 0
         self.inp = ConvNormAct(cfg.feature_channels + 2 + extra, chans[0])
         self.enc = nn.ModuleList(ModResBlock(c, cond) for c in chans)
@@ -86,5 +88,9 @@ class FlowEstimator(nn.Module):
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = self.dec[i](self.up[i](torch.cat([x, skips[i]], dim=1)), c)
         out = self.out(x)
-        flow = out[:, :2] if prior is None else out[:, :2] + prior[0]
-        return Flow(flow, torch.sigmoid(out[:, 2:]))
+        if prior is None:
+            return Flow(out[:, :2], torch.sigmoid(out[:, 2:]))
+        correction, bound = out[:, :2], self.correction_max
+        if bound > 0:  # about the identity for the small corrections of trained motion, never a swirl
+            correction = bound * torch.tanh(correction / bound)
+        return Flow(correction + prior[0], torch.sigmoid(out[:, 2:]), correction)

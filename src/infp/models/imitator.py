@@ -3,7 +3,8 @@
 INFP Sec. 3.1 (motion-based head imitation): a source frame is re-rendered with the motion of a
 driving frame, the motion entering only as a low-dimensional latent `E_m(hybrid(driving))`. Stage 2
 generates those latents from audio; this model turns them back into video. With `keypoint_prior`
-the latents are also decoded into keypoints whose motion gives `F` a prior flow.
+the latents are also decoded into keypoints whose motion gives `F` a prior flow; with `mouth_mask`
+their inner lips also tell the decoder where the mouth opens.
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from infp.face.topology import inner_lip_keypoints
 from infp.models.appearance_encoder import AppearanceEncoder, AppearanceFeatures
 from infp.models.config import ImitatorConfig
 from infp.models.decoder import Decoder
 from infp.models.flow_estimator import Flow, FlowEstimator
 from infp.models.keypoint_decoder import KeypointDecoder
 from infp.models.motion_encoder import MotionEncoder
-from infp.models.warping import keypoint_flow
+from infp.models.warping import keypoint_flow, polygon_mask
 
 KIND = "imitator"
 
@@ -56,14 +58,18 @@ class Imitator(nn.Module):
 
     def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor) -> Rendered:
         """The per-frame work: motion codes -> (keypoints ->) flow -> warp -> decode."""
-        kp, prior = None, None
+        kp, prior, mouth = None, None, None
         if self.keypoint_decoder is not None:
             kp = Keypoints(self.keypoint_decoder(z_src), self.keypoint_decoder(z_drv))
             # detached: the keypoints stay landmarks, trained only against landmarks, not bent by the image loss
-            prior = keypoint_flow(kp.source.detach(), kp.driving.detach(), self.cfg.feature_size,
-                                  self.cfg.keypoint_sigma)
+            src, drv = kp.source.detach(), kp.driving.detach()
+            prior = keypoint_flow(src, drv, self.cfg.feature_size, self.cfg.keypoint_sigma,
+                                  head=self.cfg.keypoint_head)
+            if self.cfg.mouth_mask:
+                lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
+                mouth = tuple(polygon_mask(k[:, lips].float(), self.cfg.feature_size).to(k.dtype) for k in (drv, src))
         flow = self.flow_estimator(app.volume, z_src, z_drv, prior)
-        return Rendered(self.decoder(app, flow, z_src, z_drv), flow, kp)
+        return Rendered(self.decoder(app, flow, z_src, z_drv, mouth), flow, kp)
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))

@@ -61,15 +61,18 @@ def _resumed_configs(saved: dict, train_cfg: TrainConfig) -> tuple[ImitatorConfi
     new = replace(old, steps=train_cfg.steps, log_every=train_cfg.log_every, sample_every=train_cfg.sample_every,
                   save_every=train_cfg.save_every)
     loss = dict(saved["loss"])
-    loss.setdefault("region", 0.0)  # runs saved before the region term existed trained without it
+    # runs saved before the region and correction terms existed trained without them
+    loss.setdefault("region", 0.0)
+    loss.setdefault("correction", 0.0)
     loss["discriminator"] = DiscriminatorConfig(**loss["discriminator"])
     return model_cfg, new, LossConfig(**loss)
 
 
 def load_grown(model: Imitator, state: dict[str, torch.Tensor]) -> list[str]:
-    """Load a checkpoint's weights into a model that may have grown (the keypoint prior added): new
-    tensors keep their initialisation, and a conv that reads more input channels than before (F's
-    first one) gets the old weights with zeros for the new channels, so it computes what it did.
+    """Load a checkpoint's weights into a model that may have grown (the keypoint prior or the mouth
+    masks added): new tensors keep their initialisation, and a conv that reads more input channels
+    than before (F's first one, the decoder's input and fuse convs) gets the old weights with zeros for
+    the new channels, so it computes what it did.
     Returns the names of the tensors that did not come from `state`."""
     own = model.state_dict()
     unknown = sorted(set(state) - set(own))
@@ -153,7 +156,7 @@ class Trainer(RunLoop):
             self.opt_d.step()
             logged.update({f"disc/{k}": v for k, v in d.logged().items()})
         kp = None if out.keypoints is None else (out.keypoints, (b.source_points, b.driving_points))
-        g = self.loss.generator(pred, b.driving, b.driving_regions, kp)
+        g = self.loss.generator(pred, b.driving, b.driving_regions, kp, out.flow.correction)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(g.total)
         if self.cfg.grad_clip:
@@ -182,8 +185,12 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
         data = [Path(d) for d in saved["data"]]
     elif cfg.init_from:
         start = Imitator.from_pretrained(cfg.init_from).cfg
-        # the one architecture change a fine-tune may make: adding the keypoint prior
-        model_cfg = replace(start, keypoint_prior=start.keypoint_prior or model_cfg.keypoint_prior)
+        # the changes a fine-tune may make: adding the keypoint prior or the mouth masks (new weights),
+        # spreading the keypoints' common motion over the head, bounding F's correction (no new weights)
+        model_cfg = replace(start, keypoint_prior=start.keypoint_prior or model_cfg.keypoint_prior,
+                            mouth_mask=start.mouth_mask or model_cfg.mouth_mask,
+                            keypoint_head=model_cfg.keypoint_head or start.keypoint_head,
+                            correction_max=model_cfg.correction_max or start.correction_max)
         log.info("starting from the weights of %s (preset %s)", cfg.init_from, model_cfg.preset)
     clips = [c for d in data for c in clips_in(d)]
     frames = load_clips(clips, model_cfg.size, progress=progress, max_frames=cfg.max_frames)

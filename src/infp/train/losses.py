@@ -11,6 +11,11 @@ download (DESIGN.md; never a fake, e.g. randomly initialised, perceptual network
 - `detail_loss`: how much fine detail each 8x8 cell holds (mean |Laplacian|), prediction against
   truth. It ignores where inside a cell the detail lies, so it does not reward a blurred guess the
   way L1 does where the flow is not yet exact (docs/stage1.md measures the blur it is meant for).
+- `correction_l1`: with the keypoint prior, the mean size of F's correction to the prior flow. The
+  prior already moves what the keypoints move; without this term, F is free to send pixels of flat
+  regions (a plain wall) anywhere at no cost in L1, and in a fine-tune with the discriminator it grew
+  swirls that tore whole frames, even a frame driven by itself. With it, the same fine-tune kept
+  such frames intact (docs/stage1.md, "The head prior, the correction bound and the mouth masks").
 - `keypoint_l1`: with the keypoint prior, the keypoints decoded from the latents against the
   frames' Face Mesh landmarks (the decoder learns from this term alone; see models/keypoint_decoder.py).
 - `VGGPerceptual`: L1 between VGG19 features (pix2pixHD's layers and weights), from a local file.
@@ -67,6 +72,11 @@ def detail_loss(pred: torch.Tensor, target: torch.Tensor, cell: int = 8) -> torc
         return F.avg_pool2d(laplacian(x).abs(), cell, ceil_mode=True)  # (B, 3, ~H / cell, ~W / cell)
 
     return F.l1_loss(energy(pred), energy(target))
+
+
+def correction_l1(correction: torch.Tensor) -> torch.Tensor:
+    """Mean |F's correction| (B, 2, h, w) to the keypoint prior flow, in grid_sample units."""
+    return correction.float().abs().mean()
 
 
 def keypoint_l1(pred: tuple[torch.Tensor, ...], true: tuple[torch.Tensor, ...]) -> torch.Tensor:
@@ -284,6 +294,7 @@ class LossConfig:
     region: float = 1.0  # L1 on the eye and lip regions of the target (see `region_l1`)
     detail: float = 0.0  # fine-detail energy per cell (see `detail_loss`); off by default
     keypoint: float = 1.0  # decoded keypoints vs landmarks; used only by a model with the keypoint prior
+    correction: float = 0.5  # size of F's correction to the keypoint prior flow (see `correction_l1`); ditto
     vgg: float = 1.0
     vgg_path: str | None = None
     use_gan: bool = True
@@ -292,7 +303,7 @@ class LossConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
     def __post_init__(self) -> None:
-        for name in ("l1", "ssim", "region", "detail", "keypoint", "vgg", "feature_matching", "adversarial"):
+        for name in ("l1", "ssim", "region", "detail", "keypoint", "correction", "vgg", "feature_matching", "adversarial"):
             if getattr(self, name) < 0:
                 raise InfpError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.l1_scales < 1:
@@ -310,6 +321,7 @@ class LossTerms:
     region: torch.Tensor | None = None
     detail: torch.Tensor | None = None
     keypoint: torch.Tensor | None = None
+    correction: torch.Tensor | None = None
     vgg: torch.Tensor | None = None
     feature_matching: torch.Tensor | None = None
     adversarial: torch.Tensor | None = None
@@ -358,10 +370,11 @@ class ImitationLoss(nn.Module):
         return self.disc is not None and self.cfg.adversarial > 0
 
     def generator(self, pred: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None = None,
-                  keypoints: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None) -> LossTerms:
+                  keypoints: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None,
+                  correction: torch.Tensor | None = None) -> LossTerms:
         """The renderer's loss for pred, target (B, 3, H, W) in [0, 1]; `regions` (B, 1, H, W) the
         target's eyes and lips (the region term is used only when given); `keypoints` (decoded, true)
-        for a model with the keypoint prior. Gradients reach the model only: D's parameters are frozen
+        and F's `correction` to the prior flow, for a model with the keypoint prior. Gradients reach the model only: D's parameters are frozen
         for this forward (no D weight gradients are computed)."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
@@ -376,6 +389,8 @@ class ImitationLoss(nn.Module):
             terms["detail"] = (cfg.detail, detail_loss(pred, target))
         if cfg.keypoint > 0 and keypoints is not None:
             terms["keypoint"] = (cfg.keypoint, keypoint_l1(*keypoints))
+        if cfg.correction > 0 and correction is not None:
+            terms["correction"] = (cfg.correction, correction_l1(correction))
         if self.vgg is not None:
             terms["vgg"] = (cfg.vgg, self.vgg(pred, target))
         if self.use_fm or self.use_adv:
