@@ -111,6 +111,12 @@ def polygon_mask(poly: torch.Tensor, size: int, supersample: int = 4) -> torch.T
     spans = (y0 <= axis) != (y1 <= axis)  # (B, P, n): the edge crosses this row
     t = (axis - y0) / torch.where(y1 == y0, torch.ones_like(y0), y1 - y0)
     x = p0[..., :1] + t * (p1[..., :1] - p0[..., :1])  # (B, P, n): where it crosses
-    hits = (spans[..., None] & (x[..., None] > axis)).sum(1)  # (B, n rows, n cols) crossings to the right
+    # Column j lies left of a crossing at x when j < left, the number of pixel centres below x. So
+    # count the crossings per value of `left` (bin 0 also takes the edges that miss the row, as they
+    # lie left of no column) and sum the counts from j + 1 up: (B, n, n) work, not (B, P, n, n).
+    left = torch.ceil(((x + 1) * n - 1) / 2).clamp(0, n).long() * spans  # (B, P, n)
+    bins = torch.zeros(poly.shape[0], n, n + 1, device=poly.device)
+    bins.scatter_add_(2, left.transpose(1, 2), torch.ones_like(left.transpose(1, 2), dtype=bins.dtype))
+    hits = bins.flip(2).cumsum(2).flip(2)[..., 1:]  # (B, n rows, n cols): crossings right of each pixel
     inside = (hits % 2).to(poly.dtype)[:, None]
     return F.avg_pool2d(inside, supersample) if supersample > 1 else inside
