@@ -25,14 +25,11 @@ def run_imitation(args: argparse.Namespace) -> None:
     from infp.train.losses import LossConfig
 
     overrides = {"representation": args.representation} if args.representation else {}
-    if args.keypoint_prior:
-        overrides["keypoint_prior"] = True
-    if args.mouth_mask:
-        overrides |= {"keypoint_prior": True, "mouth_mask": True}
-    if args.keypoint_head:
-        overrides |= {"keypoint_prior": True, "keypoint_head": args.keypoint_head}
-    if args.correction_max:
-        overrides |= {"keypoint_prior": True, "correction_max": args.correction_max}
+    # the additions to the keypoint prior each imply it
+    additions = {k: v for k, v in (("mouth_mask", args.mouth_mask), ("keypoint_head", args.keypoint_head),
+                                   ("correction_max", args.correction_max)) if v}
+    if args.keypoint_prior or additions:
+        overrides |= {"keypoint_prior": True, **additions}
     model_cfg = imitator_preset(args.preset, **overrides)
     defaults = TrainConfig()
     cfg = TrainConfig(
