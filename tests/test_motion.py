@@ -61,7 +61,7 @@ def test_shapes_and_untrained_output_is_zero():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"use_memory": False}, {"use_style": False}, {"audio_film": True},
-                                       {"relative": True}])
+                                       {"relative": True}, {"relative": True, "band_emphasis": 3.0}])
 def test_ablations_build_and_run(overrides):
     m = _model(**overrides)
     b = _batch()
@@ -352,11 +352,11 @@ def test_whitening_gives_unit_covariance_and_inverts():
 
 @pytest.mark.parametrize("film", [False, True])  # True: every option that is not in the paper
 def test_save_load_round_trip_keeps_latent_stats_and_schedule(tmp_path, film):
-    m = _model(audio_film=film, relative=film)
+    m = _model(audio_film=film, relative=film, band_emphasis=2.0 * film)
     m.set_latent_stats(np.arange(CFG.motion_dim), np.full(CFG.motion_dim, 2.0))
     m.save_pretrained(tmp_path / "ck", diffusion=DiffusionConfig(train_steps=500).to_dict())
     back = MotionGenerator.from_pretrained(tmp_path / "ck", preset="tiny")
-    assert back.cfg.audio_film == back.cfg.relative == film
+    assert back.cfg.audio_film == back.cfg.relative == film and back.cfg.band_emphasis == 2.0 * film
     assert m.state_dict().keys() == back.state_dict().keys()
     for (k, v), (_, w) in zip(m.state_dict().items(), back.state_dict().items()):
         assert torch.equal(v, w), k
@@ -411,6 +411,9 @@ def test_velocity_loss_charges_jitter_not_offsets():
 
         def anchor(self, context):
             return torch.zeros_like(context[:, -1:])
+
+        def to_diffusion(self, offsets):
+            return offsets
 
     steady, jitter = Fixed(b.target + 0.1), Fixed(b.target + 0.1 * sign)
     loss = lambda model, v: denoising_loss(model, b, noise, torch.Generator().manual_seed(0), CondDropout(), v).item()

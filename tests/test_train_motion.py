@@ -63,10 +63,11 @@ def test_resume_continues_exactly(synth_clips, imitator, tmp_path):
 def test_ablation_flags_reach_the_model(synth_clips, imitator, tmp_path):
     main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "r"),
           "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--no-memory", "--no-style", "--device", "cpu",
-          "--audio-dilation", "3", "--velocity-weight", "0.5", "--audio-film", "--snr-gamma", "5", "--relative"])
+          "--audio-dilation", "3", "--velocity-weight", "0.5", "--audio-film", "--snr-gamma", "5", "--relative",
+          "--band-emphasis", "2"])
     cfg = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint").cfg
     assert not cfg.use_memory and not cfg.use_style and cfg.audio_dilation == 3 and cfg.audio_film
-    assert cfg.relative
+    assert cfg.relative and cfg.band_emphasis == 2.0
     train = json.loads((tmp_path / "r" / "run.json").read_text())["train"]
     assert train["velocity_weight"] == 0.5 and train["snr_gamma"] == 5.0
 

@@ -65,7 +65,8 @@ def denoising_loss(
 
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(batch.target.shape, generator=generator).to(device)
-    clean = batch.target - model.anchor(batch.context)  # (B, W, z): absolute, or offsets (`relative`)
+    # (B, W, z): absolute, or offsets (`relative`), band-emphasised when the model is (`to_diffusion`)
+    clean = model.to_diffusion(batch.target - model.anchor(batch.context))
     x_t = noise_scheduler.add_noise(clean, noise, t)
     cond = ConditionInputs(batch.agent, batch.partner, batch.style, batch.context, coin(drop.style), coin(drop.audio),
                            coin(drop.context))

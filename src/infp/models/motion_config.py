@@ -36,6 +36,7 @@ class MotionConfig:
     motion_band: int = 2  # motion attention reads f_m within +- this many frames (-1: all frames)
     audio_film: bool = False  # each frame's f_m also enters its adaptive layer norm (not in the paper; denoiser.py)
     relative: bool = False  # a window is generated as offsets from the context's last latent (not in the paper)
+    band_emphasis: float = 0.0  # windows are diffused with their ~2 Hz (nod) band 1 + this times louder (band_emphasis.py)
     use_memory: bool = True  # ablation switch: False = no memory banks
     use_style: bool = True  # ablation switch: False = no style modulation
     preset: str = "custom"
@@ -48,6 +49,12 @@ class MotionConfig:
             raise ValueError(f"audio_dilation must be at least 1, got {self.audio_dilation}")
         if not 1 <= self.context <= self.window:
             raise ValueError(f"need 1 <= context ({self.context}) <= window ({self.window})")
+        if self.band_emphasis < 0:
+            raise ValueError(f"band_emphasis must be >= 0, got {self.band_emphasis}")
+        if self.band_emphasis and not self.relative:
+            # Absolute models join windows by inpainting held frames, which would have to be filtered
+            # with the frames not yet generated; relative models blend after sampling.
+            raise ValueError("band_emphasis needs relative windows (relative=True)")
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from infp.models.audio_encoder import AudioEncoder
+from infp.models.band_emphasis import BandEmphasis
 from infp.models.denoiser import DiffusionTransformer
 from infp.models.motion_config import MotionConfig
 from infp.models.motion_guider import InteractiveMotionGuider
@@ -65,6 +66,7 @@ class MotionGenerator(nn.Module):
         self.guider = InteractiveMotionGuider(cfg)
         self.style_encoder = StyleEncoder(cfg) if cfg.use_style else None
         self.denoiser = DiffusionTransformer(cfg)
+        self.band = BandEmphasis(cfg.window, cfg.band_emphasis) if cfg.band_emphasis else None
         self.null_audio = nn.Parameter(torch.zeros(1, 1, cfg.width))  # f_m of a dropped audio condition
         self.null_context = nn.Parameter(torch.zeros(1, cfg.context, cfg.width))
         self.register_buffer("latent_mean", torch.zeros(cfg.motion_dim))
@@ -124,6 +126,15 @@ class MotionGenerator(nn.Module):
         Otherwise zeros: the paper's absolute latents. A dropped context (guidance dropout) leaves the
         anchor in place: the offsets stay defined, only the network no longer sees where it is."""
         return context[:, -1:] if self.cfg.relative else torch.zeros_like(context[:, -1:])
+
+    def to_diffusion(self, offsets: torch.Tensor) -> torch.Tensor:
+        """(B, W, motion_dim) window (normalised, minus its anchor) -> what the diffusion noises and the
+        sampler generates: the same, or with its nod band emphasised (`band_emphasis`)."""
+        return offsets if self.band is None else self.band(offsets)
+
+    def from_diffusion(self, y: torch.Tensor) -> torch.Tensor:
+        """The inverse of `to_diffusion`."""
+        return y if self.band is None else self.band.invert(y)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | ConditionInputs) -> torch.Tensor:
         """The prediction (B, W, motion_dim) for the noisy normalised latents `x_t` (noise, or clean
