@@ -147,6 +147,8 @@ def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
     grid = cv2.imread(str(out / "cross_identity.png"))
     assert grid.shape == (2 * 64, 4 * 64, 3)  # portrait | the clip's neutral frame | 2 driving frames
     assert "copy-source" in (out / "imitation.md").read_text()
+    [cross] = json.loads((out / "cross_identity.json").read_text())  # one clip drove the portrait
+    assert cross["n"] <= 10 and "mouth gain" in (out / "imitation.md").read_text()
     assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--out", str(out), "--checkpoint",
                  str(tmp_path / "nowhere")]) == 2
 

@@ -30,7 +30,12 @@ def run_imitation(args: argparse.Namespace) -> None:
     from infp.data.pairs import load_clip_frames
     from infp.data.portraits import load_portraits
     from infp.errors import InfpError
-    from infp.eval.imitation import cross_identity_grid, evaluate_imitation
+    from infp.eval.imitation import (
+        cross_identity_grid,
+        cross_identity_transfer,
+        cross_transfer_markdown,
+        evaluate_imitation,
+    )
     from infp.eval.metrics import load_inception
 
     model = _model(args)
@@ -54,6 +59,14 @@ def run_imitation(args: argparse.Namespace) -> None:
                         .astype(int)[1:]]) for f in frames]
         write_png(args.out / "cross_identity.png", cross_identity_grid(model, portraits, driving))
         log.info("cross-identity grid: %s", args.out / "cross_identity.png")
+        if not args.no_transfer:  # what the grid shows, measured on every k-th frame of every clip
+            frames += [load_clip_frames(c, model.cfg.size, args.max_frames) for c in clips[args.grid_clips :]]
+            cross = cross_identity_transfer(model, portraits, frames, every=args.cross_every, progress=not args.quiet)
+            text = cross_transfer_markdown(cross, len(portraits))
+            with open(args.out / "imitation.md", "a") as f:
+                f.write("\n" + text)
+            (args.out / "cross_identity.json").write_text(json.dumps([asdict(c) for c in cross], indent=2) + "\n")
+            print("\n" + text, end="")
 
 
 def _count(s: str) -> int:
@@ -141,13 +154,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", type=Path, default=None, help="stage-1 checkpoint directory (default: bundled)")
     s.add_argument("--inception", type=Path, default=None,
                    help="TorchScript Inception weights (inception-2015-12-05.pt) for FID; FID is skipped without")
-    s.add_argument("--portraits", type=Path, default=None, help="folder of portraits for the cross-identity grid")
+    s.add_argument("--portraits", type=Path, default=None,
+                   help="folder of portraits for the cross-identity grid and transfer scores")
     s.add_argument("--every", type=positive_int, default=1, help="score every k-th frame (default 1: all)")
     s.add_argument("--max-frames", type=positive_int, default=None, help="frames read per clip (default all)")
     s.add_argument("--no-transfer", action="store_true",
                    help="skip measuring mouth and head pose on the predictions with MediaPipe (faster)")
     s.add_argument("--grid-clips", type=positive_int, default=2, help="driving clips in the grid (default 2)")
     s.add_argument("--grid-frames", type=positive_int, default=3, help="driving frames per clip in the grid (default 3)")
+    s.add_argument("--cross-every", type=positive_int, default=5,
+                   help="with --portraits: every k-th frame of each clip drives every portrait for the "
+                        "cross-identity transfer scores (default 5)")
     s.set_defaults(func=run_imitation)
 
     m = stages.add_parser("motion", help="stage 2: does generated motion follow each track, nod while listening, "

@@ -26,8 +26,8 @@ def run_imitation(args: argparse.Namespace) -> None:
 
     overrides = {"representation": args.representation} if args.representation else {}
     # the additions to the keypoint prior each imply it
-    additions = {k: v for k, v in (("mouth_mask", args.mouth_mask), ("keypoint_head", args.keypoint_head),
-                                   ("correction_max", args.correction_max)) if v}
+    additions = {k: v for k, v in (("mouth_mask", args.mouth_mask), ("mouth_interior", args.mouth_interior),
+                                   ("keypoint_head", args.keypoint_head), ("correction_max", args.correction_max)) if v}
     if args.keypoint_prior or additions:
         overrides |= {"keypoint_prior": True, **additions}
     model_cfg = imitator_preset(args.preset, **overrides)
@@ -124,6 +124,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mouth-mask", action="store_true",
                    help="the decoder also reads where the keypoints' inner lips open the mouth (implies "
                         "--keypoint-prior); with --init-from a checkpoint without it, the decoder grows")
+    s.add_argument("--mouth-interior", action="store_true",
+                   help="where the keypoints open the mouth beyond the source's, paint a cavity and teeth that the "
+                        "decoder then corrects (implies --keypoint-prior; docs/stage1.md)")
     s.add_argument("--keypoint-head", type=non_negative, default=0.0, metavar="WIDTH",
                    help="spread the keypoints' common (affine) motion over the whole head, a Gaussian WIDTH times "
                         "their RMS radius wide (1 is a good value; implies --keypoint-prior; default 0: off)")

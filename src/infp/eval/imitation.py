@@ -210,6 +210,29 @@ def neutral_frame(clip: ClipFrames) -> int:
     return int(clip.usable[int(np.argmin(ranks))])
 
 
+def _motion_from_neutral(model: Imitator, clip: ClipFrames, idx: np.ndarray) -> torch.Tensor:
+    """(N, D) each frame's motion as a latent change: E_m(frame) - E_m(the clip's `neutral_frame`)."""
+    device = next(model.parameters()).device
+    kind = model.cfg.representation
+    ref = model.encode_motion(_reps(clip, np.array([neutral_frame(clip)]), kind).to(device))
+    z = torch.cat([model.encode_motion(_reps(clip, idx[k : k + 32], kind).to(device)) for k in range(0, len(idx), 32)])
+    return z - ref
+
+
+def _drive(model: Imitator, portrait: Portrait, dz: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """The portrait rendered with each motion change dz (N, D): z_src is its own code, z_drv that
+    plus the change. -> (N, 3, S, S) in [0, 1], on the CPU."""
+    device = next(model.parameters()).device
+    src = to_tensor(portrait.image[None]).to(device)
+    z_src = model.encode_motion(to_tensor(represent(portrait.image, portrait.points, model.cfg.representation)[None]).to(device))
+    app = model.encode_appearance(src)
+    outs = []
+    for k in range(0, len(dz), batch):
+        part = dz[k : k + batch].to(device)
+        outs.append(model.render(app.expand(len(part)), z_src.expand(len(part), -1), z_src + part).image.clamp(0, 1).cpu())
+    return torch.cat(outs)
+
+
 @torch.no_grad()
 def cross_identity_grid(model: Imitator, portraits: list[Portrait], driving: list[tuple[ClipFrames, list[int]]]) -> np.ndarray:
     """Rows: each portrait driven by frames of each driving clip; top row: the driving frames; first
@@ -218,18 +241,70 @@ def cross_identity_grid(model: Imitator, portraits: list[Portrait], driving: lis
     `neutral_frame`, which opens each clip's columns (the portrait rendered with no motion)."""
     from infp.train.samples import to_uint8
 
-    device = next(model.parameters()).device
-    kind, size = model.cfg.representation, model.cfg.size
-    columns = [(c, i, ref) for c, idx in driving for ref in [neutral_frame(c)] for i in [ref, *idx]]
-    drv_reps = torch.cat([_reps(c, np.array([i]), kind) for c, i, _ in columns]).to(device)
-    ref_reps = torch.cat([_reps(c, np.array([ref]), kind) for c, _, ref in columns]).to(device)
-    dz = model.encode_motion(drv_reps) - model.encode_motion(ref_reps)  # (N, D): each frame's motion
-    top = [np.zeros((size, size, 3), np.uint8)] + [c.frames[i] for c, i, _ in columns]
+    size = model.cfg.size
+    columns = [(c, np.array([neutral_frame(c), *idx])) for c, idx in driving]
+    dz = torch.cat([_motion_from_neutral(model, c, idx) for c, idx in columns])  # (N, D): each frame's motion
+    top = [np.zeros((size, size, 3), np.uint8)] + [c.frames[i] for c, idx in columns for i in idx]
     rows = [np.concatenate(top, 1)]
     for p in portraits:
-        src = to_tensor(p.image[None]).to(device)
-        z_src = model.encode_motion(to_tensor(represent(p.image, p.points, kind)[None]).to(device))
-        app = model.encode_appearance(src)
-        outs = [model.render(app, z_src, z_src + dz[k : k + 1]).image for k in range(len(columns))]
-        rows.append(np.concatenate([p.image, *to_uint8(torch.cat(outs))], 1))
+        rows.append(np.concatenate([p.image, *to_uint8(_drive(model, p, dz))], 1))
     return np.concatenate(rows, 0)
+
+
+@dataclass(frozen=True)
+class CrossTransfer:
+    """How much of a driving clip's motion reaches portraits of other people, what the grid shows
+    measured on many frames. The change of each driving frame from the clip's `neutral_frame` (its
+    landmarks) against the change of the portrait driven by it from the portrait rendered with no
+    motion (MediaPipe on both renders). Gain: the least-squares slope through zero of the rendered
+    change on the driving change (1: at full strength; 0: nothing comes through); r: Pearson r."""
+
+    clip: str
+    mouth_gain: float  # mouth opening (inner-lip gap / face height)
+    mouth_r: float
+    pose_gain: float  # yaw, pitch and roll together (degrees)
+    pose_r: float
+    n: int  # renders measured (portraits x frames where both faces were found)
+
+
+def _gain(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
+    pred, true = pred.ravel().astype(np.float64), true.ravel().astype(np.float64)
+    if len(true) < 2 or not (true**2).sum():
+        return float("nan"), float("nan")
+    return float((pred * true).sum() / (true**2).sum()), _pearson(pred, true)
+
+
+@torch.no_grad()
+def cross_identity_transfer(model: Imitator, portraits: list[Portrait], clips: list[ClipFrames],
+                            every: int = 5, progress: bool = False) -> list[CrossTransfer]:
+    """Every `every`-th usable frame of each clip drives every portrait (`CrossTransfer`)."""
+    from infp.eval.motion import measure_landmarks
+    from infp.train.samples import to_uint8
+
+    out = []
+    for clip in tqdm(clips, desc="cross-identity transfer", unit="clip", disable=not progress):
+        idx = clip.usable[::every]
+        ref = neutral_frame(clip)
+        true_mouth = mouth_opening(clip.points[idx]) - mouth_opening(clip.points[ref : ref + 1])  # (N,)
+        true_pose = head_pose(clip.points[idx]) - head_pose(clip.points[ref : ref + 1])  # (N, 3)
+        dz = torch.cat([torch.zeros(1, model.cfg.motion_dim), _motion_from_neutral(model, clip, idx).cpu()])
+        mouths, poses = [], []
+        for p in portraits:
+            marks = measure_landmarks(to_uint8(_drive(model, p, dz)))  # the first: no motion
+            ok = np.isfinite(marks).all((1, 2))[1:] & np.isfinite(marks[0]).all()
+            ok &= np.isfinite(true_mouth)
+            mouths.append(np.stack([mouth_opening(marks[1:][ok]) - mouth_opening(marks[:1]), true_mouth[ok]]))
+            poses.append(np.stack([head_pose(marks[1:][ok]) - head_pose(marks[:1]), true_pose[ok]]))
+        m, q = np.concatenate(mouths, 1), np.concatenate(poses, 1)  # (2, n) and (2, n, 3)
+        out.append(CrossTransfer(clip.id, *_gain(m[0], m[1]), *_gain(q[0], q[1]), m.shape[1]))
+    return out
+
+
+def cross_transfer_markdown(scores: list[CrossTransfer], portraits: int) -> str:
+    title = (f"Cross-identity transfer ({portraits} portraits driven by the held-out clips; gain: rendered change "
+             "over driving change, 1 = full strength, 0 = none):")
+    rows = [title, "",
+            "| clip | renders | mouth gain | mouth r | pose gain | pose r |", "|---|---|---|---|---|---|"]
+    rows += [f"| {c.clip} | {c.n} | {c.mouth_gain:.2f} | {c.mouth_r:.3f} | {c.pose_gain:.2f} | {c.pose_r:.3f} |"
+             for c in scores]
+    return "\n".join(rows) + "\n"

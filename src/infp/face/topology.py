@@ -17,6 +17,7 @@ N_LANDMARKS = 478
 UPPER_LIP_INNER = 13
 LOWER_LIP_INNER = 14
 MOUTH_LEFT, MOUTH_RIGHT = 291, 61  # subject's left / right mouth corner
+MOUTH_INNER_LEFT, MOUTH_INNER_RIGHT = 308, 78  # the same corners on the inner lip outline
 FOREHEAD, CHIN = 10, 152
 RIGHT_EYE_OUTER, LEFT_EYE_OUTER = 33, 263
 RIGHT_EYE_TOP, RIGHT_EYE_BOTTOM = 159, 145
@@ -93,7 +94,7 @@ def _split(cycle: np.ndarray, a: int, b: int, top: int) -> tuple[np.ndarray, np.
 def lip_arcs() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """((outer upper, outer lower), (inner upper, inner lower)) lip arcs, corners excluded."""
     outer, inner = lip_polygons()
-    return _split(outer, MOUTH_RIGHT, MOUTH_LEFT, 0), _split(inner, 78, 308, UPPER_LIP_INNER)
+    return _split(outer, MOUTH_RIGHT, MOUTH_LEFT, 0), _split(inner, MOUTH_INNER_RIGHT, MOUTH_INNER_LEFT, UPPER_LIP_INNER)
 
 
 @cache
@@ -147,13 +148,17 @@ def keypoint_mirror() -> np.ndarray:
     left_brow = np.concatenate(_cycles(fmc.FACEMESH_LEFT_EYEBROW))
     m |= _swapped(right_brow, left_brow)
     m[NOSE_TIP] = NOSE_TIP
+    return keypoint_positions([m[int(k)] for k in keypoint_indices()])
+
+
+def keypoint_positions(mesh) -> np.ndarray:
+    """Positions within `keypoint_indices()` of Face Mesh indices (each must be a keypoint)."""
     pos = {int(k): i for i, k in enumerate(keypoint_indices())}
-    return np.array([pos[m[int(k)]] for k in keypoint_indices()])
+    return np.array([pos[int(k)] for k in mesh])
 
 
 @cache
 def inner_lip_keypoints() -> np.ndarray:
     """Positions, within `keypoint_indices()`, of the inner lip outline, in its polygon order: the
     opening of the mouth, whose inside (teeth, cavity) no closed-mouth source holds."""
-    pos = {int(k): i for i, k in enumerate(keypoint_indices())}
-    return np.array([pos[int(k)] for k in lip_polygons()[1]])
+    return keypoint_positions(lip_polygons()[1])

@@ -38,6 +38,9 @@ class ImitatorConfig:
     correction_max: float = 0.0
     # the decoder also reads where the keypoints' inner lips open the mouth (needs keypoint_prior)
     mouth_mask: bool = False
+    # where the keypoints open the mouth beyond the source's, the warped image is replaced by a painted
+    # cavity and teeth before the decoder's correction (models/mouth_interior.py; needs keypoint_prior)
+    mouth_interior: bool = False
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -48,6 +51,8 @@ class ImitatorConfig:
             raise ValueError(f"size {self.size} must be divisible by the flow U-Net's total stride")
         if self.mouth_mask and not self.keypoint_prior:
             raise ValueError("mouth_mask reads the keypoint prior's keypoints: it needs keypoint_prior")
+        if self.mouth_interior and not self.keypoint_prior:
+            raise ValueError("mouth_interior is drawn from the keypoint prior's keypoints: it needs keypoint_prior")
 
     @property
     def feature_size(self) -> int:

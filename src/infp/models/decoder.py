@@ -9,7 +9,9 @@ eyes). Its last layer starts at zero, so a new model renders the (warped) source
 With `mouth_mask`, every stage also reads two masks drawn from the keypoints' inner lips: the
 driving frame's mouth opening, and the source's carried along by the flow. Where the first covers
 more than the second the mouth has opened, and the warped source holds only lips stretched over it:
-that is where the decoder has to paint the teeth and the dark cavity.
+that is where the decoder has to paint the teeth and the dark cavity. With `mouth_interior` a
+painted cavity and teeth band (models/mouth_interior.py) replace the warped image there first, and
+the decoder's correction starts from that.
 """
 
 from __future__ import annotations
@@ -53,9 +55,11 @@ class Decoder(nn.Module):
         nn.init.zeros_(self.out.bias)
 
     def forward(self, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor, z_drv: torch.Tensor,
-                mouth: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                mouth: tuple[torch.Tensor, torch.Tensor] | None = None,
+                interior: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """`mouth`: the (driving, source) mouth-opening masks (B, 1, h, w) at the feature
-        resolution, given exactly when the config has `mouth_mask`."""
+        resolution, given exactly when the config has `mouth_mask`; `interior`: the painted mouth's
+        alpha (B, 1, S, S) and colours (B, 3, S, S), given with `mouth_interior` when a mouth opens."""
         cond = self.condition(pair(z_src, z_drv))
         masks = None if mouth is None else torch.cat([mouth[0], warp(mouth[1], flow.flow)], dim=1)  # (B, 2, h, w)
 
@@ -70,5 +74,8 @@ class Decoder(nn.Module):
         for reduce, fuse, skip in zip(self.reduce, self.fuse, reversed(app.skips)):
             x = F.interpolate(reduce(x), scale_factor=2.0, mode="nearest")
             x = fuse(with_masks(torch.cat([x, _occlude(warp(skip, flow.flow), flow.occlusion)], dim=1)))
-        full = resize_flow(flow.flow, app.image.shape[-2:])
-        return warp(app.image, full) + self.out(x)  # (B, 3, S, S), not clamped: losses see the raw output
+        base = warp(app.image, resize_flow(flow.flow, app.image.shape[-2:]))  # (B, 3, S, S)
+        if interior is not None:
+            alpha, paint = interior
+            base = base * (1 - alpha) + paint.to(base.dtype) * alpha
+        return base + self.out(x)  # not clamped: losses see the raw output

@@ -4,7 +4,8 @@ INFP Sec. 3.1 (motion-based head imitation): a source frame is re-rendered with 
 driving frame, the motion entering only as a low-dimensional latent `E_m(hybrid(driving))`. Stage 2
 generates those latents from audio; this model turns them back into video. With `keypoint_prior`
 the latents are also decoded into keypoints whose motion gives `F` a prior flow; with `mouth_mask`
-their inner lips also tell the decoder where the mouth opens.
+their inner lips also tell the decoder where the mouth opens; with `mouth_interior` the opening is
+painted (cavity, teeth) before the decoder's correction.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from infp.models.decoder import Decoder
 from infp.models.flow_estimator import Flow, FlowEstimator
 from infp.models.keypoint_decoder import KeypointDecoder
 from infp.models.motion_encoder import MotionEncoder
+from infp.models.mouth_interior import MouthInterior
 from infp.models.warping import keypoint_flow, polygon_mask
 
 KIND = "imitator"
@@ -47,6 +49,7 @@ class Imitator(nn.Module):
         self.flow_estimator = FlowEstimator(cfg)
         self.decoder = Decoder(cfg)
         self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
+        self.mouth_interior = MouthInterior() if cfg.mouth_interior else None
 
     def encode_motion(self, rep: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) representation in [0, 1] -> (B, motion_dim)."""
@@ -69,7 +72,10 @@ class Imitator(nn.Module):
                 lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
                 mouth = tuple(polygon_mask(k[:, lips].float(), self.cfg.feature_size).to(k.dtype) for k in (drv, src))
         flow = self.flow_estimator(app.volume, z_src, z_drv, prior)
-        return Rendered(self.decoder(app, flow, z_src, z_drv, mouth), flow, kp)
+        # None also where no frame opens its mouth beyond the source's
+        interior = None if self.mouth_interior is None else self.mouth_interior(src, drv, flow.flow,
+                                                                                   self.cfg.size)
+        return Rendered(self.decoder(app, flow, z_src, z_drv, mouth, interior), flow, kp)
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))
