@@ -135,10 +135,10 @@ def test_cli_fine_tune_adds_the_mouth_interior(synth_clips, tmp_path):
     Imitator(TINY_MOUTH).save_pretrained(tmp_path / "old")
     run = tmp_path / "run"
     main(["-q", "train", "imitation", "--data", str(synth_clips), "--out", str(run), "--init-from", str(tmp_path / "old"),
-          "--freeze-motion-encoder", "--mouth-interior", "--steps", "2", "--batch-size", "2", "--save-every", "2",
+          "--freeze-motion-encoder", "--mouth-interior", "--lip-sides", "--steps", "2", "--batch-size", "2", "--save-every", "2",
           "--no-gan", "--device", "cpu", "--dtype", "bfloat16"])
     ck = Imitator.from_pretrained(run / "checkpoint")
-    assert ck.cfg.mouth_interior and ck.cfg.mouth_mask and ck.mouth_interior is not None
+    assert ck.cfg.mouth_interior and ck.cfg.mouth_mask and ck.mouth_interior is not None and ck.cfg.keypoint_lip_sides
     main(["-q", "train", "imitation", "--out", str(run), "--resume", "--steps", "3", "--device", "cpu"])
     assert Imitator.from_pretrained(run / "checkpoint").cfg.mouth_interior
 
@@ -155,3 +155,40 @@ def test_cross_identity_transfer_of_a_renderer_that_moves_nothing(synth_clips):
     still = Imitator(imitator_preset("tiny", size=256)).eval()
     [score] = cross_identity_transfer(still, [portrait], [clip], every=4)
     assert score.n > 5 and abs(score.mouth_gain) < 0.1 and abs(score.pose_gain) < 0.1
+
+
+def _lips_keypoints(gap: float) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """(1, K, 2) keypoints: every keypoint far out at a corner of the image except the inner lips, an
+    ellipse 0.4 wide centred on the origin whose lips are `gap` apart; and the lips' arcs."""
+    upper, lower = (torch.as_tensor(a) for a in tp.inner_lip_arc_keypoints())
+    k = torch.full((1, len(tp.keypoint_indices()), 2), -0.95)
+    xs = torch.linspace(0.2, -0.2, len(upper))  # left corner to right corner
+    bulge = (1 - (xs / 0.2) ** 2).sqrt() * gap / 2
+    k[0, upper, 0], k[0, upper, 1] = xs, -bulge
+    k[0, lower, 0], k[0, lower, 1] = xs, bulge
+    return k, (upper, lower)
+
+
+def test_lip_sides_let_a_closing_mouth_meet_at_its_lip_line():
+    """Source open (lips 0.2 apart), driving closed: with a plain spread a pixel just above the lip
+    line reads about the middle of the source's opening (its teeth); with the lips split at the
+    midline it reads the upper lip, and a pixel just below reads the lower lip."""
+    from infp.models.warping import keypoint_flow
+
+    src, arcs = _lips_keypoints(0.2)
+    drv, _ = _lips_keypoints(0.0)
+    size = 64
+    plain, _ = keypoint_flow(src, drv, size, 0.05)
+    split, _ = keypoint_flow(src, drv, size, 0.05, lips=arcs)
+    col = size // 2  # x = 0, the middle of the mouth
+    above, below = size // 2 - 2, size // 2 + 1  # rows 2 px above / 1 px below y = 0 (pixel centres)
+    # flow = where the pixel reads the source, minus where it is; the source's lips sit at y = -0.1 / +0.1
+    assert abs(plain[0, 1, above, col]) < 0.03 and abs(plain[0, 1, below, col]) < 0.03
+    assert split[0, 1, above, col] < -0.07 and split[0, 1, below, col] > 0.07
+    # away from the lips nothing changes
+    torch.testing.assert_close(split[..., :20, :], plain[..., :20, :])
+
+
+def test_lip_sides_need_the_keypoint_prior():
+    with pytest.raises(ValueError, match="keypoint_prior"):
+        imitator_preset("tiny", keypoint_lip_sides=True)

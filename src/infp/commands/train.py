@@ -27,7 +27,8 @@ def run_imitation(args: argparse.Namespace) -> None:
     overrides = {"representation": args.representation} if args.representation else {}
     # the additions to the keypoint prior each imply it
     additions = {k: v for k, v in (("mouth_mask", args.mouth_mask), ("mouth_interior", args.mouth_interior),
-                                   ("keypoint_head", args.keypoint_head), ("correction_max", args.correction_max)) if v}
+                                   ("keypoint_lip_sides", args.lip_sides), ("keypoint_head", args.keypoint_head),
+                                   ("correction_max", args.correction_max)) if v}
     if args.keypoint_prior or additions:
         overrides |= {"keypoint_prior": True, **additions}
     model_cfg = imitator_preset(args.preset, **overrides)
@@ -127,6 +128,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mouth-interior", action="store_true",
                    help="where the keypoints open the mouth beyond the source's, paint a cavity and teeth that the "
                         "decoder then corrects (implies --keypoint-prior; docs/stage1.md)")
+    s.add_argument("--lip-sides", action="store_true",
+                   help="the inner lips' keypoints move only their own side of the mouth's midline, so a closing "
+                        "mouth meets at its lip line (implies --keypoint-prior; docs/stage1.md)")
     s.add_argument("--keypoint-head", type=non_negative, default=0.0, metavar="WIDTH",
                    help="spread the keypoints' common (affine) motion over the whole head, a Gaussian WIDTH times "
                         "their RMS radius wide (1 is a good value; implies --keypoint-prior; default 0: off)")

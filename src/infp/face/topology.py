@@ -158,6 +158,15 @@ def keypoint_positions(mesh) -> np.ndarray:
 
 
 @cache
+def inner_lip_arc_keypoints() -> tuple[np.ndarray, np.ndarray]:
+    """Positions, within `keypoint_indices()`, of the upper and the lower inner lip, each from the
+    subject's left inner corner to the right one (both corners included, shared by the two)."""
+    (upper, lower), corners = lip_arcs()[1], [MOUTH_INNER_LEFT, MOUTH_INNER_RIGHT]
+    # `lip_arcs` walks the upper arc from the left corner's neighbour and the lower from the right's
+    return keypoint_positions([corners[0], *upper, corners[1]]), keypoint_positions([corners[0], *lower[::-1], corners[1]])
+
+
+@cache
 def inner_lip_keypoints() -> np.ndarray:
     """Positions, within `keypoint_indices()`, of the inner lip outline, in its polygon order: the
     opening of the mouth, whose inside (teeth, cavity) no closed-mouth source holds."""

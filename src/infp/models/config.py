@@ -36,6 +36,9 @@ class ImitatorConfig:
     # > 0: F's correction to the keypoint prior flow is bounded smoothly by this (m tanh(c / m), in
     # [-1, 1] units); 0: unbounded. A safety net for motions far outside training (docs/stage1.md)
     correction_max: float = 0.0
+    # the inner lips' keypoints spread only to their own side of the driving mouth's midline, so a
+    # mouth that closes meets at its lip line instead of reading the source's teeth there (warping.keypoint_flow)
+    keypoint_lip_sides: bool = False
     # the decoder also reads where the keypoints' inner lips open the mouth (needs keypoint_prior)
     mouth_mask: bool = False
     # where the keypoints open the mouth beyond the source's, the warped image is replaced by a painted
@@ -51,6 +54,8 @@ class ImitatorConfig:
             raise ValueError(f"size {self.size} must be divisible by the flow U-Net's total stride")
         if self.mouth_mask and not self.keypoint_prior:
             raise ValueError("mouth_mask reads the keypoint prior's keypoints: it needs keypoint_prior")
+        if self.keypoint_lip_sides and not self.keypoint_prior:
+            raise ValueError("keypoint_lip_sides shapes the keypoint prior's flow: it needs keypoint_prior")
         if self.mouth_interior and not self.keypoint_prior:
             raise ValueError("mouth_interior is drawn from the keypoint prior's keypoints: it needs keypoint_prior")
 

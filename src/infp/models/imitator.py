@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from infp.face.topology import inner_lip_keypoints
+from infp.face.topology import inner_lip_arc_keypoints, inner_lip_keypoints
 from infp.models.appearance_encoder import AppearanceEncoder, AppearanceFeatures
 from infp.models.config import ImitatorConfig
 from infp.models.decoder import Decoder
@@ -50,6 +50,7 @@ class Imitator(nn.Module):
         self.decoder = Decoder(cfg)
         self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
         self.mouth_interior = MouthInterior() if cfg.mouth_interior else None
+        self.lip_arcs = tuple(torch.as_tensor(a) for a in inner_lip_arc_keypoints())  # upper, lower inner lip
 
     def encode_motion(self, rep: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) representation in [0, 1] -> (B, motion_dim)."""
@@ -66,8 +67,8 @@ class Imitator(nn.Module):
             kp = Keypoints(self.keypoint_decoder(z_src), self.keypoint_decoder(z_drv))
             # detached: the keypoints stay landmarks, trained only against landmarks, not bent by the image loss
             src, drv = kp.source.detach(), kp.driving.detach()
-            prior = keypoint_flow(src, drv, self.cfg.feature_size, self.cfg.keypoint_sigma,
-                                  head=self.cfg.keypoint_head)
+            prior = keypoint_flow(src, drv, self.cfg.feature_size, self.cfg.keypoint_sigma, head=self.cfg.keypoint_head,
+                                  lips=self.lip_arcs if self.cfg.keypoint_lip_sides else None)
             if self.cfg.mouth_mask:
                 lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
                 mouth = tuple(polygon_mask(k[:, lips].float(), self.cfg.feature_size).to(k.dtype) for k in (drv, src))

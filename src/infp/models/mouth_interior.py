@@ -38,9 +38,8 @@ class MouthInterior(nn.Module):
         colours = torch.tensor([[70.0, 25.0, 30.0], [205.0, 200.0, 190.0]]) / 255  # cavity, teeth (RGB)
         self.register_buffer("colours", colours, persistent=False)
         self.register_buffer("lips", torch.as_tensor(tp.inner_lip_keypoints()), persistent=False)
-        # the upper inner arc runs from the left corner's neighbour to the right one's (`lip_arcs`)
-        upper = tp.keypoint_positions([tp.MOUTH_INNER_LEFT, *tp.lip_arcs()[1][0], tp.MOUTH_INNER_RIGHT])
-        self.register_buffer("upper", torch.as_tensor(upper), persistent=False)  # corner to corner
+        upper = tp.inner_lip_arc_keypoints()[0]  # corner to corner
+        self.register_buffer("upper", torch.as_tensor(upper), persistent=False)
         gap = tp.keypoint_positions([tp.UPPER_LIP_INNER, tp.LOWER_LIP_INNER, tp.FOREHEAD, tp.CHIN])
         self.register_buffer("gap_points", torch.as_tensor(gap), persistent=False)
 

@@ -185,12 +185,13 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
         data = [Path(d) for d in saved["data"]]
     elif cfg.init_from:
         start = Imitator.from_pretrained(cfg.init_from).cfg
-        # the changes a fine-tune may make: adding the keypoint prior, the mouth masks or the painted mouth
-        # interior (new weights), spreading the keypoints' common motion over the head, bounding F's
-        # correction (no new weights)
+        # the changes a fine-tune may make: adding the keypoint prior, the mouth masks (new weights), the
+        # painted mouth interior, the lips split at the midline, spreading the keypoints' common motion
+        # over the head, bounding F's correction (no new weights)
         model_cfg = replace(start, keypoint_prior=start.keypoint_prior or model_cfg.keypoint_prior,
                             mouth_mask=start.mouth_mask or model_cfg.mouth_mask,
                             mouth_interior=start.mouth_interior or model_cfg.mouth_interior,
+                            keypoint_lip_sides=start.keypoint_lip_sides or model_cfg.keypoint_lip_sides,
                             keypoint_head=model_cfg.keypoint_head or start.keypoint_head,
                             correction_max=model_cfg.correction_max or start.correction_max)
         log.info("starting from the weights of %s (preset %s)", cfg.init_from, model_cfg.preset)
