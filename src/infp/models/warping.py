@@ -120,7 +120,7 @@ def keypoint_flow(k_src: torch.Tensor, k_drv: torch.Tensor, size: int, sigma: fl
 
     full, moved = reach()
     total = full
-    if lips is not None:  # the inner lips' keypoints again, each lip on its own side of the midline only
+    if lips is not None:  # take back each inner lip's reach on the far side of the mouth's midline
         upper, lower = lips
         mid = (_column_curve(k_drv[:, upper], axis) + _column_curve(k_drv[:, lower], axis)) / 2  # (B, size)
         above = torch.sigmoid((mid[:, None, :] - axis[:, None]) / LIP_SIDE_SOFTNESS)  # (B, y, x)
