@@ -210,11 +210,12 @@ def neutral_frame(clip: ClipFrames) -> int:
     return int(clip.usable[int(np.argmin(ranks))])
 
 
-def _motion_from_neutral(model: Imitator, clip: ClipFrames, idx: np.ndarray) -> torch.Tensor:
-    """(N, D) each frame's motion as a latent change: E_m(frame) - E_m(the clip's `neutral_frame`)."""
+def _motion_from(model: Imitator, clip: ClipFrames, idx: np.ndarray, ref: int) -> torch.Tensor:
+    """(N, D) each frame's motion as a latent change: E_m(frame) - E_m(frame `ref`, the clip's
+    `neutral_frame`)."""
     device = next(model.parameters()).device
     kind = model.cfg.representation
-    ref = model.encode_motion(_reps(clip, np.array([neutral_frame(clip)]), kind).to(device))
+    ref = model.encode_motion(_reps(clip, np.array([ref]), kind).to(device))
     z = torch.cat([model.encode_motion(_reps(clip, idx[k : k + 32], kind).to(device)) for k in range(0, len(idx), 32)])
     return z - ref
 
@@ -242,8 +243,8 @@ def cross_identity_grid(model: Imitator, portraits: list[Portrait], driving: lis
     from infp.train.samples import to_uint8
 
     size = model.cfg.size
-    columns = [(c, np.array([neutral_frame(c), *idx])) for c, idx in driving]
-    dz = torch.cat([_motion_from_neutral(model, c, idx) for c, idx in columns])  # (N, D): each frame's motion
+    columns = [(c, np.array([neutral_frame(c), *idx])) for c, idx in driving]  # the first: the reference
+    dz = torch.cat([_motion_from(model, c, idx, idx[0]) for c, idx in columns])  # (N, D): each frame's motion
     top = [np.zeros((size, size, 3), np.uint8)] + [c.frames[i] for c, idx in columns for i in idx]
     rows = [np.concatenate(top, 1)]
     for p in portraits:
@@ -287,7 +288,7 @@ def cross_identity_transfer(model: Imitator, portraits: list[Portrait], clips: l
         ref = neutral_frame(clip)
         true_mouth = mouth_opening(clip.points[idx]) - mouth_opening(clip.points[ref : ref + 1])  # (N,)
         true_pose = head_pose(clip.points[idx]) - head_pose(clip.points[ref : ref + 1])  # (N, 3)
-        dz = torch.cat([torch.zeros(1, model.cfg.motion_dim), _motion_from_neutral(model, clip, idx).cpu()])
+        dz = torch.cat([torch.zeros(1, model.cfg.motion_dim), _motion_from(model, clip, idx, ref).cpu()])
         mouths, poses = [], []
         for p in portraits:
             marks = measure_landmarks(to_uint8(_drive(model, p, dz)))  # the first: no motion

@@ -50,7 +50,8 @@ class Imitator(nn.Module):
         self.decoder = Decoder(cfg)
         self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
         self.mouth_interior = MouthInterior() if cfg.mouth_interior else None
-        self.lip_arcs = tuple(torch.as_tensor(a) for a in inner_lip_arc_keypoints())  # upper, lower inner lip
+        # the upper and lower inner lip's keypoints, for the split lips
+        self.lip_arcs = tuple(torch.as_tensor(a) for a in inner_lip_arc_keypoints()) if cfg.keypoint_lip_sides else None
 
     def encode_motion(self, rep: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) representation in [0, 1] -> (B, motion_dim)."""
@@ -68,7 +69,7 @@ class Imitator(nn.Module):
             # detached: the keypoints stay landmarks, trained only against landmarks, not bent by the image loss
             src, drv = kp.source.detach(), kp.driving.detach()
             prior = keypoint_flow(src, drv, self.cfg.feature_size, self.cfg.keypoint_sigma, head=self.cfg.keypoint_head,
-                                  lips=self.lip_arcs if self.cfg.keypoint_lip_sides else None)
+                                  lips=self.lip_arcs)
             if self.cfg.mouth_mask:
                 lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
                 mouth = tuple(polygon_mask(k[:, lips].float(), self.cfg.feature_size).to(k.dtype) for k in (drv, src))
