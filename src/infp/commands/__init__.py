@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-NAMES = ("generate", "synth", "preprocess", "train", "eval", "bench", "demo")  # each subcommand module adds its name here
+NAMES = ("generate", "synth", "preprocess", "train", "eval", "bench", "demo", "weights")  # each subcommand module adds its name here
 
 
 def positive_float(s: str) -> float:

@@ -44,6 +44,7 @@ from infp.models.discriminator import (
     MultiScaleDiscriminator,
     PatchOutput,
 )
+from infp.train.perceptual import VGG16Perceptual  # noqa: F401  (the ImageNet VGG16 loss, re-exported)
 
 logger = logging.getLogger(__name__)
 
