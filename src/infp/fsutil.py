@@ -40,19 +40,74 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling directory; it replaces `path` only when the block succeeds."""
+    """Yield a temporary sibling directory; it replaces `path` only when the block succeeds.
+
+    The swap survives a kill at any point: the finished copy is renamed to `.NAME.new`, the old one
+    aside to `.NAME.old`, the new one in, and only then is the old one deleted. Removing the old copy
+    first would leave no `path` at all to a kill in between. `recover_dir` finishes an interrupted swap.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())
-        for f in tmp.iterdir():
-            if f.is_file():
-                os.chmod(f, 0o666 & ~_umask())
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
+        _seal(tmp)
+        recover_dir(path)  # a copy an earlier kill left in `.NAME.new` would block the rename
+        os.replace(tmp, _beside(path, "new"))
+        _fault("atomic_dir:after_new")
+        recover_dir(path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def recover_dir(path: str | Path) -> None:
+    """Finish a swap of `atomic_dir`'s that a kill interrupted, so `path` holds the newest complete copy.
+
+    `.NAME.new` is always complete (it gets that name only once written) and newer than `path`: it goes
+    in, `path` aside first. `.NAME.old` is complete while `path` is missing (it is deleted only after the
+    new copy is in): it goes back. Each step is a rename, so a kill during recovery is recovered the
+    same way. One process at a time: a run folder has one writer.
+    """
+    path = Path(path)
+    new, old = _beside(path, "new"), _beside(path, "old")
+    if new.is_dir():
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)  # a stale one, half deleted by a kill maybe
+            os.replace(path, old)
+            _fault("atomic_dir:after_aside")
+        os.replace(new, path)
+        _fault("atomic_dir:after_swap")
+    elif old.is_dir() and not path.exists():
+        os.replace(old, path)
+    if path.exists() and old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _beside(path: Path, tag: str) -> Path:
+    """`.NAME.new` / `.NAME.old`: hidden, and never a name mkdtemp gives (its end in `.partial`)."""
+    return path.with_name(f".{path.name}.{tag}")
+
+
+def _seal(tmp: Path) -> None:
+    """Give the usual modes (mkdtemp makes 0700/0600) and flush the files to disk, so the rename that
+    publishes them never points at data a power cut could still lose."""
+    os.chmod(tmp, 0o777 & ~_umask())
+    for f in tmp.iterdir():
+        if f.is_file():
+            os.chmod(f, 0o666 & ~_umask())
+            fd = os.open(f, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+FAULT_ENV, FAULT_EXIT = "INFP_FAULT", 86
+
+
+def _fault(point: str) -> None:
+    """The crash tests' hook: with INFP_FAULT=<point> (e.g. `atomic_dir:after_aside`) the process dies
+    right here, as abruptly as a kill (no `finally`, no atexit), with status FAULT_EXIT. Unset, a no-op."""
+    if os.environ.get(FAULT_ENV) == point:
+        os._exit(FAULT_EXIT)

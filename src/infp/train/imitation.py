@@ -129,11 +129,13 @@ class Trainer(RunLoop):
         self.opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
         warm = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
         self.model, self.opt, self.sched = self.acc.prepare(self.model, self.opt, warm)
+        self.keep(model=self.model, opt=self.opt, sched=self.sched)
         self.use_gan = loss_cfg.use_gan
         if self.use_gan:
             self.opt_d = torch.optim.AdamW(self.loss.disc.parameters(), lr=cfg.lr_disc, betas=(0.5, 0.999),
                                            weight_decay=cfg.weight_decay)
             self.loss.disc, self.opt_d = self.acc.prepare(self.loss.disc, self.opt_d)
+            self.keep(disc=self.loss.disc, opt_d=self.opt_d)
 
     def export(self, path: Path) -> None:
         self.ema.module.save_pretrained(path, training={"step": self.step, "ema_decay": self.cfg.ema_decay})

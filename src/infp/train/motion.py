@@ -87,6 +87,7 @@ class MotionTrainer(RunLoop):
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
         self.model, self.opt, self.sched = self.acc.prepare(model, opt, warm)
+        self.keep(model=self.model, opt=self.opt, sched=self.sched)
         self.val = self.full.sample(np.random.default_rng([cfg.seed, 2**31]), min(64, 4 * cfg.batch_size))
 
     def sampler(self, step: int) -> WindowSampler:

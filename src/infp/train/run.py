@@ -1,7 +1,8 @@
 """What every training loop shares: the run folder, Accelerate, EMA, atomic state, logs and the step loop.
 
 A run folder holds `run.json` (the configs and data, so `--resume` needs no other flags), `state/`
-(weights, EMA, optimisers, RNG, step; written atomically), `checkpoint/` (the EMA weights as a
+(weights, EMA, optimisers, schedulers, RNG, step: safetensors + JSON, never pickle, see `infp.train.state`;
+written atomically and crash-safely), `checkpoint/` (the EMA weights as a
 checkpoint directory, exported at every save), `samples/` and `logs/` (TensorBoard). Batch `k` is drawn
 from generators seeded by (seed, k, process), so a resumed run repeats exactly the draws an
 uninterrupted run would have made.
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +27,11 @@ from tqdm import tqdm
 
 from infp.data.clip import list_clips
 from infp.errors import InfpError
-from infp.fsutil import atomic_dir, atomic_file
+from infp.fsutil import atomic_dir, atomic_file, recover_dir
+from infp.train.state import RngState, Stateful, load_state, save_state
 
 log = logging.getLogger(__name__)
-logging.getLogger("accelerate").setLevel(logging.WARNING)  # one line per saved file otherwise
+logging.getLogger("accelerate").setLevel(logging.WARNING)  # its info lines are noise here
 STATE, CHECKPOINT, RUN = "state", "checkpoint", "run.json"
 TRAIN_DTYPES = ("float32", "bfloat16")  # of the forward passes; weights stay float32
 
@@ -43,12 +46,20 @@ class TrainResult:
 
 def check_out(out: Path, resume: bool) -> dict | None:
     """The saved run description when resuming; refuses to overwrite a run or resume nothing."""
+    if _first_process():
+        recover_dir(out / STATE)  # a kill during a save may have left the state beside its name
     has_state = (out / STATE).is_dir()
     if resume and not has_state:
         raise InfpError(f"--resume: no training state here (no {STATE}/); start without --resume", out)
     if not resume and has_state:
         raise InfpError("already holds a training run; pass --resume to continue it or choose another --out", out)
     return json.loads((out / RUN).read_text()) if resume else None
+
+
+def _first_process() -> bool:
+    """Whether this is the only or the first process of a launch (torchrun and `accelerate launch` set
+    RANK): only it finishes an interrupted state swap, as renames racing each other could lose the state."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def write_run(out: Path, description: dict) -> None:
@@ -96,6 +107,16 @@ class RunLoop:
         log.info("training on %s, forward passes in %s", self.acc.device, dtype)
         set_seed(cfg.seed)
         self.step = 0
+        self.stateful: dict[str, Stateful] = {"rng": RngState()}  # what `save` stores, by file name
+
+    def keep(self, **objects: Stateful) -> None:
+        """Register objects whose state `save` stores and `load` restores (models, optimisers,
+        schedulers), under their names in `state/`. Models are kept unwrapped from Accelerate's
+        wrappers, so the state reads the same on one process or many."""
+        for name, obj in objects.items():
+            if name in self.stateful:
+                raise ValueError(f"two state objects named {name!r}")
+            self.stateful[name] = self.acc.unwrap_model(obj) if isinstance(obj, nn.Module) else obj
 
     def track(self, model: nn.Module, warmup: bool = False) -> AveragedModel:
         """An EMA copy of `model` (before `prepare`), saved with the state. With `warmup` the decay
@@ -104,23 +125,35 @@ class RunLoop:
         avg = _warmup_ema(self.cfg.ema_decay) if warmup else get_ema_multi_avg_fn(self.cfg.ema_decay)
         ema = AveragedModel(model, multi_avg_fn=avg, use_buffers=True)
         ema.to(self.acc.device)
-        self.acc.register_for_checkpointing(ema)
+        self.keep(ema=ema)
         return ema
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
-        """Training state and the exported checkpoint, each written atomically."""
+        """Training state and the exported checkpoint, each written atomically. Only the main
+        process writes, so the RNG state saved is its own (all processes restore it)."""
         self.acc.wait_for_everyone()
         if not self.acc.is_main_process:
             return
         with atomic_dir(self.out / STATE) as tmp:
-            self.acc.save_state(str(tmp))
+            save_state(tmp, self.stateful)
             (tmp / "step.json").write_text(json.dumps({"step": self.step}) + "\n")
         self.export(self.out / CHECKPOINT)
 
     def load(self) -> None:
-        self.acc.load_state(str(self.out / STATE))
-        self.step = json.loads((self.out / STATE / "step.json").read_text())["step"]
+        """Restore what `save` wrote: reads only state.json, step.json and the registered objects'
+        safetensors files (never a pickle); a state from before this format is refused with a message."""
+        state = self.out / STATE
+        if _first_process():
+            recover_dir(state)
+        load_state(state, self.stateful)
+        try:
+            step = json.loads((state / "step.json").read_text())["step"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InfpError(f"unreadable training step: {e}", state / "step.json") from e
+        if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+            raise InfpError(f"not a training step: {step!r}", state / "step.json")
+        self.step = step
         log.info("resumed at step %d of %d", self.step, self.cfg.steps)
 
     def autocast(self):
