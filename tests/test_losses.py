@@ -12,6 +12,7 @@ from safetensors.torch import save_file
 from torch.utils.flop_counter import FlopCounterMode
 
 from infp.errors import InfpError
+from infp.eval.vgg import VGG16Features
 from infp.models.discriminator import (
     DiscriminatorConfig,
     MultiScaleDiscriminator,
@@ -21,7 +22,7 @@ from infp.train.losses import (
     ImitationLoss,
     LossConfig,
     LossTerms,
-    VGGPerceptual,
+    VGG16Perceptual,
     feature_matching,
     hinge_d_loss,
     hinge_g_loss,
@@ -32,10 +33,6 @@ from infp.train.losses import (
 
 SIZE = 64
 TINY_D = DiscriminatorConfig(channels=8, max_channels=32)
-
-
-class Opaque:
-    """Any non-tensor object: torch.load(weights_only=True) must refuse to unpickle it."""
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -143,84 +140,55 @@ def test_feature_matching_zero_for_identical_and_d_frozen_in_generator_step():
 
 
 @pytest.fixture(scope="module")
-def vgg_files(tmp_path_factory) -> dict[str, Path]:
-    """A randomly initialised stand-in saved the way torchvision's file is: `features.*` keys (plus the
-    layers past relu5_1 and a classifier, which must be ignored), as .pth, .safetensors, and .pth
-    with the prefix stripped."""
-    d = tmp_path_factory.mktemp("vgg")
+def vgg_file(tmp_path_factory) -> Path:
+    """A randomly initialised VGG16 trunk up to relu2_2, saved as `infp weights convert` names its
+    tensors (the real weights are tested in test_weights.py; here only the wiring is)."""
     torch.manual_seed(0)
-    state = VGGPerceptual().state_dict()
-    assert list(state)[:2] == ["features.0.weight", "features.0.bias"]
-    full = dict(state)
-    full["features.30.weight"] = torch.randn(512, 512, 3, 3) * 0.01
-    full["features.30.bias"] = torch.zeros(512)
-    full["classifier.0.weight"] = torch.randn(64, 32)
-    files = {"pth": d / "vgg19.pth", "safetensors": d / "vgg19.safetensors", "stripped": d / "stripped.pt"}
-    torch.save(full, files["pth"])
-    save_file(full, str(files["safetensors"]))
-    torch.save({k.removeprefix("features."): v for k, v in state.items()}, files["stripped"])
-    files["reference"] = state  # type: ignore[assignment]
-    return files
+    path = tmp_path_factory.mktemp("vgg") / "vgg16_upto_relu2_2.safetensors"
+    save_file(VGG16Features("relu2_2").convs.state_dict(), str(path))
+    return path
 
 
-@pytest.mark.parametrize("kind", ["pth", "safetensors", "stripped"])
-def test_vgg_loads_from_file(vgg_files, kind):
-    vgg = VGGPerceptual.from_file(vgg_files[kind])
-    ref = vgg_files["reference"]
-    assert all(torch.equal(v, ref[k]) for k, v in vgg.state_dict().items())
-    assert not vgg.training and not any(p.requires_grad for p in vgg.parameters())
-    vgg.train()
-    assert not vgg.training
-    a, b = images(0), images(1)
-    assert vgg(a, a).item() == 0
-    assert vgg(a, b).item() > 0
-
-
-def test_imitation_loss_uses_vgg_from_path(vgg_files, caplog):
+def test_imitation_loss_uses_vgg16_from_path(vgg_file, caplog):
     with caplog.at_level(logging.INFO, logger="infp.train.losses"):
-        loss = ImitationLoss(LossConfig(vgg_path=str(vgg_files["safetensors"]), use_gan=False))
-    assert f"perceptual: VGG19 from {vgg_files['safetensors']}" in caplog.text
+        loss = ImitationLoss(LossConfig(vgg_path=str(vgg_file), vgg_upto="relu2_2", use_gan=False))
+    assert f"perceptual: VGG16 up to relu2_2 from {vgg_file}" in caplog.text
+    assert loss.vgg.layers == ("relu1_2", "relu2_2")
     pred = images(1).requires_grad_(True)
     terms = loss.generator(pred, images(0))
     assert set(terms.logged()) == {"total", "l1", "ssim", "vgg"}
     assert terms.vgg.item() > 0
     terms.total.backward()
     assert pred.grad.abs().sum() > 0
+    assert VGG16Perceptual.from_file(vgg_file, layers=("relu1_2",))(pred, pred).item() == 0
 
 
-def _bad_files(tmp: Path, good: dict) -> dict[str, Path]:
-    ref = good["reference"]
-    files = {
-        "missing": tmp / "nope.pth",
-        "suffix": tmp / "vgg.bin",
-        "garbage_pth": tmp / "garbage.pth",
-        "garbage_st": tmp / "garbage.safetensors",
-        "pickled_object": tmp / "object.pth",
-        "not_a_dict": tmp / "tensor.pt",
-        "missing_key": tmp / "missing_key.pth",
-        "wrong_shape": tmp / "wrong_shape.safetensors",
-    }
-    files["suffix"].write_bytes(b"x" * 10)
-    files["garbage_pth"].write_bytes(b"not a zip file" * 10)
-    files["garbage_st"].write_bytes(b"not safetensors" * 10)
-    torch.save({"features.0.weight": Opaque()}, files["pickled_object"])
-    torch.save(torch.zeros(3), files["not_a_dict"])
-    torch.save({k: v for k, v in ref.items() if k != "features.28.bias"}, files["missing_key"])
-    save_file({**ref, "features.2.weight": torch.zeros(64, 64, 1, 1)}, str(files["wrong_shape"]))
-    return files
+def test_perceptual_switch_reads_the_weights_cache(vgg_file, monkeypatch, tmp_path):
+    monkeypatch.setenv("INFP_WEIGHTS", str(tmp_path))
+    with pytest.raises(InfpError, match="infp weights convert"):
+        ImitationLoss(LossConfig(perceptual=True, use_gan=False))
+    assert ImitationLoss(LossConfig(perceptual=True, vgg=0, use_gan=False)).vgg is None
+    with pytest.raises(InfpError, match="vgg_upto"):
+        LossConfig(vgg_upto="relu9_9")
 
 
-def test_bad_vgg_files_raise_infp_error(vgg_files, tmp_path):
-    expected_words = {"missing": "not found", "suffix": "unsupported", "missing_key": "features.28.bias",
-                      "wrong_shape": "features.2.weight", "pickled_object": "weights_only"}
-    for name, path in _bad_files(tmp_path, vgg_files).items():
+def test_bad_vgg_files_raise_infp_error(vgg_file, tmp_path):
+    from safetensors.torch import load_file
+
+    state = load_file(str(vgg_file))
+    garbage, short, wrong = tmp_path / "garbage.safetensors", tmp_path / "short.safetensors", tmp_path / "wrong.safetensors"
+    garbage.write_bytes(b"not safetensors" * 10)
+    save_file({k: v for k, v in state.items() if not k.startswith("conv2_2")}, str(short))
+    save_file({**state, "conv1_2.weight": torch.zeros(64, 64, 1, 1)}, str(wrong))
+    upto2 = ("relu1_2", "relu2_2")
+    expected = [(tmp_path / "nope.safetensors", upto2, "infp weights convert"),
+                (garbage, upto2, "not a readable safetensors"), (short, upto2, "too few VGG16 layers"),
+                (wrong, upto2, "conv1_2.weight"), (vgg_file, ("relu1_2", "relu4_3"), "too few VGG16 layers")]
+    for path, layers, words in expected:
         with pytest.raises(InfpError) as err:
-            VGGPerceptual.from_file(path)
+            VGG16Perceptual.from_file(path, layers=layers)
         message = str(err.value)
-        assert str(path) in message and "\n" not in message, name
-        assert expected_words.get(name, "VGG19") in message, (name, message)
-    with pytest.raises(InfpError):
-        ImitationLoss(LossConfig(vgg_path=str(tmp_path / "nope.safetensors")))
+        assert str(path) in message and "\n" not in message and words in message, (path, message)
 
 
 # ------------------------------------------------------------------------------------ the full loss
@@ -229,7 +197,7 @@ def test_bad_vgg_files_raise_infp_error(vgg_files, tmp_path):
 def test_default_loss_logs_and_terms(caplog):
     with caplog.at_level(logging.INFO, logger="infp.train.losses"):
         loss = ImitationLoss(LossConfig(discriminator=TINY_D))
-    assert ("perceptual: none (no VGG weights given); using multi-scale L1 + SSIM + discriminator "
+    assert ("perceptual: none (not switched on); using multi-scale L1 + SSIM + discriminator "
             "feature matching") in caplog.text
     assert loss.vgg is None and isinstance(loss.disc, MultiScaleDiscriminator)
     g = loss.generator(images(1), images(0))

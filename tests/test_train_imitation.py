@@ -120,11 +120,19 @@ def test_resume_and_overwrite_are_refused(synth_clips, tmp_path):
 
 
 def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
+    from safetensors.torch import save_file
+
+    from infp.eval.vgg import VGG16Features
+
+    vgg = tmp_path / "vgg16_upto_relu2_2.safetensors"  # random weights: the wiring, not the loss, is tested
+    save_file(VGG16Features("relu2_2").convs.state_dict(), str(vgg))
     run = tmp_path / "run"
     assert main(["-q", "train", "imitation", "--data", str(synth_clips), "--out", str(run), "--preset", "tiny",
                  "--steps", "2", "--batch-size", "2", "--device", "cpu", "--detail-weight", "2",
+                 "--perceptual-weight", "0.5", "--perceptual-upto", "relu2_2", "--vgg", str(vgg),
                  "--dtype", "bfloat16"]) == 0
-    assert json.loads((run / "run.json").read_text())["loss"]["detail"] == 2.0
+    loss = json.loads((run / "run.json").read_text())["loss"]
+    assert loss["detail"] == 2.0 and loss["vgg"] == 0.5 and loss["perceptual"] and loss["vgg_upto"] == "relu2_2"
     assert main(["-q", "train", "imitation", "--data", str(synth_clips), "--out", str(tmp_path / "x"), "--preset",
                  "tiny", "--steps", "1", "--resume"]) == 2
     assert "no training state" in capsys.readouterr().err

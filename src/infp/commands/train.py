@@ -26,7 +26,7 @@ def run_imitation(args: argparse.Namespace) -> None:
 
     overrides = {"representation": args.representation} if args.representation else {}
     # the additions to the keypoint prior each imply it
-    additions = {k: v for k, v in (("mouth_mask", args.mouth_mask), ("mouth_interior", args.mouth_interior),
+    additions = {k: v for k, v in (("mouth_mask", args.mouth_mask),
                                    ("keypoint_lip_sides", args.lip_sides), ("keypoint_head", args.keypoint_head),
                                    ("correction_max", args.correction_max)) if v}
     if args.keypoint_prior or additions:
@@ -40,7 +40,10 @@ def run_imitation(args: argparse.Namespace) -> None:
         log_every=args.log_every or defaults.log_every,
         sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
-    loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, use_gan=not args.no_gan, region=args.region_weight,
+    perceptual = LossConfig().vgg if args.perceptual_weight is None else args.perceptual_weight
+    loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, vgg=perceptual,
+                          perceptual=args.perceptual_weight is not None and perceptual > 0, vgg_upto=args.perceptual_upto,
+                          use_gan=not args.no_gan, region=args.region_weight,
                           detail=args.detail_weight, keypoint=args.keypoint_weight,
                           correction=args.correction_weight)
     r = train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
@@ -107,8 +110,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mouth-pairs", type=fraction, default=0.0,
                    help="share of pairs whose driving frame is drawn for a mouth unlike the source's (default 0)")
     s.add_argument("--max-frames", type=positive_int, default=None, help="frames loaded per clip (default all)")
+    s.add_argument("--perceptual-weight", type=non_negative, default=None,
+                   help="weight of the ImageNet VGG16 perceptual loss, weights from `infp weights convert` "
+                        "(default: off; 1 with --vgg); 0 = off")
+    s.add_argument("--perceptual-upto", choices=["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"],
+                   default="relu4_3", help="deepest VGG16 layer of the perceptual loss (default relu4_3)")
     s.add_argument("--vgg", type=Path, default=None,
-                   help="local VGG19 weights (torchvision layout, .pth or .safetensors) for a perceptual loss")
+                   help="converted VGG16 weights (vgg16.safetensors or vgg16_upto_relu4_3.safetensors) for the "
+                        "perceptual loss, instead of the weights cache; switches the loss on")
     s.add_argument("--no-gan", action="store_true", help="no discriminator (and so no feature-matching loss)")
     s.add_argument("--region-weight", type=float, default=1.0,
                    help="weight of the L1 loss on the eye and lip regions (default 1; 0 = off)")
@@ -125,9 +134,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--mouth-mask", action="store_true",
                    help="the decoder also reads where the keypoints' inner lips open the mouth (implies "
                         "--keypoint-prior); with --init-from a checkpoint without it, the decoder grows")
-    s.add_argument("--mouth-interior", action="store_true",
-                   help="where the keypoints open the mouth beyond the source's, paint a cavity and teeth that the "
-                        "decoder then corrects (implies --keypoint-prior; docs/stage1.md)")
     s.add_argument("--lip-sides", action="store_true",
                    help="the inner lips' keypoints move only their own side of the mouth's midline, so a closing "
                         "mouth meets at its lip line (implies --keypoint-prior; docs/stage1.md)")

