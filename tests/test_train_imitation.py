@@ -3,6 +3,7 @@ the same run, bad states are refused, and the CLI trains and evaluates."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -17,6 +18,7 @@ from infp.errors import InfpError
 from infp.models import Imitator, imitator_preset
 from infp.train.imitation import TrainConfig, train_imitation
 from infp.train.losses import LossConfig
+from infp.weights import weights_dir
 
 TINY = imitator_preset("tiny")
 
@@ -145,10 +147,16 @@ def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--out", str(out), "--checkpoint",
                  str(run / "checkpoint"), "--portraits", str(portraits), "--every", "5", "--grid-clips", "1",
-                 "--grid-frames", "2"]) == 0
+                 "--grid-frames", "2", "--no-fid"]) == 0
     report = json.loads((out / "imitation.json").read_text())
     assert report["model"]["n_frames"] == report["baseline"]["n_frames"] == 10
     assert 0 < report["baseline"]["ssim"] <= 1 and report["model"]["fid"] is None
+    assert report["model"]["sharpness"] > 0 and "sharpness model" in (out / "imitation.md").read_text()
+    if (weights_dir() / "lpips_vgg.safetensors").is_file():  # made by `make setup` (infp weights convert)
+        assert 0 < report["model"]["lpips"] < 1 and 0 < report["baseline"]["lpips"] < 1
+    if importlib.util.find_spec("dlib") and importlib.util.find_spec("face_recognition_models"):
+        ident = report["identity"]
+        assert ident["n_frames"] == 10 and "truth to source" in (out / "imitation.md").read_text()
     assert report["model"]["detail"] > 0 and "detail model" in (out / "imitation.md").read_text()
     assert report["transfer"]["n_frames"] == 10 and 0 <= report["transfer"]["found"] <= 1
     assert "mouth r model" in (out / "imitation.md").read_text() and "open-mouth L1" in (out / "imitation.md").read_text()

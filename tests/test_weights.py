@@ -218,3 +218,11 @@ def test_the_truncated_float16_file_serves_the_loss(converted, face, monkeypatch
     shutil.copyfile(short, cache / VGG16_TRUNCATED_FILE)
     monkeypatch.setenv("INFP_WEIGHTS", str(cache))
     assert VGG16Perceptual.from_file().vgg.upto == "relu4_3" and load_vgg16().upto == "relu4_3"
+
+
+def test_cli_refuses_an_unknown_file_in_one_line(tmp_path, capsys):
+    bad = tmp_path / "vgg16.ckpt"
+    bad.write_bytes(b"\x80\x03}q\x00.")  # a valid, empty pickle: never read, its hash differs
+    assert main(["-q", "weights", "convert", "--source", str(bad), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "sha256" in err and hashlib.sha256(bad.read_bytes()).hexdigest() in err

