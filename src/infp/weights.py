@@ -77,7 +77,10 @@ class SafeUnpickler(pickle.Unpickler):
 
     @staticmethod
     def _allowed() -> dict[tuple[str, str], object]:
-        from numpy._core.multiarray import _reconstruct  # numpy >= 2; numpy.core is its old alias
+        try:
+            from numpy._core.multiarray import _reconstruct  # numpy >= 2; numpy.core is its old alias
+        except ImportError:  # numpy 1.x
+            from numpy.core.multiarray import _reconstruct
 
         return {("numpy.core.multiarray", "_reconstruct"): _reconstruct,
                 ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
