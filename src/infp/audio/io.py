@@ -58,11 +58,42 @@ def _expected_seconds(container: av.container.InputContainer, stream: av.AudioSt
     return None
 
 
+def wav_declared_frames(path: Path) -> int | None:
+    """The sample frames a PCM or float WAV file's header declares (its data chunk's size), or None
+    when it is no such file or declares no size (a stream written without one). FFmpeg estimates a
+    WAV's duration from the file's size, so a file cut short looks whole to it; the header does not."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block = None
+            while len(chunk := f.read(8)) == 8:
+                tag, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if tag == b"fmt ":
+                    fmt = f.read(size)
+                    tag_fmt = int.from_bytes(fmt[:2], "little") if len(fmt) >= 16 else 0
+                    if tag_fmt not in (1, 3, 0xFFFE):  # PCM, IEEE float, extensible: fixed-size frames
+                        return None
+                    block = int.from_bytes(fmt[12:14], "little")
+                    f.seek(size % 2, 1)
+                elif tag == b"data":
+                    if not block or size in (0, 0xFFFFFFFF):
+                        return None
+                    return size // block
+                else:
+                    f.seek(size + size % 2, 1)
+    except OSError:
+        return None
+    return None
+
+
 def native_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
     """Decode the first audio stream of `path` block by block: float32 (C, n) at its native rate,
-    with that rate. Raises `MediaError` naming the file when it cannot be opened, has no audio or
-    decodes to nothing; a file damaged after some audio has decoded ends early with a warning, as
-    does one that ends well before the duration it announces."""
+    with that rate. Raises `MediaError` naming the file when it cannot be opened, has no audio,
+    decodes to nothing or holds NaN or infinite samples; a file damaged after some audio has decoded
+    ends early with a warning, as does one that ends well before the duration it announces (for a
+    WAV file, the length its header declares)."""
     try:
         container = av.open(str(path), mode="r")
     except av.EOFError as err:  # subclass of FFmpegError: test it first
@@ -77,6 +108,7 @@ def native_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
             raise MediaError("the file has no audio stream", path)
         stream = container.streams.audio[0]
         expected = _expected_seconds(container, stream)
+        declared = wav_declared_frames(path)
         try:
             for frame in container.decode(stream):
                 if frame.samples == 0:
@@ -85,18 +117,42 @@ def native_blocks(path: Path) -> Iterator[tuple[np.ndarray, int]]:
                 if channels and block.shape[0] != channels:
                     raise MediaError("the channel count changes in the middle of the stream", path)
                 channels, rate = block.shape[0], rate or frame.sample_rate
+                if not np.isfinite(block).all():  # float files can hold them; they would end as a black video
+                    at = got + int(np.argmax(~np.isfinite(block).all(axis=0)))
+                    raise MediaError(f"the audio holds NaN or infinite samples (first at {at / rate:.3f} s)", path)
                 got += block.shape[1]
                 yield block, rate
         except av.FFmpegError as err:
             # A damaged tail is common (interrupted downloads, recordings cut off): keep what decoded.
             if not got:
                 raise MediaError("the audio cannot be decoded (damaged or truncated file)", path) from err
-            log.warning("%s: decoding stopped early (%s); using the part that decoded", path, err)
-            expected = None  # already warned
+            _warn_once(path, "%s: decoding stopped early (%s); using the part that decoded", path, err)
+            expected = declared = None  # already warned
     if not got:
         raise MediaError("no audio samples could be decoded (empty or truncated file)", path)
-    if expected is not None and got / rate < 0.9 * expected - 0.1:
-        log.warning("%s: only %.2f s of the announced %.2f s decoded; the file looks truncated", path, got / rate, expected)
+    if declared is not None:
+        if got < declared:
+            _warn_once(path, "%s: only %.2f s of the %.2f s its header declares are in the file; the file looks "
+                       "truncated", path, got / rate, declared / rate)
+    elif expected is not None and got / rate < 0.9 * expected - 0.1:
+        _warn_once(path, "%s: only %.2f s of the announced %.2f s decoded; the file looks truncated", path, got / rate,
+                   expected)
+
+
+_warned: set[tuple] = set()
+
+
+def _warn_once(path: Path, message: str, *args) -> None:
+    """A file's damage, logged the first time it is decoded: a conversation is decoded more than once
+    (measured, then read as the frames need it)."""
+    try:
+        st = Path(path).stat()
+        key = (str(Path(path).resolve()), st.st_mtime_ns, st.st_size, message)
+    except OSError:
+        key = None
+    if key is None or key not in _warned:
+        _warned.add(key)
+        log.warning(message, *args)
 
 
 def _decode(path: Path) -> tuple[np.ndarray, int]:

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import positive_float, positive_int
+from infp.commands import guidance, non_negative_int, positive_float, positive_int, sampling_steps
 
 log = logging.getLogger("infp")
 
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     s.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--seconds", type=positive_float, default=20.0, help="conversation length to generate (default 20)")
-    s.add_argument("--steps", type=positive_int, default=20, help="DDIM steps (default 20)")
-    s.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3; 1 = off)")
-    s.add_argument("--overlap", type=int, default=None, help="frames each window shares with the one before (default 30 of 50)")
+    s.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps (default 20)")
+    s.add_argument("--guidance", type=guidance, default=3.0, help="classifier-free guidance scale (default 3; 1 = off)")
+    s.add_argument("--overlap", type=non_negative_int, default=None, help="frames each window shares with the one before (default 30 of 50)")
     s.set_defaults(func=run)

@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import positive_float, positive_int
+from infp.commands import fraction, positive_float, positive_int, seed
 
 log = logging.getLogger("infp")
 
@@ -27,10 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, required=True, help="output folder (one clip directory per conversation)")
     s.add_argument("--portraits", type=Path, default=None, help="folder of portrait images (default: skimage's astronaut)")
     s.add_argument("--speech", type=Path, default=None, help="folder of real speech files to splice into turns")
-    s.add_argument("--real-speech-prob", type=float, default=0.5,
+    s.add_argument("--real-speech-prob", type=fraction, default=0.5,
                    help="with --speech: chance that a side speaks real speech rather than espeak-ng (default 0.5)")
     s.add_argument("--count", type=positive_int, default=1, help="number of conversations (default 1)")
     s.add_argument("--seconds", type=positive_float, default=20.0, help="length of each conversation (default 20)")
-    s.add_argument("--seed", type=int, default=0, help="random seed; same seed, same clips (default 0)")
+    s.add_argument("--seed", type=seed, default=0, help="random seed; same seed, same clips (default 0)")
     s.add_argument("--size", type=positive_int, default=256, help="side of the face crops in pixels (default 256)")
     s.set_defaults(func=run)

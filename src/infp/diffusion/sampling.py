@@ -31,6 +31,7 @@ every frame before that which is already generated.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -141,6 +142,10 @@ class WindowedGenerator:
         self.blend = window_blend(cfg)
         self.device = model.latent_mean.device
         self.scheduler = diffusion.sampling_scheduler(steps)
+        if not 0 <= seed < 2**32:  # torch's CPU generator keeps 32 bits: seeds 2^32 apart would be one seed
+            raise InfpError(f"the seed must be from 0 to 2^32 - 1, got {seed}")
+        if not math.isfinite(guidance):
+            raise InfpError(f"the guidance must be a finite number, got {guidance}")
         self.generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             ref = None if style_reference is None else model.normalize(style_reference.to(self.device))[None]

@@ -61,8 +61,9 @@ class DiffusionConfig:
         (None: no clipping)."""
         from diffusers import DDIMScheduler
 
-        if steps < 1:
-            raise InfpError(f"sampling steps must be at least 1, got {steps}")
+        if not 1 <= steps <= self.train_steps:
+            raise InfpError(f"sampling steps must be from 1 to {self.train_steps} (the timesteps the model was "
+                            f"trained on), got {steps}")
         kwargs = {**self._kwargs(), "clip_sample": clip_sample is not None, "clip_sample_range": clip_sample or 1.0}
         sched = DDIMScheduler(**kwargs, set_alpha_to_one=False, timestep_spacing=spacing)
         sched.set_timesteps(steps)

@@ -33,11 +33,13 @@ from infp.diffusion.sampling import WindowedGenerator
 from infp.errors import InfpError
 from infp.models import Imitator
 from infp.pipeline.portrait import FaceCrop, Framing, find_face
-from infp.pipeline.stages import MotionStage, load_motion_stage
+from infp.guard import LATENT_MAX, check_finite
+from infp.pipeline.stages import MotionStage, load_imitator, load_motion_stage
 from infp.pipeline.stream import MotionStream, StreamSession
 
 log = logging.getLogger("infp")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DAMAGED = "its checkpoint's weights are damaged or overflow"
 
 
 @dataclass(frozen=True, eq=False)
@@ -79,7 +81,7 @@ class InfpPipeline:
         from infp.pretrained import imitator_dir, motion_dir
 
         imitator_path = Path(imitator) if imitator else imitator_dir()
-        model = Imitator.from_pretrained(imitator_path)
+        model = load_imitator(imitator_path)
         stage2 = load_motion_stage(Path(motion) if motion else motion_dir(), model, imitator_fingerprint(imitator_path),
                                    speech_model)
         if device == "auto":
@@ -113,6 +115,7 @@ class InfpPipeline:
     def motion_stream(self, portrait: Portrait, settings: Settings = Settings()) -> MotionStream:
         """Latents only, window by window (what `stream` renders)."""
         m = self.stage2
+        check_finite(portrait.latent, f"stage 1 (the imitator) encoded the portrait to NaN or infinite values; {DAMAGED}")
         gen = WindowedGenerator(m.model, m.diffusion, portrait.latent, None, settings.steps, settings.guidance, settings.seed,
                                 settings.overlap)
         return MotionStream(gen, m.featurizer, context_frames=m.featurizer.context_frames)
@@ -126,11 +129,14 @@ class InfpPipeline:
 
         @torch.no_grad()
         def render(z: np.ndarray) -> list[np.ndarray]:
+            check_finite(torch.as_tensor(z), f"stage 2 generated NaN, infinite or absurdly large motion latents; {DAMAGED}",
+                         self.stage2.path, LATENT_MAX)
             out = []
             for k in range(0, len(z), self.render_batch):
                 zz = torch.as_tensor(z[k : k + self.render_batch], dtype=torch.float32, device=self.device)
                 with self._autocast():
                     img = self.imitator.render(portrait.appearance.expand(len(zz)), portrait.latent.expand(len(zz), -1), zz).image
+                check_finite(img, f"stage 1 (the imitator) rendered NaN or infinite pixels; {DAMAGED}")
                 out += [_finish(c, framing, side) for c in to_uint8(img.float())]
             return out
 

@@ -12,6 +12,7 @@ from infp.diffusion.schedule import DiffusionConfig
 from infp.errors import InfpError
 from infp.models import Imitator
 from infp.models.motion_generator import MotionGenerator
+from infp.guard import check_checkpoint
 
 log = logging.getLogger("infp")
 
@@ -47,6 +48,7 @@ def load_motion_stage(path: Path, imitator: Imitator, fingerprint: str, speech_m
 
     path = Path(path)
     card = read_config(path, "motion")
+    check_checkpoint(path, "motion")
     model = MotionGenerator.from_pretrained(path)
     check_pairing(path, model, card, imitator, fingerprint)
     cfg = model.cfg
@@ -62,3 +64,9 @@ def load_motion_stage(path: Path, imitator: Imitator, fingerprint: str, speech_m
         raise InfpError(f"trained on {cfg.audio_features!r} features ({cfg.audio_per_frame} x {cfg.audio_input_dim} "
                         f"per frame); --speech-model gives {f.name!r} ({f.per_frame} x {f.dim})", path)
     return MotionStage(path, model, DiffusionConfig.from_checkpoint(path), f)
+
+
+def load_imitator(path: str | Path) -> Imitator:
+    """A stage-1 checkpoint, its config checked against its weights before anything is allocated."""
+    check_checkpoint(path, "imitator")
+    return Imitator.from_pretrained(path)

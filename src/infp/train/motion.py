@@ -28,6 +28,7 @@ from infp.data.motion import (
 from infp.diffusion.schedule import DiffusionConfig
 from infp.diffusion.training import CondDropout, MotionBatch, denoising_loss
 from infp.errors import InfpError
+from infp.guard import check_checkpoint
 from infp.models import Imitator
 from infp.models.motion_config import MotionConfig
 from infp.models.motion_generator import MotionGenerator
@@ -137,6 +138,7 @@ def train_motion(
         cfg = replace(MotionTrainConfig(**{"velocity_weight": 0.0, **saved["train"]}), **keep)
         data, imitator_dir = [Path(d) for d in saved["data"]], Path(saved["imitator"])
         speech_model = Path(saved["speech_model"]) if saved.get("speech_model") else None
+    check_checkpoint(imitator_dir, "imitator")
     imitator = Imitator.from_pretrained(imitator_dir)
     fingerprint = imitator_fingerprint(imitator_dir)
     if saved is not None and saved["imitator_fingerprint"] != fingerprint:
