@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from infp import __version__
@@ -25,9 +26,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the program is, so it unwinds as from Ctrl-C: `finally` blocks delete
+    temporary files and release locks. Not a KeyboardInterrupt, which some libraries swallow."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="infp: %(message)s")
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         args.func(args)
     except InfpError as e:
@@ -36,7 +47,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("infp: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("infp: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from infp.commands import positive_float, positive_int
+from infp.commands import check_device, frame_size, guidance, non_negative_int, sampling_steps, seed
 
 log = logging.getLogger("infp")
 
@@ -16,22 +16,28 @@ def run(args: argparse.Namespace) -> None:
     from infp.audio.chunks import ConversationFile
     from infp.data.portraits import default_portrait, read_image
     from infp.errors import InfpError
-    from infp.pipeline import InfpPipeline
+    from infp.fsutil import check_output_path, clean_partials, output_lock
     from infp.pretrained import demo_conversation
 
-    out = Path(args.out)
-    if not out.parent.is_dir():  # before any work: nothing is lost to a typo in the path
-        raise InfpError("the output folder does not exist", out.parent)
-    if out.is_dir():
-        raise InfpError("the output path is a folder; give a file name such as out.mp4", out)
+    # before any work: nothing is lost to a typo in the path, and an input is never overwritten
+    out = check_output_path(args.out, (args.audio, args.agent, args.partner, args.portrait))
+    check_device(args.device)
     if args.audio is None and (args.agent is None) != (args.partner is None):
         raise InfpError("give both --agent and --partner (or one two-channel --audio file)")
     if args.audio is None and args.agent is None:
         args.audio = demo_conversation()
         log.info("no audio given: animating the packaged 12-s demo conversation (%s)", args.audio)
-    # read from disk as it is needed (checked and measured first): any length fits in memory
-    conversation = ConversationFile.open(args.audio, args.agent, args.partner)
-    name, image = (str(args.portrait), read_image(args.portrait)) if args.portrait else default_portrait()
+    with output_lock(out):  # a second run to the same --out fails here, not after minutes of work
+        for p in clean_partials(out):
+            log.info("removed %s, left by a run that was killed", p.name)
+        # read from disk as it is needed (checked and measured first): any length fits in memory
+        conversation = ConversationFile.open(args.audio, args.agent, args.partner)
+        name, image = (str(args.portrait), read_image(args.portrait)) if args.portrait else default_portrait()
+        _generate(args, out, conversation, name, image)
+
+
+def _generate(args: argparse.Namespace, out: Path, conversation, name: str, image) -> None:
+    from infp.pipeline import InfpPipeline
 
     start = time.perf_counter()
     pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device, args.dtype, args.speech_model)
@@ -53,24 +59,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(default, with no --agent/--partner either: the packaged 12-s demo conversation)")
     g.add_argument("--agent", type=Path, default=None, help="the portrait's own voice (with --partner)")
     g.add_argument("--partner", type=Path, default=None, help="the voice it listens to (with --agent)")
-    g.add_argument("--out", type=Path, required=True, help="the MP4 to write (its folder must exist)")
+    g.add_argument("--out", type=Path, required=True,
+                   help="the .mp4 to write (its folder must exist; never one of the inputs, a device or a link)")
     g.add_argument("--checkpoint", type=Path, default=None, help="stage-2 (motion) checkpoint directory (default: bundled)")
     g.add_argument("--imitator", type=Path, default=None,
                    help="stage-1 checkpoint the motion model was trained with (default: bundled)")
     g.add_argument("--speech-model", type=Path, default=None,
                    help="local wav2vec2/HuBERT model, for a stage-2 checkpoint trained on its features")
-    g.add_argument("--steps", type=positive_int, default=20, help="DDIM steps per 2-s window (default 20)")
-    g.add_argument("--guidance", type=positive_float, default=3.0,
-                   help="classifier-free guidance on the audio (default 3; 1 = off)")
-    g.add_argument("--seed", type=int, default=0, help="sampling seed: the same seed gives the same video (default 0)")
-    g.add_argument("--overlap", type=int, default=None,
+    g.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps per 2-s window (default 20, at most 1000)")
+    g.add_argument("--guidance", type=guidance, default=3.0,
+                   help="classifier-free guidance on the audio (default 3; 1 = off; at most 100)")
+    g.add_argument("--seed", type=seed, default=0,
+                   help="sampling seed, 0 to 2^32 - 1: the same seed gives the same video (default 0)")
+    g.add_argument("--overlap", type=non_negative_int, default=None,
                    help="frames each 50-frame window shares with the one before and holds, for smooth joins "
                    "(default 30; 0 = the paper's back-to-back windows, fastest)")
-    g.add_argument("--size", type=positive_int, default=None,
+    g.add_argument("--size", type=frame_size, default=None,
                    help="output size: longer side of the frame (default: the portrait's, at most 1024), "
-                   "or the crop's side with --crop-only (default: the renderer's)")
+                   "or the crop's side with --crop-only (default: the renderer's); 16 to 4096")
     g.add_argument("--crop-only", action="store_true", help="write the animated face crop, not the whole portrait")
-    g.add_argument("--face-index", type=int, default=None, help="which face when the portrait has several (0 = largest)")
+    g.add_argument("--face-index", type=non_negative_int, default=None, help="which face when the portrait has several (0 = largest)")
     g.add_argument("--mix", choices=["mix", "stereo"], default="mix",
                    help="soundtrack: both voices mixed (default) or stereo (agent left, partner right)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: the GPU when there is one")

@@ -33,7 +33,7 @@ import av.video.stream
 import numpy as np
 
 from infp import FPS, SAMPLE_RATE
-from infp.fsutil import atomic_file
+from infp.fsutil import _fault, atomic_file
 from infp.rechunk import Rechunk
 
 log = logging.getLogger(__name__)
@@ -192,6 +192,7 @@ class VideoWriter:
         self._container.mux(self._video.encode(vf))
         self.n_frames += 1
         self._write_audio(self._samples_until(self.n_frames))
+        _fault("video:after_frame")  # the crash tests' kill in the middle of a video
 
     def _add_streams(self, container: av.container.OutputContainer) -> None:
         assert self._size is not None
