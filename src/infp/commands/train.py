@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import fraction, non_negative, positive_float, positive_int
+from infp.commands import fraction, non_negative, non_negative_int, number, positive_float, positive_int, seed
 from infp.errors import InfpError
 
 log = logging.getLogger("infp")
@@ -17,6 +17,39 @@ def _data(args: argparse.Namespace) -> list[Path]:
     if not args.data and not args.resume:
         raise InfpError("--data is needed to start a run (a resumed run uses the data it started with)")
     return args.data or []
+
+
+def _run_settings(args: argparse.Namespace, d) -> tuple[dict, dict | None]:
+    """The `_common` flags' settings: the values of a new run (defaults filled in), and for `--resume`
+    the changes to the recorded plan given explicitly (None without --resume). A resumed run is the run
+    as run.json recorded it: only its length and cadences may change, and only when asked."""
+    if args.resume:
+        fixed = [f for f, v in (("--batch-size", args.batch_size), ("--lr", args.lr), ("--seed", args.seed)) if v is not None]
+        if fixed:
+            raise InfpError(f"--resume continues the run as recorded in its run.json; {', '.join(fixed)} cannot change "
+                            "(only --steps, --save-every and --log-every can)", args.out)
+    given = {"steps": args.steps, "log_every": args.log_every, "sample_every": args.save_every,
+             "save_every": args.save_every}
+    changes = {k: v for k, v in given.items() if v is not None}
+    values = {"steps": d.steps, "log_every": d.log_every, "sample_every": d.sample_every, "save_every": d.save_every,
+              **changes, "batch_size": args.batch_size or d.batch_size, "lr": args.lr or d.lr,
+              "seed": d.seed if args.seed is None else args.seed}
+    return values, changes if args.resume else None
+
+
+def _locked(args: argparse.Namespace, train) -> None:
+    """Run `train()` holding the run folder's lock (a second training into it fails at once), after
+    removing what a killed save left in it. Only the first process of a launch locks."""
+    from infp.fsutil import clean_partials, output_lock
+    from infp.train.run import CHECKPOINT, RUN, STATE, first_process
+
+    if not first_process():
+        return train()
+    with output_lock(args.out, folder=True):
+        for name in (STATE, CHECKPOINT, RUN):
+            for p in clean_partials(Path(args.out) / name):
+                log.info("removed %s, left by a run that was killed", p)
+        return train()
 
 
 def run_imitation(args: argparse.Namespace) -> None:
@@ -32,13 +65,10 @@ def run_imitation(args: argparse.Namespace) -> None:
     if args.keypoint_prior or additions:
         overrides |= {"keypoint_prior": True, **additions}
     model_cfg = imitator_preset(args.preset, **overrides)
-    defaults = TrainConfig()
+    values, changes = _run_settings(args, TrainConfig())
     cfg = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        real_fraction=args.real_fraction, mouth_pairs=args.mouth_pairs, max_frames=args.max_frames,
+        **values, real_fraction=args.real_fraction, mouth_pairs=args.mouth_pairs, max_frames=args.max_frames,
         init_from=str(args.init_from) if args.init_from else None, freeze_motion_encoder=args.freeze_motion_encoder,
-        log_every=args.log_every or defaults.log_every,
-        sample_every=args.save_every or defaults.sample_every, save_every=args.save_every or defaults.save_every,
     )
     perceptual = LossConfig().vgg if args.perceptual_weight is None else args.perceptual_weight
     loss_cfg = LossConfig(vgg_path=str(args.vgg) if args.vgg else None, vgg=perceptual,
@@ -46,8 +76,9 @@ def run_imitation(args: argparse.Namespace) -> None:
                           use_gan=not args.no_gan, region=args.region_weight,
                           detail=args.detail_weight, keypoint=args.keypoint_weight,
                           correction=args.correction_weight)
-    r = train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
-                        progress=not args.quiet, cpu=args.device == "cpu", dtype=args.dtype)
+    r = _locked(args, lambda: train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
+                                              progress=not args.quiet, cpu=args.device == "cpu", dtype=args.dtype,
+                                              changes=changes))
     log.info("step %d: %.0f s, %.2f pairs/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
              Path(args.out) / "checkpoint")
 
@@ -66,16 +97,16 @@ def run_motion(args: argparse.Namespace) -> None:
         overrides["band_emphasis"] = args.band_emphasis
     model_cfg = motion_preset(args.preset, **overrides)
     d = MotionTrainConfig()
+    values, changes = _run_settings(args, d)
     cfg = MotionTrainConfig(
-        steps=args.steps, one_sided_steps=args.one_sided_steps if args.one_sided_steps is not None else d.one_sided_steps,
-        batch_size=args.batch_size, lr=args.lr, seed=args.seed, log_every=args.log_every or d.log_every,
-        sample_every=args.save_every or d.sample_every, save_every=args.save_every or d.save_every,
+        **values, one_sided_steps=args.one_sided_steps if args.one_sided_steps is not None else d.one_sided_steps,
         velocity_weight=args.velocity_weight, snr_gamma=args.snr_gamma,
     )
     diffusion = DiffusionConfig(prediction=args.prediction)
-    r = train_motion(_data(args), args.imitator or imitator_dir(), args.out, model_cfg, cfg, diffusion, resume=args.resume, progress=not args.quiet,
-                     cpu=args.device == "cpu", cache_dir=args.cache, speech_model=args.speech_model,
-                     dtype=args.dtype)
+    r = _locked(args, lambda: train_motion(
+        _data(args), args.imitator or imitator_dir(), args.out, model_cfg, cfg, diffusion, resume=args.resume,
+        progress=not args.quiet, cpu=args.device == "cpu", cache_dir=args.cache, speech_model=args.speech_model,
+        dtype=args.dtype, changes=changes))
     log.info("step %d: %.0f s, %.1f windows/s; EMA checkpoint in %s", r.step, r.seconds, r.items_per_second,
              Path(args.out) / "checkpoint")
 
@@ -84,17 +115,23 @@ def _common(s: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> No
     s.add_argument("--data", type=Path, nargs="+", default=None,
                    help="folders of clips (from infp synth / preprocess); with --resume the run's own are used")
     s.add_argument("--out", type=Path, required=True, help="run folder: state/, checkpoint/, logs/, ...")
-    s.add_argument("--steps", type=positive_int, default=steps, help=f"total optimiser steps (default {steps})")
-    s.add_argument("--batch-size", type=positive_int, default=batch, help=f"examples per step and device (default {batch})")
-    s.add_argument("--lr", type=float, default=lr, help=f"AdamW learning rate (default {lr:g})")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--save-every", type=positive_int, default=None, help="steps between checkpoints and samples (default 500)")
-    s.add_argument("--log-every", type=positive_int, default=None, help="steps between TensorBoard points (default 10)")
+    # None: not given (a new run takes the default, a resumed one what its run.json recorded)
+    s.add_argument("--steps", type=positive_int, default=None,
+                   help=f"total optimiser steps (default {steps}; with --resume: the run's own)")
+    s.add_argument("--batch-size", type=positive_int, default=None, help=f"examples per step and device (default {batch})")
+    s.add_argument("--lr", type=number(float, above=0, hi=1), default=None, help=f"AdamW learning rate (default {lr:g})")
+    s.add_argument("--seed", type=seed, default=None, help="0 to 2^32 - 1 (default 0)")
+    s.add_argument("--save-every", type=positive_int, default=None,
+                   help="steps between checkpoints and samples (default 500; with --resume: the run's own)")
+    s.add_argument("--log-every", type=positive_int, default=None,
+                   help="steps between TensorBoard points (default 10; with --resume: the run's own)")
     s.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU(s) when present")
     s.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="forward passes in bfloat16 autocast (weights and optimiser stay float32): faster "
                         "on GPUs and on CPUs with AVX512-BF16 (default float32); may change on --resume, like --device")
-    s.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    s.add_argument("--resume", action="store_true",
+                   help="continue the run in --out exactly where it stopped, as its run.json recorded it; "
+                        "--steps, --save-every and --log-every given with it change its plan")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -119,9 +156,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="converted VGG16 weights (vgg16.safetensors or vgg16_upto_relu4_3.safetensors) for the "
                         "perceptual loss, instead of the weights cache; switches the loss on")
     s.add_argument("--no-gan", action="store_true", help="no discriminator (and so no feature-matching loss)")
-    s.add_argument("--region-weight", type=float, default=1.0,
+    s.add_argument("--region-weight", type=non_negative, default=1.0,
                    help="weight of the L1 loss on the eye and lip regions (default 1; 0 = off)")
-    s.add_argument("--detail-weight", type=float, default=0.0,
+    s.add_argument("--detail-weight", type=non_negative, default=0.0,
                    help="weight of the fine-detail loss: the mean |Laplacian| of 8x8 cells, prediction "
                         "against truth, against blur (default 0 = off; docs/stage1.md)")
     s.add_argument("--init-from", type=Path, default=None,
@@ -146,7 +183,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--correction-weight", type=non_negative, default=0.5,
                    help="with the keypoint prior: weight of the L1 size of F's correction to the prior flow "
                         "(default 0.5; 0 lets F move flat regions freely, which a discriminator turns into swirls)")
-    s.add_argument("--keypoint-weight", type=float, default=1.0,
+    s.add_argument("--keypoint-weight", type=non_negative, default=1.0,
                    help="weight of the keypoint loss (decoded keypoints vs landmarks; default 1)")
     s.set_defaults(func=run_imitation)
 
@@ -155,7 +192,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--imitator", type=Path, default=None,
                    help="stage-1 checkpoint whose motion encoder gives the latents (default: the bundled one)")
     m.add_argument("--preset", default="base", help="model size: tiny, base or paper (default base)")
-    m.add_argument("--one-sided-steps", type=int, default=None,
+    m.add_argument("--one-sided-steps", type=non_negative_int, default=None,
                    help="warm-up steps on one-sided windows before multi-turn data (default 1000)")
     m.add_argument("--no-memory", action="store_true", help="ablation: no memory banks (audio straight to motion attention)")
     m.add_argument("--no-style", action="store_true", help="ablation: no style modulation of the memory banks")

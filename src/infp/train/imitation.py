@@ -20,7 +20,7 @@ from infp.models import Imitator, ImitatorConfig
 from infp.models.discriminator import DiscriminatorConfig
 from infp.train.keypoints import fit_keypoint_decoder
 from infp.train.losses import ImitationLoss, LossConfig
-from infp.train.run import RunLoop, TrainResult, check_out, clips_in, write_run
+from infp.train.run import RunLoop, TrainResult, check_out, clips_in, resumed_plan, write_run
 from infp.train.samples import save_grid
 
 log = logging.getLogger(__name__)
@@ -54,12 +54,11 @@ def _describe(model_cfg: ImitatorConfig, train_cfg: TrainConfig, loss_cfg: LossC
             "data": [str(d) for d in data]}
 
 
-def _resumed_configs(saved: dict, train_cfg: TrainConfig) -> tuple[ImitatorConfig, TrainConfig, LossConfig]:
-    """The saved run's configs; only the step budget and the cadences may change on resume."""
+def _resumed_configs(saved: dict, train_cfg: TrainConfig,
+                     changes: dict | None = None) -> tuple[ImitatorConfig, TrainConfig, LossConfig]:
+    """The saved run's configs; only the step budget and the cadences may change on resume (`resumed_plan`)."""
     model_cfg = ImitatorConfig.from_dict(saved["model"])
-    old = TrainConfig(**saved["train"])
-    new = replace(old, steps=train_cfg.steps, log_every=train_cfg.log_every, sample_every=train_cfg.sample_every,
-                  save_every=train_cfg.save_every)
+    new = resumed_plan(TrainConfig(**saved["train"]), train_cfg, changes)
     loss = dict(saved["loss"])
     # runs saved before the region and correction terms existed trained without them
     loss.setdefault("region", 0.0)
@@ -179,11 +178,13 @@ class Trainer(RunLoop):
 
 def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg: TrainConfig,
                     loss_cfg: LossConfig, resume: bool = False, progress: bool = True, cpu: bool = False,
-                    dtype: str = "float32") -> TrainResult:
+                    dtype: str = "float32", changes: dict | None = None) -> TrainResult:
+    """Train (or with `resume`, continue) a stage-1 run in `out`. On resume the run is the one run.json
+    recorded, its plan changed by `changes` (or, None, to `cfg`'s; see `infp.train.run.resumed_plan`)."""
     out = Path(out)
     saved = check_out(out, resume)
     if saved is not None:
-        model_cfg, cfg, loss_cfg = _resumed_configs(saved, cfg)
+        model_cfg, cfg, loss_cfg = _resumed_configs(saved, cfg, changes)
         data = [Path(d) for d in saved["data"]]
     elif cfg.init_from:
         start = Imitator.from_pretrained(cfg.init_from).cfg

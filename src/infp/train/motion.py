@@ -32,7 +32,7 @@ from infp.guard import check_checkpoint
 from infp.models import Imitator
 from infp.models.motion_config import MotionConfig
 from infp.models.motion_generator import MotionGenerator
-from infp.train.run import RunLoop, TrainResult, check_out, clips_in, write_run
+from infp.train.run import RunLoop, TrainResult, check_out, clips_in, resumed_plan, write_run
 
 log = logging.getLogger(__name__)
 
@@ -128,14 +128,16 @@ def train_motion(
     data: list[Path], imitator_dir: Path, out: Path, model_cfg: MotionConfig, cfg: MotionTrainConfig,
     diffusion: DiffusionConfig | None = None, resume: bool = False, progress: bool = True, cpu: bool = False,
     cache_dir: Path | None = None, speech_model: Path | None = None, dtype: str = "float32",
+    changes: dict | None = None,
 ) -> TrainResult:
+    """Train (or with `resume`, continue) a stage-2 run in `out`. On resume the run is the one run.json
+    recorded, its plan changed by `changes` (or, None, to `cfg`'s; see `infp.train.run.resumed_plan`)."""
     out, diffusion = Path(out), diffusion or DiffusionConfig()
     saved = check_out(out, resume)
     if saved is not None:  # only the step budget and the cadences may change on resume
         model_cfg, diffusion = MotionConfig.from_dict(saved["model"]), DiffusionConfig.from_dict(saved["diffusion"])
-        keep = {k: getattr(cfg, k) for k in ("steps", "log_every", "sample_every", "save_every")}
         # runs from before a field existed resume as they ran: without it
-        cfg = replace(MotionTrainConfig(**{"velocity_weight": 0.0, **saved["train"]}), **keep)
+        cfg = resumed_plan(MotionTrainConfig(**{"velocity_weight": 0.0, **saved["train"]}), cfg, changes)
         data, imitator_dir = [Path(d) for d in saved["data"]], Path(saved["imitator"])
         speech_model = Path(saved["speech_model"]) if saved.get("speech_model") else None
     check_checkpoint(imitator_dir, "imitator")

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from infp.train.state import RngState, Stateful, load_state, save_state
 log = logging.getLogger(__name__)
 logging.getLogger("accelerate").setLevel(logging.WARNING)  # its info lines are noise here
 STATE, CHECKPOINT, RUN = "state", "checkpoint", "run.json"
+PLAN = ("steps", "log_every", "sample_every", "save_every")  # what --resume may change: a run's length and cadences
 TRAIN_DTYPES = ("float32", "bfloat16")  # of the forward passes; weights stay float32
 
 
@@ -46,7 +47,7 @@ class TrainResult:
 
 def check_out(out: Path, resume: bool) -> dict | None:
     """The saved run description when resuming; refuses to overwrite a run or resume nothing."""
-    if _first_process():
+    if first_process():
         recover_dir(out / STATE)  # a kill during a save may have left the state beside its name
     has_state = (out / STATE).is_dir()
     if resume and not has_state:
@@ -56,7 +57,20 @@ def check_out(out: Path, resume: bool) -> dict | None:
     return json.loads((out / RUN).read_text()) if resume else None
 
 
-def _first_process() -> bool:
+def resumed_plan(recorded, cfg, changes: dict | None = None):
+    """The recorded training config of a resumed run, with its plan (`PLAN`: the length and cadences)
+    changed as asked: by `changes` (the CLI: the flags given explicitly, nothing else) or, when None, to
+    `cfg`'s (library callers pass whole configs). Every change is logged; nothing else changes."""
+    new = {k: getattr(cfg, k) for k in PLAN} if changes is None else dict(changes)
+    if unknown := set(new) - set(PLAN):
+        raise ValueError(f"only {', '.join(PLAN)} may change on resume, not {', '.join(sorted(unknown))}")
+    for k, v in new.items():
+        if getattr(recorded, k) != v:
+            log.info("resuming with %s = %s (the run recorded %s)", k, v, getattr(recorded, k))
+    return replace(recorded, **new)
+
+
+def first_process() -> bool:
     """Whether this is the only or the first process of a launch (torchrun and `accelerate launch` set
     RANK): only it finishes an interrupted state swap, as renames racing each other could lose the state."""
     return os.environ.get("RANK", "0") == "0"
@@ -144,7 +158,7 @@ class RunLoop:
         """Restore what `save` wrote: reads only state.json, step.json and the registered objects'
         safetensors files (never a pickle); a state from before this format is refused with a message."""
         state = self.out / STATE
-        if _first_process():
+        if first_process():
             recover_dir(state)
         load_state(state, self.stateful)
         try:
