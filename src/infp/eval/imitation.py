@@ -17,6 +17,7 @@ distances with dlib's face recogniser (infp.eval.identity).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -157,21 +158,61 @@ def _reps(clip: ClipFrames, idx: np.ndarray, kind: str) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reenact_clip(model: Imitator, clip: ClipFrames, idx: np.ndarray, batch: int = 8):
+def reenact_clip(model: Imitator, clip: ClipFrames, idx: np.ndarray, batch: int = 8, full: ClipFrames | None = None):
     """Yield (frame indices, prediction, target, source) batches for frames `idx`, the first usable
-    frame as source."""
+    frame as source. `full`: the same clip at an output resolution above the model's working size:
+    the source is warped at it and the targets come from it."""
     device = next(model.parameters()).device
     kind = model.cfg.representation
     s = clip.usable[0]
+    shown = clip if full is None else full
     source = to_tensor(clip.frames[s : s + 1]).to(device)
-    app = model.encode_appearance(source)
+    source_full = None if full is None else to_tensor(full.frames[s : s + 1]).to(device)
+    app = model.encode_appearance(source, source_full)
     z_src = model.encode_motion(_reps(clip, np.array([s]), kind).to(device))
     for k in range(0, len(idx), batch):
         part = idx[k : k + batch]
         z = model.encode_motion(_reps(clip, part, kind).to(device))
         n = len(part)
         pred = model.render(app.expand(n), z_src.expand(n, -1), z).image.clamp(0, 1)
-        yield part, pred.cpu(), to_tensor(clip.frames[part]), source.cpu().expand(n, -1, -1, -1)
+        yield part, pred.cpu(), to_tensor(shown.frames[part]), to_tensor(shown.frames[s : s + 1]).expand(n, -1, -1, -1)
+
+
+PREDICTIONS_FORMAT = """a folder of `<clip id>.npz` files, each with `idx` (N,) the clip's frame indices
+and `pred` (N, H, W, 3) uint8 renders of those frames (any H = W; resized to the evaluated size)"""
+
+
+def saved_predictions(folder: Path, clip: ClipFrames, idx: np.ndarray, batch: int = 8):
+    """`reenact_clip`'s batches from renders saved elsewhere (another renderer, another version of
+    this one; PREDICTIONS_FORMAT), the clip's first usable frame as the copy-source baseline."""
+    import cv2
+
+    from infp.errors import InfpError
+
+    path = Path(folder) / f"{clip.id}.npz"
+    if not path.is_file():
+        raise InfpError(f"no saved renders of clip {clip.id}; expected {PREDICTIONS_FORMAT}", path)
+    with np.load(path, allow_pickle=False) as z:
+        have = dict(zip(z["idx"].tolist(), range(len(z["idx"]))))
+        missing = [int(i) for i in idx if int(i) not in have]
+        if missing:
+            raise InfpError(f"frame {missing[0]} of clip {clip.id} was not rendered ({len(missing)} missing)", path)
+        pred = z["pred"][[have[int(i)] for i in idx]]
+    size = clip.frames.shape[1]
+    if pred.shape[1] != size:  # as a crop pasted into a larger frame is resampled: bilinear
+        pred = np.stack([cv2.resize(p, (size, size), interpolation=cv2.INTER_LINEAR) for p in pred])
+    s = clip.usable[0]
+    for k in range(0, len(idx), batch):
+        part = idx[k : k + batch]
+        n = len(part)
+        yield (part, to_tensor(pred[k : k + batch]), to_tensor(clip.frames[part]),
+               to_tensor(clip.frames[s : s + 1]).expand(n, -1, -1, -1))
+
+
+def save_predictions(folder: Path, clip_id: str, idx: np.ndarray, preds: list[np.ndarray]) -> None:
+    """Write one clip's renders in PREDICTIONS_FORMAT."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(Path(folder) / f"{clip_id}.npz", idx=np.asarray(idx), pred=np.stack(preds))
 
 
 def _transfer(preds: list[np.ndarray], frames: ClipFrames, idx: np.ndarray) -> tuple[TransferScores, TransferScores]:
@@ -198,32 +239,47 @@ def _identity(encoder: IdentityEncoder, preds: list[np.ndarray], frames: ClipFra
                            face_boxes(frames.points[s : s + 1])[0])
 
 
-def evaluate_imitation(model: Imitator, clips: list[Clip], every: int = 1, max_frames: int | None = None,
+def evaluate_imitation(model: Imitator | None, clips: list[Clip], every: int = 1, max_frames: int | None = None,
                        fid_features: nn.Module | None = None, transfer: bool = True, progress: bool = False,
-                       lpips: nn.Module | None = None, identity: IdentityEncoder | None = None) -> ImitationReport:
+                       lpips: nn.Module | None = None, identity: IdentityEncoder | None = None,
+                       size: int | None = None, predictions: Path | None = None,
+                       save_to: Path | None = None) -> ImitationReport:
     """Scores of `model` and of copy-source on every `every`-th usable frame of each clip; LPIPS with
-    `lpips` (an infp.eval.lpips.LPIPS), identity distances with `identity`."""
+    `lpips` (an infp.eval.lpips.LPIPS), identity distances with `identity`. `size`: the resolution
+    scored (default the model's working size; above it, the model warps the source at it).
+    `predictions`: score renders saved there (PREDICTIONS_FORMAT) instead of running a model (then
+    `size` is needed); `save_to`: write this run's renders there in that format."""
     from infp.train.samples import to_uint8
 
-    model.eval()
+    if model is not None:
+        model.eval()
+    size = size or model.cfg.size
     total_m, total_b = FrameMetrics(fid_features), FrameMetrics(fid_features)
     scores = []
     for clip in tqdm(clips, desc="eval imitation", unit="clip", disable=not progress):
-        frames = load_clip_frames(clip, model.cfg.size, max_frames)
+        frames = load_clip_frames(clip, size, max_frames)
         if len(frames.usable) < 2:
             continue
         idx = frames.usable[1::every]  # the source frame itself is the input, not a prediction: not scored
+        if predictions is not None:
+            batches = saved_predictions(predictions, frames, idx)
+        elif size == model.cfg.size:
+            batches = reenact_clip(model, frames, idx)
+        else:
+            batches = reenact_clip(model, load_clip_frames(clip, model.cfg.size, max_frames), idx, full=frames)
         m, b = FrameMetrics(), FrameMetrics()
         preds = []
-        for part, pred, target, source in reenact_clip(model, frames, idx):
-            mouth = open_mouth(frames.points[part], model.cfg.size)
+        for part, pred, target, source in batches:
+            mouth = open_mouth(frames.points[part], size)
             boxes = torch.from_numpy(face_boxes(frames.points[part]))
             for pair, guess in (((m, total_m), pred), ((b, total_b), source)):
                 lp = _lpips(lpips, guess, target)
                 for metrics in pair:
                     metrics.update(guess, target, mouth, boxes, lp)
-            if transfer or identity is not None:
+            if transfer or identity is not None or save_to is not None:
                 preds.extend(to_uint8(pred))
+        if save_to is not None:
+            save_predictions(save_to, frames.id, idx, preds)
         t = _transfer(preds, frames, idx) if transfer else (None, None)
         ident = _identity(identity, preds, frames, idx) if identity is not None else None
         scores.append(ClipScores(frames.id, len(idx), m.compute(), b.compute(), *t, ident))

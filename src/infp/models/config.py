@@ -13,6 +13,10 @@ from infp.errors import InfpError
 from infp.face.hybrid import Representation
 
 
+# fields of the first renderer design (re-synthesising decoder, painted mouth interior), gone since
+RETIRED = {"mouth_interior"}
+
+
 @dataclass(frozen=True)
 class ImitatorConfig:
     size: int = 256  # side of the face crops it renders
@@ -41,9 +45,6 @@ class ImitatorConfig:
     keypoint_lip_sides: bool = False
     # the decoder also reads where the keypoints' inner lips open the mouth (needs keypoint_prior)
     mouth_mask: bool = False
-    # where the keypoints open the mouth beyond the source's, the warped image is replaced by a painted
-    # cavity and teeth before the decoder's correction (models/mouth_interior.py; needs keypoint_prior)
-    mouth_interior: bool = False
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -56,8 +57,6 @@ class ImitatorConfig:
             raise ValueError("mouth_mask reads the keypoint prior's keypoints: it needs keypoint_prior")
         if self.keypoint_lip_sides and not self.keypoint_prior:
             raise ValueError("keypoint_lip_sides shapes the keypoint prior's flow: it needs keypoint_prior")
-        if self.mouth_interior and not self.keypoint_prior:
-            raise ValueError("mouth_interior is drawn from the keypoint prior's keypoints: it needs keypoint_prior")
 
     @property
     def feature_size(self) -> int:
@@ -68,6 +67,10 @@ class ImitatorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ImitatorConfig:
+        if RETIRED & set(d):
+            raise InfpError(f"a checkpoint of the first renderer design (it has {', '.join(sorted(RETIRED & set(d)))}): "
+                            "this version renders with the second design (docs/stage1.md); fine-tune it into one with "
+                            "`infp train imitation --init-from DIR ...`, or use the bundled checkpoint")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

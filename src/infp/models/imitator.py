@@ -4,8 +4,9 @@ INFP Sec. 3.1 (motion-based head imitation): a source frame is re-rendered with 
 driving frame, the motion entering only as a low-dimensional latent `E_m(hybrid(driving))`. Stage 2
 generates those latents from audio; this model turns them back into video. With `keypoint_prior`
 the latents are also decoded into keypoints whose motion gives `F` a prior flow; with `mouth_mask`
-their inner lips also tell the decoder where the mouth opens; with `mouth_interior` the opening is
-painted (cavity, teeth) before the decoder's correction.
+their inner lips also tell the decoder where the mouth opens. The decoder (second design,
+models/decoder.py) warps the source once at the output resolution and paints only where the
+source has nothing to give, blended in by a learned mask.
 """
 
 from __future__ import annotations
@@ -14,16 +15,16 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from infp.face.topology import inner_lip_arc_keypoints, inner_lip_keypoints
 from infp.models.appearance_encoder import AppearanceEncoder, AppearanceFeatures
 from infp.models.config import ImitatorConfig
-from infp.models.decoder import Decoder
+from infp.models.decoder import Decoder, Synthesis
 from infp.models.flow_estimator import Flow, FlowEstimator
 from infp.models.keypoint_decoder import KeypointDecoder
 from infp.models.motion_encoder import MotionEncoder
-from infp.models.mouth_interior import MouthInterior
 from infp.models.warping import keypoint_flow, polygon_mask
 
 KIND = "imitator"
@@ -35,9 +36,25 @@ class Keypoints(NamedTuple):
 
 
 class Rendered(NamedTuple):
-    image: torch.Tensor  # (B, 3, S, S), about [0, 1]; clamp before display
+    image: torch.Tensor  # (B, 3, R, R), about [0, 1]; clamp before display. R: the source's resolution
     flow: Flow
+    synthesis: Synthesis  # what the decoder painted and where it blends in
     keypoints: Keypoints | None = None  # with `keypoint_prior`: what the prior flow was spread from
+
+
+PAINT_MARGIN = 1 / 32  # of the crop side (8 px at 256): the lips parting around the opening are painted too
+
+
+def paint_region(lips: torch.Tensor, size: int) -> torch.Tensor:
+    """Where the decoder may paint: the driving mouth's opening (its inner-lip polygon, (B, P, 2) in
+    [-1, 1]) grown by PAINT_MARGIN -> (B, 1, size, size) in [0, 1]. The source has nothing to give
+    there when the mouth opens wider than its own; everywhere else the output is the source's own
+    pixels, warped. Without this bound a blend mask learns to mix the low-resolution synthesis into
+    every edge the flow misplaces (hair, outline), which L1 and VGG losses reward as a blur
+    (docs/stage1.md, "The second design")."""
+    inside = polygon_mask(lips.float(), size, supersample=2)
+    grow = max(1, round(size * PAINT_MARGIN))
+    return F.max_pool2d(inside, 2 * grow + 1, 1, grow).to(lips.dtype)
 
 
 class Imitator(nn.Module):
@@ -49,7 +66,6 @@ class Imitator(nn.Module):
         self.flow_estimator = FlowEstimator(cfg)
         self.decoder = Decoder(cfg)
         self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
-        self.mouth_interior = MouthInterior() if cfg.mouth_interior else None
         # the upper and lower inner lip's keypoints, for the split lips
         self.lip_arcs = tuple(torch.as_tensor(a) for a in inner_lip_arc_keypoints()) if cfg.keypoint_lip_sides else None
 
@@ -57,27 +73,27 @@ class Imitator(nn.Module):
         """(B, 3, S, S) representation in [0, 1] -> (B, motion_dim)."""
         return self.motion_encoder(rep)
 
-    def encode_appearance(self, image: torch.Tensor) -> AppearanceFeatures:
-        """(B, 3, S, S) source in [0, 1]; once per portrait."""
-        return self.appearance_encoder(image)
+    def encode_appearance(self, image: torch.Tensor, full: torch.Tensor | None = None) -> AppearanceFeatures:
+        """(B, 3, S, S) source in [0, 1]; once per portrait. `full`: the same crop at the output
+        resolution (B, 3, R, R), which the renderer then warps instead of `image`."""
+        return self.appearance_encoder(image, full)
 
     def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor) -> Rendered:
-        """The per-frame work: motion codes -> (keypoints ->) flow -> warp -> decode."""
-        kp, prior, mouth = None, None, None
+        """The per-frame work: motion codes -> (keypoints ->) flow -> warp the source, paint what it lacks."""
+        kp, prior, mouth, region = None, None, None, None
         if self.keypoint_decoder is not None:
             kp = Keypoints(self.keypoint_decoder(z_src), self.keypoint_decoder(z_drv))
             # detached: the keypoints stay landmarks, trained only against landmarks, not bent by the image loss
             src, drv = kp.source.detach(), kp.driving.detach()
             prior = keypoint_flow(src, drv, self.cfg.feature_size, self.cfg.keypoint_sigma, head=self.cfg.keypoint_head,
                                   lips=self.lip_arcs)
+            lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
             if self.cfg.mouth_mask:
-                lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
                 mouth = tuple(polygon_mask(k[:, lips].float(), self.cfg.feature_size).to(k.dtype) for k in (drv, src))
+            region = paint_region(drv[:, lips], self.cfg.size)
         flow = self.flow_estimator(app.volume, z_src, z_drv, prior)
-        # None also where no frame opens its mouth beyond the source's
-        interior = None if self.mouth_interior is None else self.mouth_interior(src, drv, flow.flow,
-                                                                                   self.cfg.size)
-        return Rendered(self.decoder(app, flow, z_src, z_drv, mouth, interior), flow, kp)
+        out = self.decoder(app, flow, z_src, z_drv, mouth, region)
+        return Rendered(out.image, flow, out, kp)
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))

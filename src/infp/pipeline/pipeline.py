@@ -107,7 +107,8 @@ class InfpPipeline:
         rep = represent(face.crop, face.points, cfg.representation)
         with self._autocast():
             latent = self.imitator.encode_motion(to_tensor(rep[None]).to(self.device))[0].float()
-            appearance = self.imitator.encode_appearance(to_tensor(face.crop[None]).to(self.device))
+            full = None if face.full is None else to_tensor(face.full[None]).to(self.device)
+            appearance = self.imitator.encode_appearance(to_tensor(face.crop[None]).to(self.device), full)
         return Portrait(face, latent, appearance)
 
     # -- generation --------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from infp.face.crop import box_affine
 from infp.face.landmarks import detect_portrait_face
 
 MAX_SIDE = 1024  # default cap on the pasted output's longer side (H.264 at 25 fps stays light)
+MAX_RENDER = 1024  # cap on the side of the crop the renderer warps the portrait at
 FEATHER = 0.08  # share of the crop side over which the paste fades out at its edge
 
 
@@ -61,9 +62,14 @@ class FaceCrop:
 
     name: str
     image: np.ndarray  # (H, W, 3) uint8: the original portrait
-    crop: np.ndarray  # (S, S, 3) uint8: the face at the renderer's size
+    crop: np.ndarray  # (S, S, 3) uint8: the face at the renderer's working size (what its encoders read)
     points: np.ndarray  # (478, 3) landmarks in crop pixels
     box: np.ndarray  # (cx, cy, side) in original pixels
+    full: np.ndarray | None = None  # (R, R, 3) uint8: the same crop at the output resolution, which is warped
+
+    @property
+    def render_size(self) -> int:
+        return self.crop.shape[0] if self.full is None else self.full.shape[0]
 
     def framing(self, size: int | None = None) -> Framing:
         """The output frame for pasting: the portrait scaled so its longer side is `size` (default:
@@ -76,15 +82,26 @@ class FaceCrop:
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         background = cv2.resize(self.image, (out_w, out_h), interpolation=interp) if (out_w, out_h) != (w, h) else self.image
         box = np.array([self.box[0] * sx, self.box[1] * sy, self.box[2] * (sx + sy) / 2], np.float32)
-        return Framing(np.ascontiguousarray(background), box, self.crop.shape[0])
+        return Framing(np.ascontiguousarray(background), box, self.render_size)
+
+
+def render_side(image: np.ndarray, box: np.ndarray, size: int) -> int:
+    """The side at which the face is rendered: as many pixels as the crop covers in the default
+    output frame (`FaceCrop.framing`), a multiple of 8, at least the working `size`, at most MAX_RENDER.
+    The renderer warps the portrait itself at this size, so the face keeps the detail it has."""
+    scale = min(1.0, MAX_SIDE / max(image.shape[:2]))
+    return int(np.clip(8 * round(float(box[2]) * scale / 8), size, MAX_RENDER))
 
 
 def find_face(image: np.ndarray, name: str, size: int, face_index: int | None = None) -> FaceCrop:
-    """The face to animate, cropped at `size`. Several faces are an error unless `face_index` picks
-    one (0 = largest): animating a face the user did not mean is worse than asking."""
+    """The face to animate, cropped at `size` (and at the output resolution when that is larger).
+    Several faces are an error unless `face_index` picks one (0 = largest): animating a face the
+    user did not mean is worse than asking."""
     if image.ndim != 3 or image.shape[2] < 3 or image.dtype != np.uint8:
         raise MediaError(f"not an RGB image (shape {image.shape}, dtype {image.dtype})", name)
     image = np.ascontiguousarray(image[..., :3])
     points = detect_portrait_face(image, name, face_index, require_one=True).points
     box = face_box(points)
-    return FaceCrop(name, image, crop_image(image, box, size), to_crop(points, box, size), box)
+    side = render_side(image, box, size)
+    full = crop_image(image, box, side) if side > size else None
+    return FaceCrop(name, image, crop_image(image, box, size), to_crop(points, box, size), box, full)

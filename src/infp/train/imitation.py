@@ -67,6 +67,14 @@ def _resumed_configs(saved: dict, train_cfg: TrainConfig,
     return model_cfg, new, LossConfig(**loss)
 
 
+def load_start(path: str | Path) -> Imitator:
+    """The checkpoint a run starts from; one of the first renderer design is carried over into the
+    second (train/legacy.py)."""
+    from infp.train.legacy import from_first_design, is_first_design
+
+    return from_first_design(path) if is_first_design(path) else Imitator.from_pretrained(path)
+
+
 def load_grown(model: Imitator, state: dict[str, torch.Tensor]) -> list[str]:
     """Load a checkpoint's weights into a model that may have grown (the keypoint prior or the mouth
     masks added): new tensors keep their initialisation, and a conv that reads more input channels
@@ -101,7 +109,7 @@ def build_model(model_cfg: ImitatorConfig, cfg: TrainConfig, clips: list[ClipFra
     if not (cfg.init_from and fresh):
         return model
     with torch.no_grad():
-        added = load_grown(model, Imitator.from_pretrained(cfg.init_from).state_dict())
+        added = load_grown(model, load_start(cfg.init_from).state_dict())
     if added:
         log.info("new in this model (not in %s): %s", cfg.init_from, ", ".join(sorted({n.split(".")[0] for n in added})))
     if model.keypoint_decoder is not None and any(n.startswith("keypoint_decoder.") for n in added):
@@ -157,7 +165,7 @@ class Trainer(RunLoop):
             self.opt_d.step()
             logged.update({f"disc/{k}": v for k, v in d.logged().items()})
         kp = None if out.keypoints is None else (out.keypoints, (b.source_points, b.driving_points))
-        g = self.loss.generator(pred, b.driving, b.driving_regions, kp, out.flow.correction)
+        g = self.loss.generator(pred, b.driving, b.driving_regions, kp, out.flow.correction, out.synthesis)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(g.total)
         if self.cfg.grad_clip:
@@ -187,13 +195,12 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
         model_cfg, cfg, loss_cfg = _resumed_configs(saved, cfg, changes)
         data = [Path(d) for d in saved["data"]]
     elif cfg.init_from:
-        start = Imitator.from_pretrained(cfg.init_from).cfg
+        start = load_start(cfg.init_from).cfg
         # the changes a fine-tune may make: adding the keypoint prior, the mouth masks (new weights), the
-        # painted mouth interior, the lips split at the midline, spreading the keypoints' common motion
-        # over the head, bounding F's correction (no new weights)
+        # lips split at the midline, spreading the keypoints' common motion over the head, bounding F's
+        # correction (no new weights)
         model_cfg = replace(start, keypoint_prior=start.keypoint_prior or model_cfg.keypoint_prior,
                             mouth_mask=start.mouth_mask or model_cfg.mouth_mask,
-                            mouth_interior=start.mouth_interior or model_cfg.mouth_interior,
                             keypoint_lip_sides=start.keypoint_lip_sides or model_cfg.keypoint_lip_sides,
                             keypoint_head=model_cfg.keypoint_head or start.keypoint_head,
                             correction_max=model_cfg.correction_max or start.correction_max)

@@ -179,6 +179,11 @@ class LossConfig:
     detail: float = 0.0  # fine-detail energy per cell (see `detail_loss`); off by default
     keypoint: float = 1.0  # decoded keypoints vs landmarks; used only by a model with the keypoint prior
     correction: float = 0.5  # size of F's correction to the keypoint prior flow (see `correction_l1`); ditto
+    # the second renderer design (models/decoder.py): L1 on the decoder's synthesis itself, so it
+    # learns where the blend mask is still closed (else neither it nor the mask gets a gradient), and
+    # the blend mask's mean, so the output keeps the source's own pixels wherever the warp will do
+    synthesis: float = 1.0
+    mask: float = 0.05
     vgg: float = 1.0
     vgg_path: str | None = None  # a converted VGG16 file; None: the weights cache
     perceptual: bool = False  # use the VGG16 term even without vgg_path
@@ -189,7 +194,8 @@ class LossConfig:
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
 
     def __post_init__(self) -> None:
-        for name in ("l1", "ssim", "region", "detail", "keypoint", "correction", "vgg", "feature_matching", "adversarial"):
+        for name in ("l1", "ssim", "region", "detail", "keypoint", "correction", "synthesis", "mask", "vgg",
+                     "feature_matching", "adversarial"):
             if getattr(self, name) < 0:
                 raise InfpError(f"loss weight {name} must be >= 0, got {getattr(self, name)}")
         if self.vgg_upto not in VGG_TAPS:
@@ -210,6 +216,8 @@ class LossTerms:
     detail: torch.Tensor | None = None
     keypoint: torch.Tensor | None = None
     correction: torch.Tensor | None = None
+    synthesis: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
     vgg: torch.Tensor | None = None
     feature_matching: torch.Tensor | None = None
     adversarial: torch.Tensor | None = None
@@ -262,11 +270,12 @@ class ImitationLoss(nn.Module):
 
     def generator(self, pred: torch.Tensor, target: torch.Tensor, regions: torch.Tensor | None = None,
                   keypoints: tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]] | None = None,
-                  correction: torch.Tensor | None = None) -> LossTerms:
+                  correction: torch.Tensor | None = None, synthesis=None) -> LossTerms:
         """The renderer's loss for pred, target (B, 3, H, W) in [0, 1]; `regions` (B, 1, H, W) the
         target's eyes and lips (the region term is used only when given); `keypoints` (decoded, true)
-        and F's `correction` to the prior flow, for a model with the keypoint prior. Gradients reach the model only: D's parameters are frozen
-        for this forward (no D weight gradients are computed)."""
+        and F's `correction` to the prior flow, for a model with the keypoint prior; `synthesis` the
+        decoder's `models.decoder.Synthesis` (its painting and blend mask). Gradients reach the model
+        only: D's parameters are frozen for this forward (no D weight gradients are computed)."""
         if pred.shape != target.shape:
             raise ValueError(f"pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
         cfg, terms = self.cfg, {}
@@ -282,6 +291,10 @@ class ImitationLoss(nn.Module):
             terms["keypoint"] = (cfg.keypoint, keypoint_l1(*keypoints))
         if cfg.correction > 0 and correction is not None:
             terms["correction"] = (cfg.correction, correction_l1(correction))
+        if cfg.synthesis > 0 and synthesis is not None:
+            terms["synthesis"] = (cfg.synthesis, ms_l1(synthesis.synthesis.float(), target, cfg.l1_scales))
+        if cfg.mask > 0 and synthesis is not None:
+            terms["mask"] = (cfg.mask, synthesis.mask.float().mean())
         if self.vgg is not None:
             terms["vgg"] = (cfg.vgg, self.vgg(pred, target))
         if self.use_fm or self.use_adv:

@@ -1,0 +1,207 @@
+"""The second renderer design: detail from the source, synthesis only where the mask says, any
+output resolution; first-design checkpoints carried over; packs for frozen-E_m fine-tunes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from infp.errors import InfpError
+from infp.models import Imitator, imitator_preset
+from infp.models.decoder import MASK_BIAS
+from infp.models.warping import warp
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_KP = imitator_preset("tiny", keypoint_prior=True, mouth_mask=True, keypoint_lip_sides=True)
+
+
+def _model(seed: int = 0, cfg=TINY_KP) -> Imitator:
+    torch.manual_seed(seed)
+    return Imitator(cfg).eval()
+
+
+def test_a_new_decoder_shows_the_warped_source_at_any_resolution():
+    """The mask starts almost closed and the synthesis starts as the warped working-size source, so
+    a new model's output is the source warped once at the resolution it was given in."""
+    m = _model()
+    s = m.cfg.size
+    full = torch.rand(2, 3, 3 * s, 3 * s)
+    small = torch.nn.functional.interpolate(full, size=(s, s), mode="area")
+    z = torch.randn(2, m.cfg.motion_dim) * 0.3
+    with torch.no_grad():
+        r = m.render(m.encode_appearance(small, full), z, z.flip(0))
+        at_work = m.render(m.encode_appearance(small), z, z.flip(0))
+    assert r.image.shape == (2, 3, 3 * s, 3 * s) and at_work.image.shape == (2, 3, s, s)
+    assert r.synthesis.mask.shape == (2, 1, s, s)
+    assert float(r.synthesis.mask.max()) <= torch.sigmoid(torch.tensor(MASK_BIAS)).item() + 1e-6
+    torch.testing.assert_close(at_work.image, warp(small, at_work.flow.flow), atol=1e-5, rtol=0)
+    warped_full = warp(full, r.flow.flow)
+    # away from the mask's 1.8 %, the full-resolution output is the full-resolution source's pixels
+    assert (r.image - warped_full).abs().max() < 0.02 + 1e-4
+    assert (r.image - warped_full).abs().mean() < 0.01
+
+
+def test_painting_is_confined_to_the_driving_mouth():
+    """The blend mask is bounded by the driving keypoints' inner-lip polygon, grown a little: the
+    rest of the output is always the source's own pixels."""
+    from infp.face.topology import inner_lip_keypoints
+    from infp.models.imitator import paint_region
+
+    m = _model(7)
+    with torch.no_grad():
+        m.decoder.out.bias[3] = 20.0  # the mask open wherever it may be
+        x = torch.rand(1, 3, m.cfg.size, m.cfg.size)
+        z = torch.randn(1, m.cfg.motion_dim)
+        r = m.render(m.encode_appearance(x), z * 0, z)
+    region = paint_region(r.keypoints.driving[:, torch.as_tensor(inner_lip_keypoints())], m.cfg.size)
+    torch.testing.assert_close(r.synthesis.mask, region, atol=1e-5, rtol=0)
+    outside = region == 0
+    assert outside.float().mean() > 0.5
+    w = warp(x, r.flow.flow)
+    assert (r.image - w).abs()[outside.expand_as(w)].max() < 1e-5
+
+
+def test_where_the_mask_opens_the_synthesis_replaces_the_source():
+    m = _model(1, imitator_preset("tiny"))
+    with torch.no_grad():
+        m.decoder.out.bias[3] = 20.0  # mask fully open everywhere
+        m.decoder.out.bias[:3] = torch.tensor([0.3, -0.2, 0.1])
+        x = torch.rand(1, 3, m.cfg.size, m.cfg.size)
+        z = torch.zeros(1, m.cfg.motion_dim)
+        r = m.render(m.encode_appearance(x), z, z)
+    torch.testing.assert_close(r.image, r.synthesis.synthesis, atol=1e-5, rtol=0)
+    torch.testing.assert_close(r.synthesis.synthesis - warp(x, r.flow.flow),
+                               torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1).expand_as(x), atol=1e-5, rtol=0)
+
+
+def test_gradients_reach_the_flow_the_synthesis_and_then_the_mask():
+    """The output's loss trains F through the warp; the synthesis's own loss trains the painting
+    wherever the mask is closed; once the painting differs from the warped source, the mask learns
+    where it is the better of the two (at the start the two are equal, so the mask has no gradient:
+    why the trainers supervise the synthesis directly)."""
+    m = _model(2).train()
+    x, target = torch.rand(2, 3, m.cfg.size, m.cfg.size), torch.rand(2, 3, m.cfg.size, m.cfg.size)
+    z = torch.randn(2, m.cfg.motion_dim)
+    r = m.render(m.encode_appearance(x), z, z.flip(0))
+    ((r.image - target).abs().mean() + (r.synthesis.synthesis - target).abs().mean()).backward()
+    g = m.decoder.out.weight.grad
+    assert m.flow_estimator.out.weight.grad.abs().sum() > 0 and g[:3].abs().sum() > 0 and g[3].abs().sum() == 0
+    with torch.no_grad():
+        m.decoder.out.bias[:3] += 0.1
+    m.zero_grad()
+    r = m.render(m.encode_appearance(x), z, z.flip(0))
+    (r.image - target).abs().mean().backward()
+    assert m.decoder.out.weight.grad[3].abs().sum() > 0
+
+
+def _first_design(path: Path, seed: int = 3) -> dict:
+    """A checkpoint as the first design wrote it: a 3-channel decoder output and `mouth_interior`."""
+    m = _model(seed)
+    m.save_pretrained(path)
+    state = load_file(str(path / "model.safetensors"))
+    state["decoder.out.weight"] = state["decoder.out.weight"][:3].clone()
+    state["decoder.out.bias"] = torch.tensor([0.01, 0.02, 0.03])
+    save_file(state, str(path / "model.safetensors"))
+    meta = json.loads((path / "config.json").read_text())
+    meta["config"]["mouth_interior"] = True
+    (path / "config.json").write_text(json.dumps(meta))
+    return state
+
+
+def test_a_first_design_checkpoint_is_refused_with_what_to_do_and_carried_over(tmp_path):
+    from infp.train.legacy import from_first_design, is_first_design
+
+    state = _first_design(tmp_path / "old")
+    with pytest.raises(InfpError, match="first renderer design.*--init-from"):
+        Imitator.from_pretrained(tmp_path / "old")
+    assert is_first_design(tmp_path / "old")
+    m = from_first_design(tmp_path / "old")
+    new = m.state_dict()
+    for k, v in state.items():
+        if k not in ("decoder.out.weight", "decoder.out.bias"):
+            torch.testing.assert_close(new[k], v, msg=k)
+    torch.testing.assert_close(new["decoder.out.weight"][:3], state["decoder.out.weight"])
+    assert new["decoder.out.weight"][3].abs().sum() == 0
+    torch.testing.assert_close(new["decoder.out.bias"], torch.tensor([0.01, 0.02, 0.03, MASK_BIAS]))
+
+
+def test_pack_and_pairs(synth_clips, tmp_path):
+    from infp.data.clip import list_clips
+    from infp.data.pairs import load_clips
+    from infp.train.packed import PackedPairs, motion_fingerprint, pack_clips
+
+    m = _model(4)
+    clips = load_clips(list_clips(synth_clips), m.cfg.size)
+    meta = pack_clips(clips, m, tmp_path / "pack", crf=10, progress=False)
+    n = sum(len(c.usable) for c in clips)
+    assert meta["frames"] == n and meta["motion_fingerprint"] == motion_fingerprint(m)
+    data = PackedPairs.load(tmp_path / "pack", mouth_pairs=0.5)
+    assert data.frames.shape == (n, 3, m.cfg.size, m.cfg.size) and data.frames.dtype == torch.uint8
+    # the frames survive the video (CRF 10) and the latents are E_m's, mirrored ones of the flipped crop
+    first = clips[0].frames[clips[0].usable[0]].astype(np.float32)
+    assert np.abs(data.frames[0].permute(1, 2, 0).numpy() - first).mean() < 3
+    from infp.data.pairs import to_tensor
+    from infp.face.hybrid import represent
+
+    c, i = clips[0], clips[0].usable[0]
+    rep = to_tensor(represent(c.frames[i], c.points[i])[None])
+    with torch.no_grad():
+        torch.testing.assert_close(data.z[0], m.encode_motion(rep)[0], atol=2e-3, rtol=1e-2)
+        torch.testing.assert_close(data.z_mirror[0], m.encode_motion(rep.flip(-1))[0], atol=2e-3, rtol=1e-2)
+    b = data.sample(np.random.default_rng(0), 6)
+    assert b.source.shape == b.driving.shape == (6, 3, m.cfg.size, m.cfg.size) and b.z_source.shape == (6, m.cfg.motion_dim)
+    assert 0 <= float(b.source.min()) and float(b.source.max()) <= 1
+
+
+def test_train_renderer_script_runs_and_merges(synth_clips, tmp_path):
+    """The GPU fine-tune's script, in miniature on CPU: pack, two steps with the GAN, merge."""
+    from infp.eval.vgg import VGG16Features
+
+    vgg = tmp_path / "vgg.safetensors"  # random weights: the wiring, not the loss, is tested
+    save_file(VGG16Features("relu4_3").convs.state_dict(), str(vgg))
+    start = tmp_path / "start"
+    _model(5).save_pretrained(start)
+    script = [sys.executable, str(ROOT / "scripts" / "train_renderer.py")]
+    subprocess.run([*script, "pack", "--data", str(synth_clips), "--init", str(start), "--out", str(tmp_path / "pack"),
+                    "--crf", "18"], check=True, capture_output=True)
+    run = subprocess.run([*script, "--pack", str(tmp_path / "pack"), "--init", str(start), "--out", str(tmp_path / "run"),
+                          "--vgg", str(vgg), "--steps", "2", "--batch", "2", "--gan", "--log-every", "1", "--device", "cpu"],
+                         check=True, capture_output=True, text=True)
+    assert "2 steps" in run.stdout and (tmp_path / "run" / "samples.png").is_file()
+    log = json.loads((tmp_path / "run" / "log.json").read_text())
+    assert log["steps"] == 2 and {"l1", "vgg", "mouth", "mask", "adv", "fm"} <= set(log["log"][-1])
+    subprocess.run([*script, "merge", "--init", str(start), "--trained", str(tmp_path / "run" / "trained.safetensors"),
+                    "--out", str(tmp_path / "merged")], check=True, capture_output=True)
+    merged, first = Imitator.from_pretrained(tmp_path / "merged").state_dict(), _model(5).state_dict()
+    for k in merged:  # E_m and the keypoint decoder stay frozen: stage 2's latent space is kept
+        if k.startswith(("motion_encoder.", "keypoint_decoder.")):
+            torch.testing.assert_close(merged[k], first[k], msg=k)
+    assert any(not torch.equal(merged[k], first[k]) for k in merged if k.startswith("decoder."))
+
+
+def test_eval_scores_at_a_higher_resolution_and_saved_renders(synth_clips, tmp_path):
+    """`--size` above the working size renders at it; `--save-predictions` then `--predictions`
+    scores the same renders again with the same numbers."""
+    from infp.cli import main
+
+    _model(6).save_pretrained(tmp_path / "m")
+    out = tmp_path / "e"
+    common = ["--data", str(synth_clips), "--every", "10", "--no-fid", "--no-transfer", "--no-identity", "--no-lpips"]
+    assert main(["-q", "eval", "imitation", *common, "--out", str(out), "--checkpoint", str(tmp_path / "m"),
+                 "--size", "128", "--save-predictions"]) == 0
+    saved = sorted((out / "predictions").glob("*.npz"))
+    assert saved and np.load(saved[0])["pred"].shape[1:] == (128, 128, 3)
+    assert main(["-q", "eval", "imitation", *common, "--out", str(tmp_path / "p"), "--predictions",
+                 str(out / "predictions"), "--size", "128"]) == 0
+    a, b = (json.loads((d / "imitation.json").read_text())["model"] for d in (out, tmp_path / "p"))
+    assert a["n_frames"] == b["n_frames"] > 0
+    assert abs(a["ssim"] - b["ssim"]) < 1e-3 and abs(a["psnr"] - b["psnr"]) < 0.05
+    assert main(["-q", "eval", "imitation", *common, "--out", str(tmp_path / "q"), "--predictions",
+                 str(out / "predictions")]) == 2  # --predictions needs --size
