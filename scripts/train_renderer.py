@@ -176,13 +176,14 @@ def merge(args: argparse.Namespace) -> None:
 def pack(args: argparse.Namespace) -> None:
     """clip folders -> a pack (infp.train.packed) with the init checkpoint's E_m latents."""
     from infp.data.clip import list_clips
+    from infp.data.motion import imitator_fingerprint
     from infp.data.pairs import load_clips
     from infp.train.packed import pack_clips
 
     model = load_start(args.init)
     clips = load_clips([c for d in args.data for c in list_clips(d)], model.cfg.size, progress=True,
                        max_frames=args.max_frames)
-    meta = pack_clips(clips, model, Path(args.out), crf=args.crf, every=args.every)
+    meta = pack_clips(clips, model, Path(args.out), imitator_fingerprint(args.init), crf=args.crf, every=args.every)
     print(f"packed {meta['frames']} frames of {len(meta['clips'])} clips into {args.out}")
 
 

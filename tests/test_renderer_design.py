@@ -135,13 +135,13 @@ def test_a_first_design_checkpoint_is_refused_with_what_to_do_and_carried_over(t
 def test_pack_and_pairs(synth_clips, tmp_path):
     from infp.data.clip import list_clips
     from infp.data.pairs import load_clips
-    from infp.train.packed import PackedPairs, motion_fingerprint, pack_clips
+    from infp.train.packed import PackedPairs, pack_clips
 
     m = _model(4)
     clips = load_clips(list_clips(synth_clips), m.cfg.size)
-    meta = pack_clips(clips, m, tmp_path / "pack", crf=10, progress=False)
+    meta = pack_clips(clips, m, tmp_path / "pack", "f" * 16, crf=10, progress=False)
     n = sum(len(c.usable) for c in clips)
-    assert meta["frames"] == n and meta["motion_fingerprint"] == motion_fingerprint(m)
+    assert meta["frames"] == n and meta["imitator_fingerprint"] == "f" * 16
     data = PackedPairs.load(tmp_path / "pack", mouth_pairs=0.5)
     assert data.frames.shape == (n, 3, m.cfg.size, m.cfg.size) and data.frames.dtype == torch.uint8
     # the frames survive the video (CRF 10) and the latents are E_m's, mirrored ones of the flipped crop
@@ -205,3 +205,10 @@ def test_eval_scores_at_a_higher_resolution_and_saved_renders(synth_clips, tmp_p
     assert abs(a["ssim"] - b["ssim"]) < 1e-3 and abs(a["psnr"] - b["psnr"]) < 0.05
     assert main(["-q", "eval", "imitation", *common, "--out", str(tmp_path / "q"), "--predictions",
                  str(out / "predictions")]) == 2  # --predictions needs --size
+    # truth | the saved renders | this run's, two frames per clip
+    assert main(["-q", "eval", "imitation", *common, "--out", str(tmp_path / "c"), "--checkpoint", str(tmp_path / "m"),
+                 "--size", "128", "--compare", str(out / "predictions")]) == 0
+    import cv2
+
+    sheet = cv2.imread(str(tmp_path / "c" / "side_by_side.png"))
+    assert sheet.shape[1] == 3 * 128 and sheet.shape[0] in (128, 256)

@@ -51,11 +51,19 @@ def run_imitation(args: argparse.Namespace) -> None:
     report = evaluate_imitation(model, clips, every=args.every, max_frames=args.max_frames, fid_features=_fid(args),
                                 transfer=not args.no_transfer, progress=not args.quiet,
                                 lpips=_lpips(args, device), identity=_identity(args), size=args.size,
-                                predictions=args.predictions, save_to=args.out / "predictions" if args.save_predictions else None)
+                                predictions=args.predictions,
+                                save_to=args.out / "predictions" if args.save_predictions or args.compare else None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "imitation.md").write_text(report.markdown())
     (args.out / "imitation.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
     print(report.markdown(), end="")
+    if args.compare:
+        from infp.eval.imitation import side_by_side
+
+        mine = args.predictions or args.out / "predictions"
+        size = args.size or model.cfg.size
+        write_png(args.out / "side_by_side.png", side_by_side(clips, size, [*args.compare, mine]))
+        log.info("side by side (truth | %s | this): %s", " | ".join(map(str, args.compare)), args.out / "side_by_side.png")
     if args.portraits:
         portraits = load_portraits(args.portraits, model.cfg.size)
         frames = [load_clip_frames(c, model.cfg.size, args.max_frames) for c in clips[: args.grid_clips]]
@@ -203,6 +211,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--predictions", type=Path, default=None,
                    help="score renders saved in this folder (<clip id>.npz with idx and pred, e.g. another "
                         "renderer's, or --save-predictions of another run) instead of a checkpoint; needs --size")
+    s.add_argument("--compare", type=Path, nargs="+", default=None,
+                   help="renders of other renderers (the --predictions format) to show beside this one's in "
+                        "OUT/side_by_side.png: truth | each of them | this (two frames per clip)")
     s.add_argument("--save-predictions", action="store_true",
                    help="also write the renders to OUT/predictions (the --predictions format)")
     s.add_argument("--inception", type=Path, default=None,

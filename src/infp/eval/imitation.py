@@ -209,6 +209,33 @@ def saved_predictions(folder: Path, clip: ClipFrames, idx: np.ndarray, batch: in
                to_tensor(clip.frames[s : s + 1]).expand(n, -1, -1, -1))
 
 
+def side_by_side(clips: list[Clip], size: int, folders: list[Path], rows_per_clip: int = 2) -> np.ndarray:
+    """(H, W, 3) uint8: for each clip, its frames with the widest and a median mouth opening among
+    those every folder rendered, as truth | one render per folder (PREDICTIONS_FORMAT, resized to
+    `size` as a pasted crop would be). For looking at teeth, eyes, hairline and edges side by side."""
+    from infp.train.samples import to_uint8
+
+    rows = []
+    for clip in clips:
+        frames = load_clip_frames(clip, size)
+        batches = [{int(i): p for part, pred, _, _ in saved_predictions(f, frames, _rendered(f, clip.meta.id))
+                    for i, p in zip(part, to_uint8(pred))} for f in folders]
+        common = sorted(set.intersection(*(set(b) for b in batches)))
+        if not common:
+            continue
+        mouth = mouth_opening(frames.points[common])
+        order = np.argsort(mouth)
+        for k in {int(order[-1]), int(order[len(order) // 2])} if rows_per_clip > 1 else {int(order[-1])}:
+            i = common[k]
+            rows.append(np.concatenate([frames.frames[i], *(b[i] for b in batches)], 1))
+    return np.concatenate(rows, 0)
+
+
+def _rendered(folder: Path, clip_id: str) -> np.ndarray:
+    with np.load(Path(folder) / f"{clip_id}.npz", allow_pickle=False) as z:
+        return z["idx"]
+
+
 def save_predictions(folder: Path, clip_id: str, idx: np.ndarray, preds: list[np.ndarray]) -> None:
     """Write one clip's renders in PREDICTIONS_FORMAT."""
     Path(folder).mkdir(parents=True, exist_ok=True)

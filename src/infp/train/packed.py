@@ -8,7 +8,7 @@ opening. A pack is a folder:
 
     frames.mp4          every usable frame of every clip, in order, H.264 (yuv444, `crf`)
     index.safetensors   z (N, D), z_mirror (N, D) float16, clip (N,) int32, mouth (N,), real (N,) bool
-    pack.json           the clips, sizes and the E_m fingerprint the latents belong to
+    pack.json           the clips, sizes and the fingerprint of the E_m the latents belong to
 
 It is small enough to carry to a GPU machine (19,854 frames at 256 px, CRF 23: 16.6 MB), decodes
 with OpenCV alone and needs neither MediaPipe nor PyAV there (`PackedPairs`).
@@ -16,7 +16,6 @@ with OpenCV alone and needs neither MediaPipe nor PyAV there (`PackedPairs`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -33,20 +32,13 @@ log = logging.getLogger(__name__)
 FRAMES, INDEX, META = "frames.mp4", "index.safetensors", "pack.json"
 
 
-def motion_fingerprint(model: torch.nn.Module) -> str:
-    """A short hash of E_m's weights: latents are only meaningful with the E_m that made them."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.motion_encoder.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().float().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 @torch.no_grad()
-def pack_clips(clips, imitator, out: Path, crf: int = 18, every: int = 1, batch: int = 64,
+def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, every: int = 1, batch: int = 64,
                progress: bool = True) -> dict:
-    """Write a pack of `clips` (list of `data.pairs.ClipFrames` at the imitator's size) to `out`.
-    `every`: keep every k-th usable frame. Returns the pack's description."""
+    """Write a pack of `clips` (list of `data.pairs.ClipFrames` at the imitator's size) to `out`;
+    `fingerprint`: the imitator's (`data.motion.imitator_fingerprint`), recorded with the latents,
+    which only mean something with the E_m that made them. `every`: keep every k-th usable frame.
+    Returns the pack's description."""
     import av
     from tqdm import tqdm
 
@@ -92,7 +84,7 @@ def pack_clips(clips, imitator, out: Path, crf: int = 18, every: int = 1, batch:
                "mouth": torch.from_numpy(np.nan_to_num(np.concatenate(mouths))),
                "real": torch.from_numpy(np.concatenate(real))}, str(out / INDEX))
     meta = {"size": size, "frames": total, "clips": names, "every": every, "crf": crf,
-            "motion_fingerprint": motion_fingerprint(imitator)}
+            "imitator_fingerprint": fingerprint}
     (out / META).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 
