@@ -52,7 +52,8 @@ def run_imitation(args: argparse.Namespace) -> None:
                                 transfer=not args.no_transfer, progress=not args.quiet,
                                 lpips=_lpips(args, device), identity=_identity(args), size=args.size,
                                 predictions=args.predictions,
-                                save_to=args.out / "predictions" if args.save_predictions or args.compare else None)
+                                save_to=args.out / "predictions" if (args.save_predictions or args.compare)
+                                and args.predictions is None else None)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "imitation.md").write_text(report.markdown())
     (args.out / "imitation.json").write_text(json.dumps(asdict(report), indent=2) + "\n")

@@ -7,9 +7,11 @@ Here the decoder paints only what the source cannot give, and says where:
 
 - the output is the source image warped once by `F`'s flow, at whatever resolution the source is
   given (the flow is estimated at the feature resolution and is smooth, so it is upsampled);
-- the decoder synthesises an image at the working resolution `size` (the mouth interior as it
-  opens, revealed regions, closing lids) and a blend mask; the mask (upsampled) mixes the synthesis
-  into the warped source. Everywhere the mask is 0 the output is the source's own pixels.
+- the decoder synthesises an image at the working resolution `size` and a blend mask; the mask
+  (upsampled) mixes the synthesis into the warped source. Everywhere the mask is 0 the output is the
+  source's own pixels. The imitator confines the mask to the driving mouth's opening
+  (`imitator.paint_region`), the one place the source has nothing to give that training showed the
+  mask keeps to; left free, it blended the blurry synthesis into every misplaced edge.
 
 Most of the decoder's width sits at the feature resolution, where it is cheap; the two upsampling
 steps read the warped fine skips of the appearance encoder. Its RGB output is a correction to the
