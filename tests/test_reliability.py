@@ -449,3 +449,13 @@ def test_library_refuses_what_the_flags_refuse(tiny_models):
                       ({"steps": 1001}, "sampling steps")):
         with pytest.raises(InfpError, match=match):
             WindowedGenerator(model, DiffusionConfig(), z, **kw)
+
+
+@pytest.mark.parametrize("stage, flag", [("imitation", ["--detail-weight", "2"]), ("imitation", ["--preset", "tiny"]),
+                                         ("motion", ["--band-emphasis", "2"])])
+def test_resume_refuses_a_flag_that_would_change_what_the_run_trains(stage, flag, tmp_path, capsys):
+    from infp.cli import main
+
+    assert main(["-q", "train", stage, "--out", str(tmp_path / "run"), "--resume", *flag]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change it" in err and flag[0] in err and "Traceback" not in err and err.count("\n") == 1

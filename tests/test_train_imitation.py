@@ -135,8 +135,8 @@ def test_cli_train_then_eval(synth_clips, tmp_path, capsys):
                  "--dtype", "bfloat16"]) == 0
     loss = json.loads((run / "run.json").read_text())["loss"]
     assert loss["detail"] == 2.0 and loss["vgg"] == 0.5 and loss["perceptual"] and loss["vgg_upto"] == "relu2_2"
-    assert main(["-q", "train", "imitation", "--data", str(synth_clips), "--out", str(tmp_path / "x"), "--preset",
-                 "tiny", "--steps", "1", "--resume"]) == 2
+    assert main(["-q", "train", "imitation", "--data", str(synth_clips), "--out", str(tmp_path / "x"),
+                 "--steps", "1", "--resume"]) == 2
     assert "no training state" in capsys.readouterr().err
     portraits = tmp_path / "portraits"
     portraits.mkdir()

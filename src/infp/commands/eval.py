@@ -16,10 +16,13 @@ log = logging.getLogger("infp")
 
 
 def _model(args: argparse.Namespace):
+    from infp.guard import check_checkpoint
     from infp.models import Imitator
     from infp.pretrained import imitator_dir
 
-    return Imitator.from_pretrained(args.checkpoint or imitator_dir())
+    path = args.checkpoint or imitator_dir()
+    check_checkpoint(path, "imitator")  # bounded before anything is allocated
+    return Imitator.from_pretrained(path)
 
 
 def run_imitation(args: argparse.Namespace) -> None:

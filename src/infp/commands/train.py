@@ -19,6 +19,26 @@ def _data(args: argparse.Namespace) -> list[Path]:
     return args.data or []
 
 
+# what a resumed run may be given: where it runs and how long, not what it trains
+RESUMABLE = {"data", "out", "resume", "steps", "save_every", "log_every", "device", "dtype", "batch_size", "lr", "seed",
+             "cache", "speech_model"}
+
+
+def _recorded_flags(parser: argparse.ArgumentParser) -> dict[str, object]:
+    """{dest: default} of the flags whose values a run records in its run.json (the model, data and
+    loss settings), so `--resume` can tell which were given."""
+    return {a.dest: a.default for a in parser._actions if a.dest not in RESUMABLE and a.dest != "help"}
+
+
+def _refuse_recorded(args: argparse.Namespace) -> None:
+    """With --resume, a flag that would change what the run trains is refused in one line rather
+    than ignored: the run continues as its run.json recorded it."""
+    given = [name for name, default in args.recorded.items() if getattr(args, name, default) != default]
+    if args.resume and given:
+        flags = ", ".join("--" + n.replace("_", "-") for n in given)
+        raise InfpError(f"--resume continues the run as recorded in its run.json; {flags} cannot change it", args.out)
+
+
 def _run_settings(args: argparse.Namespace, d) -> tuple[dict, dict | None]:
     """The `_common` flags' settings: the values of a new run (defaults filled in), and for `--resume`
     the changes to the recorded plan given explicitly (None without --resume). A resumed run is the run
@@ -57,6 +77,7 @@ def run_imitation(args: argparse.Namespace) -> None:
     from infp.train.imitation import TrainConfig, train_imitation
     from infp.train.losses import LossConfig
 
+    _refuse_recorded(args)
     overrides = {"representation": args.representation} if args.representation else {}
     # the additions to the keypoint prior each imply it
     additions = {k: v for k, v in (("mouth_mask", args.mouth_mask),
@@ -90,13 +111,17 @@ def run_motion(args: argparse.Namespace) -> None:
     from infp.pretrained import imitator_dir
     from infp.train.motion import MotionTrainConfig, train_motion
 
+    _refuse_recorded(args)
     overrides = {k: False for k, off in (("use_memory", args.no_memory), ("use_style", args.no_style)) if off}
     overrides |= {k: True for k, on in (("audio_film", args.audio_film), ("relative", args.relative)) if on}
     if args.audio_dilation is not None:
         overrides["audio_dilation"] = args.audio_dilation
     if args.band_emphasis:
         overrides["band_emphasis"] = args.band_emphasis
-    model_cfg = motion_preset(args.preset, **overrides)
+    try:
+        model_cfg = motion_preset(args.preset, **overrides)
+    except ValueError as e:  # flags that do not fit together, e.g. --band-emphasis without --relative
+        raise InfpError(f"invalid stage-2 settings: {e}") from None
     d = MotionTrainConfig()
     values, changes = _run_settings(args, d)
     cfg = MotionTrainConfig(
@@ -191,7 +216,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 0.5; 0 lets F move flat regions freely, which a discriminator turns into swirls)")
     s.add_argument("--keypoint-weight", type=non_negative, default=1.0,
                    help="weight of the keypoint loss (decoded keypoints vs landmarks; default 1)")
-    s.set_defaults(func=run_imitation)
+    s.set_defaults(func=run_imitation, recorded=_recorded_flags(s))
 
     m = stages.add_parser("motion", help="stage 2: audio -> motion latents (motion guider + diffusion transformer)")
     _common(m, steps=20000, batch=32, lr=1e-4)
@@ -226,4 +251,4 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="local wav2vec2/HuBERT directory for the audio features (default: log-mel)")
     m.add_argument("--cache", type=Path, default=None,
                    help="where motion latents and audio features are cached (default OUT/cache)")
-    m.set_defaults(func=run_motion)
+    m.set_defaults(func=run_motion, recorded=_recorded_flags(m))

@@ -70,9 +70,13 @@ def _resumed_configs(saved: dict, train_cfg: TrainConfig,
 def load_start(path: str | Path) -> Imitator:
     """The checkpoint a run starts from; one of the first renderer design is carried over into the
     second (train/legacy.py)."""
+    from infp.guard import check_checkpoint
     from infp.train.legacy import from_first_design, is_first_design
 
-    return from_first_design(path) if is_first_design(path) else Imitator.from_pretrained(path)
+    if is_first_design(path):
+        return from_first_design(path)
+    check_checkpoint(path, "imitator")  # bounded before anything is allocated
+    return Imitator.from_pretrained(path)
 
 
 def load_grown(model: Imitator, state: dict[str, torch.Tensor]) -> list[str]:
