@@ -32,7 +32,7 @@ from infp.face.topology import inner_lip_keypoints
 from infp.models import Imitator
 from infp.models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
 from infp.models.warping import polygon_mask
-from infp.train.legacy import from_first_design, is_first_design
+from infp.train import legacy
 from infp.train.losses import feature_matching, hinge_d_loss, hinge_g_loss, ms_l1
 from infp.train.packed import PackedPairs
 
@@ -40,8 +40,9 @@ MOUTH_GROW = 9  # px at 256: the mouth region reaches past the inner lips to the
 
 
 def load_start(path: str, trained: str | None = None) -> Imitator:
-    """The init checkpoint (either design), with `trained` (a run's trained.safetensors) on top."""
-    model = from_first_design(path) if is_first_design(path) else Imitator.from_pretrained(path)
+    """The init checkpoint (either design, `infp.train.legacy.load_start`), with `trained` (a run's
+    trained.safetensors) on top."""
+    model = legacy.load_start(path)
     if trained:
         state = model.state_dict()
         extra = load_file(trained)

@@ -16,13 +16,10 @@ log = logging.getLogger("infp")
 
 
 def _model(args: argparse.Namespace):
-    from infp.guard import check_checkpoint
-    from infp.models import Imitator
+    from infp.pipeline.stages import load_imitator
     from infp.pretrained import imitator_dir
 
-    path = args.checkpoint or imitator_dir()
-    check_checkpoint(path, "imitator")  # bounded before anything is allocated
-    return Imitator.from_pretrained(path)
+    return load_imitator(args.checkpoint or imitator_dir())
 
 
 def run_imitation(args: argparse.Namespace) -> None:

@@ -103,6 +103,28 @@ def _colour_jitter(rep: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.clip(rep.astype(np.float32) * gain + offset * (rep > 0), 0, 255).astype(np.uint8)
 
 
+def clip_probabilities(sizes: np.ndarray, real: np.ndarray, real_fraction: float) -> np.ndarray:
+    """How often each clip is drawn: in proportion to its usable frames (`sizes`), the real clips
+    (`real`, bool) taking `real_fraction` of the draws when real and synthetic ones are both present."""
+    weights = np.asarray(sizes, np.float64).copy()
+    if real.any() and (~real).any():
+        weights[real] *= real_fraction / weights[real].sum()
+        weights[~real] *= (1 - real_fraction) / weights[~real].sum()
+    return weights / weights.sum()
+
+
+def draw_pair(rng: np.random.Generator, frames: np.ndarray, mouths: np.ndarray | None, mouth_pairs: float) -> tuple[int, int]:
+    """(source, driving) among one clip's `frames` (indices into `mouths`); with probability
+    `mouth_pairs` the driving frame is drawn in proportion to how far its mouth opening is from the
+    source's (`PairSampler` says why)."""
+    i, j = rng.choice(frames, 2)
+    if mouth_pairs > 0 and rng.random() < mouth_pairs:
+        gap = np.abs(mouths[frames] - mouths[i])
+        if gap.sum() > 0:
+            j = rng.choice(frames, p=gap / gap.sum())
+    return int(i), int(j)
+
+
 class PairSampler:
     """Draws batches of (source, driving) pairs; real clips are drawn with probability `real_fraction`
     when both kinds are present (real video is scarce and what the model must serve).
@@ -121,22 +143,13 @@ class PairSampler:
         # (T,) mouth opening of each clip's frames (NaN where no face: never drawn)
         self.mouths = [mouth_opening(c.points) for c in clips] if mouth_pairs > 0 else []
         real = np.array([c.kind == "real" for c in clips])
-        weights = np.array([len(c.usable) for c in clips], np.float64)
-        if real.any() and (~real).any():
-            weights[real] *= real_fraction / weights[real].sum()
-            weights[~real] *= (1 - real_fraction) / weights[~real].sum()
-        self.p = weights / weights.sum()
+        self.p = clip_probabilities(np.array([len(c.usable) for c in clips]), real, real_fraction)
 
     def indices(self, rng: np.random.Generator) -> tuple[int, int, int]:
         """(clip, source frame, driving frame) of the next pair."""
         k = rng.choice(len(self.clips), p=self.p)
-        usable = self.clips[k].usable
-        i, j = rng.choice(usable, 2)
-        if self.mouth_pairs > 0 and rng.random() < self.mouth_pairs:
-            gap = np.abs(self.mouths[k][usable] - self.mouths[k][i])
-            if gap.sum() > 0:
-                j = rng.choice(usable, p=gap / gap.sum())
-        return int(k), int(i), int(j)
+        i, j = draw_pair(rng, self.clips[k].usable, self.mouths[k] if self.mouths else None, self.mouth_pairs)
+        return int(k), i, j
 
     def _one(self, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
         k, i, j = self.indices(rng)

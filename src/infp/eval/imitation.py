@@ -170,12 +170,13 @@ def reenact_clip(model: Imitator, clip: ClipFrames, idx: np.ndarray, batch: int 
     source_full = None if full is None else to_tensor(full.frames[s : s + 1]).to(device)
     app = model.encode_appearance(source, source_full)
     z_src = model.encode_motion(_reps(clip, np.array([s]), kind).to(device))
+    copied = to_tensor(shown.frames[s : s + 1])  # the copy-source baseline, at the scored size
     for k in range(0, len(idx), batch):
         part = idx[k : k + batch]
         z = model.encode_motion(_reps(clip, part, kind).to(device))
         n = len(part)
         pred = model.render(app.expand(n), z_src.expand(n, -1), z).image.clamp(0, 1)
-        yield part, pred.cpu(), to_tensor(shown.frames[part]), to_tensor(shown.frames[s : s + 1]).expand(n, -1, -1, -1)
+        yield part, pred.cpu(), to_tensor(shown.frames[part]), copied.expand(n, -1, -1, -1)
 
 
 PREDICTIONS_FORMAT = """a folder of `<clip id>.npz` files, each with `idx` (N,) the clip's frame indices

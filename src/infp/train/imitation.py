@@ -19,6 +19,7 @@ from infp.errors import InfpError
 from infp.models import Imitator, ImitatorConfig
 from infp.models.discriminator import DiscriminatorConfig
 from infp.train.keypoints import fit_keypoint_decoder
+from infp.train.legacy import load_start, start_config
 from infp.train.losses import ImitationLoss, LossConfig
 from infp.train.run import RunLoop, TrainResult, check_out, clips_in, resumed_plan, write_run
 from infp.train.samples import save_grid
@@ -65,18 +66,6 @@ def _resumed_configs(saved: dict, train_cfg: TrainConfig,
     loss.setdefault("correction", 0.0)
     loss["discriminator"] = DiscriminatorConfig(**loss["discriminator"])
     return model_cfg, new, LossConfig(**loss)
-
-
-def load_start(path: str | Path) -> Imitator:
-    """The checkpoint a run starts from; one of the first renderer design is carried over into the
-    second (train/legacy.py)."""
-    from infp.guard import check_checkpoint
-    from infp.train.legacy import from_first_design, is_first_design
-
-    if is_first_design(path):
-        return from_first_design(path)
-    check_checkpoint(path, "imitator")  # bounded before anything is allocated
-    return Imitator.from_pretrained(path)
 
 
 def load_grown(model: Imitator, state: dict[str, torch.Tensor]) -> list[str]:
@@ -199,7 +188,7 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
         model_cfg, cfg, loss_cfg = _resumed_configs(saved, cfg, changes)
         data = [Path(d) for d in saved["data"]]
     elif cfg.init_from:
-        start = load_start(cfg.init_from).cfg
+        start = start_config(cfg.init_from)
         # the changes a fine-tune may make: adding the keypoint prior, the mouth masks (new weights), the
         # lips split at the midline, spreading the keypoints' common motion over the head, bounding F's
         # correction (no new weights)

@@ -26,12 +26,29 @@ def is_first_design(path: str | Path) -> bool:
     return bool(RETIRED & set(read_config(path, "imitator")["config"]))
 
 
+def start_config(path: str | Path) -> ImitatorConfig:
+    """The config of a checkpoint of either design, as the second design reads it (without
+    building the model)."""
+    cfg = read_config(path, "imitator")["config"]
+    return ImitatorConfig.from_dict({k: v for k, v in cfg.items() if k not in RETIRED})
+
+
+def load_start(path: str | Path) -> Imitator:
+    """The checkpoint a run starts from: one of the first design carried over into the second, one of
+    the second loaded after its config is bounded (nothing allocated first)."""
+    from infp.guard import check_checkpoint
+
+    if is_first_design(path):
+        return from_first_design(path)
+    check_checkpoint(path, "imitator")
+    return Imitator.from_pretrained(path)
+
+
 def from_first_design(path: str | Path, **overrides) -> Imitator:
     """A second-design imitator holding a first-design checkpoint's weights (`overrides`: config
     fields to change, e.g. mouth_mask)."""
     path = Path(path)
-    cfg = {k: v for k, v in read_config(path, "imitator")["config"].items() if k not in RETIRED}
-    model = Imitator(replace(ImitatorConfig.from_dict(cfg), **overrides))
+    model = Imitator(replace(start_config(path), **overrides))
     state = load_file(str(path / WEIGHTS))
     own = model.state_dict()
     with torch.no_grad():

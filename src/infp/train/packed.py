@@ -137,23 +137,17 @@ class PackedPairs:
                    index["mouth"].numpy(), index["real"].numpy(), **kw)
 
     def __post_init__(self) -> None:
+        from infp.data.pairs import clip_probabilities  # imported here: data.pairs loads MediaPipe at import
+
         ids = np.unique(self.clip)
         self.members = [np.where(self.clip == k)[0] for k in ids]
-        sizes = np.array([len(m) for m in self.members], np.float64)
         real = np.array([self.real[m[0]] for m in self.members])
-        if real.any() and (~real).any():
-            sizes[real] *= self.real_fraction / sizes[real].sum()
-            sizes[~real] *= (1 - self.real_fraction) / sizes[~real].sum()
-        self.p = sizes / sizes.sum()
+        self.p = clip_probabilities(np.array([len(m) for m in self.members]), real, self.real_fraction)
 
     def pair(self, rng: np.random.Generator) -> tuple[int, int]:
-        m = self.members[rng.choice(len(self.members), p=self.p)]
-        i, j = rng.choice(m, 2)
-        if self.mouth_pairs > 0 and rng.random() < self.mouth_pairs:
-            gap = np.abs(self.mouth[m] - self.mouth[i])
-            if gap.sum() > 0:
-                j = rng.choice(m, p=gap / gap.sum())
-        return int(i), int(j)
+        from infp.data.pairs import draw_pair
+
+        return draw_pair(rng, self.members[rng.choice(len(self.members), p=self.p)], self.mouth, self.mouth_pairs)
 
     def sample(self, rng: np.random.Generator, batch: int) -> PackedBatch:
         pairs = np.array([self.pair(rng) for _ in range(batch)])  # (B, 2)
