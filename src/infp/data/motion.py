@@ -27,11 +27,11 @@ from tqdm import tqdm
 
 from infp.audio.mel import Featurizer
 from infp.data.clip import Clip
-from infp.data.pairs import to_tensor
 from infp.errors import InfpError
 from infp.face.hybrid import represent
 from infp.fsutil import atomic_file
 from infp.models import Imitator
+from infp.runtime import ImitatorRuntime
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +81,17 @@ def compute_latents(clip: Clip, imitator: Imitator, batch_size: int = 64, progre
     """(T, motion_dim) float32 latents of the decoded frames; NaN rows where the clip has no face.
 
     At most one batch of frames is held at a time. `progress_bar`, when given, advances by one per
-    decoded frame. E_m runs in eval mode; the imitator is left in the mode it was in.
+    decoded frame. E_m runs in eval mode (`ImitatorRuntime`); the imitator is left in the mode it was in.
     """
-    device, was_training = next(imitator.parameters()).device, imitator.training
+    rt = ImitatorRuntime(imitator, batch=batch_size)
     out = [np.zeros((0, imitator.cfg.motion_dim), np.float32)]
-    imitator.eval()
-    try:
-        reps = _representations(clip, imitator.cfg.size, imitator.cfg.representation, progress_bar)
-        while chunk := list(itertools.islice(reps, batch_size)):
-            rows = np.full((len(chunk), imitator.cfg.motion_dim), np.nan, np.float32)
-            face = np.array([r is not None for r in chunk])
-            if face.any():
-                x = to_tensor(np.stack([r for r in chunk if r is not None])).to(device)
-                with torch.no_grad():
-                    rows[face] = imitator.encode_motion(x).float().cpu().numpy()
-            out.append(rows)
-    finally:
-        imitator.train(was_training)
+    reps = _representations(clip, imitator.cfg.size, imitator.cfg.representation, progress_bar)
+    while chunk := list(itertools.islice(reps, batch_size)):
+        rows = np.full((len(chunk), imitator.cfg.motion_dim), np.nan, np.float32)
+        face = np.array([r is not None for r in chunk])
+        if face.any():
+            rows[face] = rt.encode_motion(np.stack([r for r in chunk if r is not None])).cpu().numpy()
+        out.append(rows)
     return np.concatenate(out)
 
 

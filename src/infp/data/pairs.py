@@ -22,6 +22,7 @@ from infp.errors import InfpError
 from infp.face.expression import mouth_opening
 from infp.face.hybrid import Representation, region_mask, represent
 from infp.face.topology import keypoint_indices, keypoint_mirror
+from infp.runtime import to_tensor  # the image convention lives with stage 1's runtime
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +80,6 @@ class PairBatch(NamedTuple):
     driving_regions: torch.Tensor  # (B, 1, S, S) in [0, 1]: the driving frame's eyes and lips
     source_points: torch.Tensor  # (B, K, 2) the source's keypoints (topology.keypoint_indices) in [-1, 1]
     driving_points: torch.Tensor  # (B, K, 2) the driving frame's
-
-
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(B, S, S, 3) uint8 -> (B, 3, S, S) float in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
 
 
 def keypoints(points: np.ndarray, size: int, mirrored: bool = False) -> np.ndarray:

@@ -26,7 +26,7 @@ from torch import nn
 from tqdm import tqdm
 
 from infp.data.clip import Clip
-from infp.data.pairs import ClipFrames, load_clip_frames, to_tensor
+from infp.data.pairs import ClipFrames, load_clip_frames
 from infp.data.portraits import Portrait
 from infp.eval.identity import IdentityEncoder, IdentityScores, face_boxes, identity_scores, pooled_identity
 from infp.eval.metrics import FrameMetrics, ImageScores
@@ -36,6 +36,7 @@ from infp.face.pose import head_pose
 from infp.face.topology import lip_polygons
 from infp.models import Imitator
 from infp.models.warping import polygon_mask
+from infp.runtime import ImitatorRuntime, to_tensor, to_uint8
 
 
 @dataclass(frozen=True)
@@ -153,30 +154,26 @@ def open_mouth(points: np.ndarray, size: int) -> torch.Tensor:
     return polygon_mask(lips, size, supersample=2)
 
 
-def _reps(clip: ClipFrames, idx: np.ndarray, kind: str) -> torch.Tensor:
-    return to_tensor(np.stack([represent(clip.frames[i], clip.points[i], kind) for i in idx]))
+def _reps(clip: ClipFrames, idx: np.ndarray, kind: str) -> np.ndarray:
+    """(N, S, S, 3) uint8: E_m's input for frames `idx`."""
+    return np.stack([represent(clip.frames[i], clip.points[i], kind) for i in idx])
 
 
-@torch.no_grad()
 def reenact_clip(model: Imitator, clip: ClipFrames, idx: np.ndarray, batch: int = 8, full: ClipFrames | None = None):
     """Yield (frame indices, prediction, target, source) batches for frames `idx`, the first usable
     frame as source. `full`: the same clip at an output resolution above the model's working size:
     the source is warped at it and the targets come from it."""
-    device = next(model.parameters()).device
+    rt = ImitatorRuntime(model, batch=batch)
     kind = model.cfg.representation
     s = clip.usable[0]
     shown = clip if full is None else full
-    source = to_tensor(clip.frames[s : s + 1]).to(device)
-    source_full = None if full is None else to_tensor(full.frames[s : s + 1]).to(device)
-    app = model.encode_appearance(source, source_full)
-    z_src = model.encode_motion(_reps(clip, np.array([s]), kind).to(device))
+    app = rt.encode_appearance(clip.frames[s : s + 1], None if full is None else full.frames[s : s + 1])
+    z_src = rt.encode_motion(_reps(clip, np.array([s]), kind))  # (1, D)
     copied = to_tensor(shown.frames[s : s + 1])  # the copy-source baseline, at the scored size
     for k in range(0, len(idx), batch):
         part = idx[k : k + batch]
-        z = model.encode_motion(_reps(clip, part, kind).to(device))
-        n = len(part)
-        pred = model.render(app.expand(n), z_src.expand(n, -1), z).image.clamp(0, 1)
-        yield part, pred.cpu(), to_tensor(shown.frames[part]), copied.expand(n, -1, -1, -1)
+        pred = rt.render(app, z_src, rt.encode_motion(_reps(clip, part, kind)))
+        yield part, pred, to_tensor(shown.frames[part]), copied.expand(len(part), -1, -1, -1)
 
 
 PREDICTIONS_FORMAT = """a folder of `<clip id>.npz` files, each with `idx` (N,) the clip's frame indices
@@ -214,8 +211,6 @@ def side_by_side(clips: list[Clip], size: int, folders: list[Path], rows_per_cli
     """(H, W, 3) uint8: for each clip, its frames with the widest and a median mouth opening among
     those every folder rendered, as truth | one render per folder (PREDICTIONS_FORMAT, resized to
     `size` as a pasted crop would be). For looking at teeth, eyes, hairline and edges side by side."""
-    from infp.train.samples import to_uint8
-
     rows = []
     for clip in clips:
         frames = load_clip_frames(clip, size)
@@ -277,8 +272,6 @@ def evaluate_imitation(model: Imitator | None, clips: list[Clip], every: int = 1
     scored (default the model's working size; above it, the model warps the source at it).
     `predictions`: score renders saved there (PREDICTIONS_FORMAT) instead of running a model (then
     `size` is needed); `save_to`: write this run's renders there in that format."""
-    from infp.train.samples import to_uint8
-
     if model is not None:
         model.eval()
     size = size or model.cfg.size
@@ -331,45 +324,33 @@ def neutral_frame(clip: ClipFrames) -> int:
     return int(clip.usable[int(np.argmin(ranks))])
 
 
-def _motion_from(model: Imitator, clip: ClipFrames, idx: np.ndarray, ref: int) -> torch.Tensor:
+def _motion_from(rt: ImitatorRuntime, clip: ClipFrames, idx: np.ndarray, ref: int) -> torch.Tensor:
     """(N, D) each frame's motion as a latent change: E_m(frame) - E_m(frame `ref`, the clip's
     `neutral_frame`)."""
-    device = next(model.parameters()).device
-    kind = model.cfg.representation
-    ref = model.encode_motion(_reps(clip, np.array([ref]), kind).to(device))
-    z = torch.cat([model.encode_motion(_reps(clip, idx[k : k + 32], kind).to(device)) for k in range(0, len(idx), 32)])
-    return z - ref
+    kind = rt.cfg.representation
+    return rt.encode_motion(_reps(clip, idx, kind), batch=32) - rt.encode_motion(_reps(clip, np.array([ref]), kind))
 
 
-def _drive(model: Imitator, portrait: Portrait, dz: torch.Tensor, batch: int = 16) -> torch.Tensor:
+def _drive(rt: ImitatorRuntime, portrait: Portrait, dz: torch.Tensor) -> torch.Tensor:
     """The portrait rendered with each motion change dz (N, D): z_src is its own code, z_drv that
     plus the change. -> (N, 3, S, S) in [0, 1], on the CPU."""
-    device = next(model.parameters()).device
-    src = to_tensor(portrait.image[None]).to(device)
-    z_src = model.encode_motion(to_tensor(represent(portrait.image, portrait.points, model.cfg.representation)[None]).to(device))
-    app = model.encode_appearance(src)
-    outs = []
-    for k in range(0, len(dz), batch):
-        part = dz[k : k + batch].to(device)
-        outs.append(model.render(app.expand(len(part)), z_src.expand(len(part), -1), z_src + part).image.clamp(0, 1).cpu())
-    return torch.cat(outs)
+    z_src = rt.encode_motion(represent(portrait.image, portrait.points, rt.cfg.representation)[None])  # (1, D)
+    return rt.render(rt.encode_appearance(portrait.image[None]), z_src, z_src + dz.to(rt.device))
 
 
-@torch.no_grad()
 def cross_identity_grid(model: Imitator, portraits: list[Portrait], driving: list[tuple[ClipFrames, list[int]]]) -> np.ndarray:
     """Rows: each portrait driven by frames of each driving clip; top row: the driving frames; first
     column: the portraits. (H, W, 3) uint8. Motion is transferred as a change: z_src is the
     portrait's own code, z_drv that plus the driving frame's code minus the code of the clip's
     `neutral_frame`, which opens each clip's columns (the portrait rendered with no motion)."""
-    from infp.train.samples import to_uint8
-
+    rt = ImitatorRuntime(model, batch=16)
     size = model.cfg.size
     columns = [(c, np.array([neutral_frame(c), *idx])) for c, idx in driving]  # the first: the reference
-    dz = torch.cat([_motion_from(model, c, idx, idx[0]) for c, idx in columns])  # (N, D): each frame's motion
+    dz = torch.cat([_motion_from(rt, c, idx, idx[0]) for c, idx in columns])  # (N, D): each frame's motion
     top = [np.zeros((size, size, 3), np.uint8)] + [c.frames[i] for c, idx in columns for i in idx]
     rows = [np.concatenate(top, 1)]
     for p in portraits:
-        rows.append(np.concatenate([p.image, *to_uint8(_drive(model, p, dz))], 1))
+        rows.append(np.concatenate([p.image, *to_uint8(_drive(rt, p, dz))], 1))
     return np.concatenate(rows, 0)
 
 
@@ -396,23 +377,22 @@ def _gain(pred: np.ndarray, true: np.ndarray) -> tuple[float, float]:
     return float((pred * true).sum() / (true**2).sum()), _pearson(pred, true)
 
 
-@torch.no_grad()
 def cross_identity_transfer(model: Imitator, portraits: list[Portrait], clips: list[ClipFrames],
                             every: int = 5, progress: bool = False) -> list[CrossTransfer]:
     """Every `every`-th usable frame of each clip drives every portrait (`CrossTransfer`)."""
     from infp.eval.motion import measure_landmarks
-    from infp.train.samples import to_uint8
 
+    rt = ImitatorRuntime(model, batch=16)
     out = []
     for clip in tqdm(clips, desc="cross-identity transfer", unit="clip", disable=not progress):
         idx = clip.usable[::every]
         ref = neutral_frame(clip)
         true_mouth = mouth_opening(clip.points[idx]) - mouth_opening(clip.points[ref : ref + 1])  # (N,)
         true_pose = head_pose(clip.points[idx]) - head_pose(clip.points[ref : ref + 1])  # (N, 3)
-        dz = torch.cat([torch.zeros(1, model.cfg.motion_dim), _motion_from(model, clip, idx, ref).cpu()])
+        dz = torch.cat([torch.zeros(1, model.cfg.motion_dim), _motion_from(rt, clip, idx, ref).cpu()])
         mouths, poses = [], []
         for p in portraits:
-            marks = measure_landmarks(to_uint8(_drive(model, p, dz)))  # the first: no motion
+            marks = measure_landmarks(to_uint8(_drive(rt, p, dz)))  # the first: no motion
             ok = np.isfinite(marks).all((1, 2))[1:] & np.isfinite(marks[0]).all()
             ok &= np.isfinite(true_mouth)
             mouths.append(np.stack([mouth_opening(marks[1:][ok]) - mouth_opening(marks[:1]), true_mouth[ok]]))

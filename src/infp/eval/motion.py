@@ -258,18 +258,14 @@ def _generate(ck: Checkpoint, tracks, z_gt: np.ndarray, first: int, s: MotionEva
     return z.float().cpu().numpy()
 
 
-@torch.no_grad()
 def render_frames(imitator: Imitator, source: np.ndarray, z_src: np.ndarray, z: np.ndarray, batch: int = 16) -> Iterator[np.ndarray]:
     """Stage 1 renders latents z (T, z) from one source crop (S, S, 3) uint8: (S, S, 3) uint8 frames."""
-    from infp.data.pairs import to_tensor
-    from infp.train.samples import to_uint8
+    from infp.runtime import ImitatorRuntime, to_uint8
 
-    device = next(imitator.parameters()).device
-    app = imitator.encode_appearance(to_tensor(source[None]).to(device))
-    zs = torch.as_tensor(z_src, dtype=torch.float32, device=device)[None]
-    for k in range(0, len(z), batch):
-        zz = torch.as_tensor(z[k : k + batch], dtype=torch.float32, device=device)
-        yield from to_uint8(imitator.render(app.expand(len(zz)), zs.expand(len(zz), -1), zz).image)
+    rt = ImitatorRuntime(imitator, batch=batch)
+    app = rt.encode_appearance(source[None])
+    for images in rt.render_batches(app, z_src, z):
+        yield from to_uint8(images)
 
 
 def measure_landmarks(frames: Iterable[np.ndarray], video: Path | None = None, audio: np.ndarray | None = None) -> np.ndarray:

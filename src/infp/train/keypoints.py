@@ -17,9 +17,10 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from infp.data.pairs import ClipFrames, keypoints, to_tensor
+from infp.data.pairs import ClipFrames, keypoints
 from infp.face.hybrid import represent
 from infp.models import Imitator
+from infp.runtime import ImitatorRuntime
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +31,18 @@ class KeypointFit(NamedTuple):
     held_px: float  # on a tenth of the frames kept out of the fit (NaN with fewer than 10 frames)
 
 
-@torch.no_grad()
 def encode_frames(model: Imitator, clips: list[ClipFrames], max_frames: int, rng: np.random.Generator,
                   batch: int = 64, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Latents (N, D) and keypoints (N, K, 2) of up to `max_frames` frames drawn evenly from the clips."""
     pairs = [(c, j) for c in clips for j in c.usable]
     pick = rng.permutation(len(pairs))[:max_frames]
-    device = next(model.parameters()).device
+    rt = ImitatorRuntime(model, batch=batch)
     z, k = [], []
     for s in tqdm(range(0, len(pick), batch), desc="encoding frames for the keypoint decoder", unit="batch",
                   disable=not progress):
         chunk = [pairs[i] for i in pick[s : s + batch]]
         reps = np.stack([represent(c.frames[j], c.points[j], model.cfg.representation) for c, j in chunk])
-        z.append(model.encode_motion(to_tensor(reps).to(device)).float().cpu())
+        z.append(rt.encode_motion(reps).cpu())
         k.append(torch.from_numpy(np.stack([keypoints(c.points[j], c.frames.shape[1]) for c, j in chunk])))
     return torch.cat(z), torch.cat(k)
 

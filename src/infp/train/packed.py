@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 FRAMES, INDEX, META = "frames.mp4", "index.safetensors", "pack.json"
 
 
-@torch.no_grad()
 def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, every: int = 1, batch: int = 64,
                progress: bool = True) -> dict:
     """Write a pack of `clips` (list of `data.pairs.ClipFrames` at the imitator's size) to `out`;
@@ -44,11 +43,12 @@ def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, ever
 
     from infp.face.expression import mouth_opening
     from infp.face.hybrid import represent
-    from infp.data.pairs import to_tensor
+    from infp.runtime import ImitatorRuntime
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     size = imitator.cfg.size
+    rt = ImitatorRuntime(imitator, batch=batch)
     zs, zms, clip_ids, mouths, real, names = [], [], [], [], [], []
     container = av.open(str(out / FRAMES), "w")
     stream = container.add_stream("libx264", rate=25)
@@ -63,9 +63,8 @@ def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, ever
         for s in range(0, len(idx), batch):
             part = idx[s : s + batch]
             reps = np.stack([represent(c.frames[i], c.points[i], imitator.cfg.representation) for i in part])
-            rep = to_tensor(reps)
-            zs.append(imitator.encode_motion(rep))
-            zms.append(imitator.encode_motion(rep.flip(-1)))
+            zs.append(rt.encode_motion(reps).cpu())
+            zms.append(rt.encode_motion(reps[:, :, ::-1]).cpu())  # the mirrored crops
             for i in part:
                 for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(c.frames[i]), format="rgb24")):
                     container.mux(packet)

@@ -9,11 +9,7 @@ import torch
 
 from infp.data.contact import write_png
 from infp.data.pairs import PairBatch
-
-
-def to_uint8(images: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) float in [0, 1] -> (B, H, W, 3) uint8."""
-    return (images.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+from infp.runtime import to_uint8  # the image convention lives with stage 1's runtime
 
 
 def save_grid(path: Path, batch: PairBatch, pred: torch.Tensor) -> None:
