@@ -3,6 +3,8 @@ the keypoint decoder's fit, and a fine-tune that adds the prior through the CLI.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 
@@ -15,8 +17,10 @@ from infp.models.warping import keypoint_flow
 from infp.train.imitation import TrainConfig, build_model, load_grown
 from infp.train.keypoints import fit_keypoint_decoder
 
-TINY = imitator_preset("tiny")
-TINY_KP = imitator_preset("tiny", keypoint_prior=True)
+# growing a checkpoint without the prior: `tiny` less the prior and its additions, then with the prior alone
+TINY = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, keypoint_lip_sides=False, keypoint_head=0.0,
+                       correction_max=0.0)
+TINY_KP = replace(TINY, keypoint_prior=True)
 
 
 def test_keypoint_mirror_is_an_involution_that_swaps_sides():

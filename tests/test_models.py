@@ -15,6 +15,13 @@ from infp.models import Imitator, imitator_preset
 from infp.models.config import IMITATOR_PRESETS, ImitatorConfig
 from infp.models.warping import warp
 
+# the renderer without the keypoint prior and its additions (the first stage-1 models had none)
+PLAIN = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, keypoint_lip_sides=False, keypoint_head=0.0,
+                        correction_max=0.0)
+# the fields that size a preset; every other field is a switch that `tiny` shares with the shipped `base`
+SIZES = {"size", "motion_dim", "motion_input", "motion_channels", "feature_down", "feature_channels", "skip_channels",
+         "flow_channels", "decoder_channels", "decoder_blocks", "keypoint_hidden", "preset"}
+
 
 @pytest.fixture(scope="module")
 def tiny() -> Imitator:
@@ -46,10 +53,19 @@ def test_module_shapes(tiny):
 
 
 def test_new_model_renders_the_source_unchanged(tiny):
-    """Zero-initialised flow and decoder output: before training, the imitator is the copy-source baseline."""
+    """Zero-initialised flow and decoder output: before training, the imitator without the keypoint
+    prior is the copy-source baseline; with it (the shipped design) it is for no motion, while the
+    new keypoint decoder's keypoints move the face from the first step."""
+    torch.manual_seed(1)
     x = torch.rand(2, 3, 64, 64)
-    out = tiny(x, torch.rand_like(x), torch.rand_like(x))
+    out = Imitator(PLAIN).eval()(x, torch.rand_like(x), torch.rand_like(x))
     torch.testing.assert_close(out.image, x, atol=1e-5, rtol=0)
+    z = torch.randn(2, tiny.cfg.motion_dim)
+    with torch.no_grad():
+        app = tiny.encode_appearance(x)
+        still, moved = tiny.render(app, z, z), tiny.render(app, z, z.flip(0))
+    torch.testing.assert_close(still.image, x, atol=1e-5, rtol=0)
+    assert float((moved.image - x).abs().max()) > 0.1
 
 
 def test_warp_identity_and_shift():
@@ -85,6 +101,10 @@ def test_base_preset_within_the_speed_budget():
 def test_presets_and_ablations():
     assert {"tiny", "base", "paper"} <= set(IMITATOR_PRESETS)
     assert IMITATOR_PRESETS["base"].size == 256 and IMITATOR_PRESETS["paper"].size == 512
+    # tests run the shipped configuration in miniature (issue 19, item 6)
+    tiny, base = (IMITATOR_PRESETS[n].to_dict() for n in ("tiny", "base"))
+    assert {k: v for k, v in tiny.items() if k not in SIZES} == {k: v for k, v in base.items() if k not in SIZES}
+    assert tiny["keypoint_prior"] and tiny["mouth_mask"]
     assert imitator_preset("tiny", representation="intact").representation == "intact"
     with pytest.raises(InfpError, match="unknown preset"):
         imitator_preset("huge")

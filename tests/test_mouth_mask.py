@@ -5,6 +5,7 @@ of `infp eval imitation`, and a fine-tune that adds the masks through the CLI.""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -20,8 +21,11 @@ from infp.models import Imitator, imitator_preset
 from infp.models.warping import affine_fit, apply_affine, keypoint_flow, polygon_mask
 from infp.train.imitation import load_grown
 
-TINY_KP = imitator_preset("tiny", keypoint_prior=True)
-TINY_MOUTH = imitator_preset("tiny", keypoint_prior=True, mouth_mask=True)
+# the additions one at a time: `tiny` (the shipped switches) less all of them, then the prior, then the masks
+PLAIN = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, keypoint_lip_sides=False, keypoint_head=0.0,
+                        correction_max=0.0)
+TINY_KP = replace(PLAIN, keypoint_prior=True)
+TINY_MOUTH = replace(TINY_KP, mouth_mask=True)
 
 
 def _square(half: float, centre=(0.0, 0.0)) -> torch.Tensor:
@@ -63,7 +67,7 @@ def test_inner_lip_keypoints_are_the_inner_lip_polygon():
 
 def test_mouth_mask_needs_the_keypoint_prior():
     with pytest.raises(ValueError, match="keypoint_prior"):
-        imitator_preset("tiny", mouth_mask=True)
+        replace(PLAIN, mouth_mask=True)
 
 
 def _trained_looking(model: Imitator) -> Imitator:
@@ -96,7 +100,7 @@ def test_correction_bound_leaves_small_corrections_and_caps_large_ones():
     free = _trained_looking(Imitator(TINY_KP)).eval()
     with torch.no_grad():
         free.flow_estimator.out.weight.mul_(0.02)  # corrections of a few pixels at most
-    bounded = Imitator(imitator_preset("tiny", keypoint_prior=True, correction_max=0.05)).eval()
+    bounded = Imitator(replace(TINY_KP, correction_max=0.05)).eval()
     bounded.load_state_dict(free.state_dict())
     img, z = torch.rand(2, 3, 64, 64), torch.randn(2, TINY_KP.motion_dim)
     with torch.no_grad():

@@ -80,10 +80,12 @@ class ImitatorConfig:
 
 
 IMITATOR_PRESETS: dict[str, ImitatorConfig] = {
+    # `base` in miniature: its switches at sizes a CPU test runs in seconds
     "tiny": ImitatorConfig(
         size=64, motion_dim=16, motion_input=64, motion_channels=(8, 16, 32), feature_down=2,
         feature_channels=16, skip_channels=(8, 8), flow_channels=(16, 16), decoder_channels=16,
-        decoder_blocks=1, keypoint_hidden=32, preset="tiny",
+        decoder_blocks=1, keypoint_hidden=32, keypoint_prior=True, keypoint_head=1.0, correction_max=0.15,
+        keypoint_lip_sides=True, mouth_mask=True, preset="tiny",
     ),
     # the bundled checkpoint's configuration (the config is the recipe)
     "base": ImitatorConfig(keypoint_prior=True, keypoint_head=1.0, correction_max=0.15, keypoint_lip_sides=True,
