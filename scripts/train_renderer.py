@@ -39,10 +39,17 @@ from infp.train.packed import PackedPairs
 MOUTH_GROW = 9  # px at 256: the mouth region reaches past the inner lips to the lips themselves
 
 
-def load_start(path: str, trained: str | None = None) -> Imitator:
+def load_start(path: str, trained: str | None = None, paint_window: tuple[float, float] | None = None) -> Imitator:
     """The init checkpoint (either design, `infp.train.legacy.load_start`), with `trained` (a run's
-    trained.safetensors) on top."""
+    trained.safetensors) on top; `paint_window` replaces the config's (the decoder's weights do not
+    depend on its extent)."""
     model = legacy.load_start(path)
+    if paint_window is not None and tuple(paint_window) != model.cfg.paint_window:
+        from dataclasses import replace
+
+        state = model.state_dict()
+        model = Imitator(replace(model.cfg, paint_window=tuple(paint_window)))
+        model.load_state_dict(state)
     if trained:
         state = model.state_dict()
         extra = load_file(trained)
@@ -84,9 +91,13 @@ def train(args: argparse.Namespace) -> None:
     data = PackedPairs.load(args.pack, dev, real_fraction=args.real_fraction, mouth_pairs=args.mouth_pairs)
     print(f"pack: {len(data.z)} frames in {len(data.members)} clips, loaded in {time.perf_counter() - t_load:.1f}s",
           flush=True)
-    model = load_start(args.init, args.init_trained).to(dev).train()
+    model = load_start(args.init, args.init_trained, args.paint_window).to(dev).train()
     model.motion_encoder.requires_grad_(False)
     model.keypoint_decoder.requires_grad_(False)
+    decoder_only = args.train == "decoder"
+    if decoder_only:  # the warp stays as it is: only the painting in the mouth window learns
+        model.appearance_encoder.requires_grad_(False)
+        model.flow_estimator.requires_grad_(False)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     ema = [p.detach().clone() for p in params]
@@ -116,28 +127,31 @@ def train(args: argparse.Namespace) -> None:
         b = data.sample(rng, args.batch)
         with autocast:
             r = model.render(model.encode_appearance(b.source), b.z_source, b.z_driving)
-        pred, mask = r.image.float(), r.synthesis.mask.float()
+        pred, mask, target = r.image.float(), r.synthesis.mask.float(), b.driving
         region = mouth_region(model, r.keypoints.driving, size)
+        synthesis, synthesis_target = r.synthesis.synthesis.float(), r.synthesis.window.crop(b.driving)
+        if decoder_only:  # the output changes only in the decoder's window: score it there (VGG costs 1/5)
+            pred, target, region = (r.synthesis.window.crop(x) for x in (pred, target, region))
         if disc is not None:
             with autocast:
-                real, fake = disc(b.driving), disc(pred.detach())
+                real, fake = disc(target), disc(pred.detach())
             d_real, d_fake = hinge_d_loss(real, fake)
             opt_d.zero_grad(set_to_none=True)
             (d_real + d_fake).backward()
             opt_d.step()
         # the synthesis learns on its own everywhere: where the mask is closed it gets no gradient
         # from the output, and until it differs from the warped source the mask gets none either
-        terms = {"l1": ms_l1(pred, b.driving),
-                 "synthesis": args.synthesis_weight * ms_l1(r.synthesis.synthesis.float(), b.driving)}
+        terms = {"l1": ms_l1(pred, target),
+                 "synthesis": args.synthesis_weight * ms_l1(synthesis, synthesis_target)}
         if vgg is not None:
             with autocast:
-                terms["vgg"] = args.vgg_weight * vgg(pred, b.driving).float()
-        err = (pred - b.driving).abs().mean(1, keepdim=True)
+                terms["vgg"] = args.vgg_weight * vgg(pred, target).float()
+        err = (pred - target).abs().mean(1, keepdim=True)
         terms["mouth"] = args.mouth_weight * (err * region).sum() / region.sum().clamp_min(1.0)
-        terms["mask"] = args.mask_weight * mask.mean()
+        terms["mask"] = args.mask_weight * mask.sum() / (len(mask) * size * size)  # the share of the crop painted
         if disc is not None:
             with autocast:
-                fake, real = disc(pred), disc(b.driving)
+                fake, real = disc(pred), disc(target)
             terms["adv"] = args.adv_weight * hinge_g_loss(fake).float()
             terms["fm"] = args.fm_weight * feature_matching(fake, real).float()
         total = sum(terms.values())
@@ -153,23 +167,23 @@ def train(args: argparse.Namespace) -> None:
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
         if step % args.log_every == 0:
             row = {"step": step, "s": round(time.perf_counter() - t0, 1), "total": total.item(),
-                   **{k: v.item() for k, v in terms.items()}, "mask_mean": mask.mean().item()}
+                   **{k: v.item() for k, v in terms.items()}, "mask_mean": mask.sum().item() / (len(mask) * size * size)}
             if disc is not None:
                 row.update(d_real=d_real.item(), d_fake=d_fake.item())
             log.append(row)
             print(json.dumps(row), flush=True)
         if time.perf_counter() - last_save > args.save_every:
             save()
-            save_samples(out / "samples.png", b, pred.detach(), mask.detach())
+            save_samples(out / "samples.png", b, r.image.detach(), r.synthesis.window.place(mask.detach()))
             last_save = time.perf_counter()
     save(final=True)
-    save_samples(out / "samples.png", b, pred.detach(), mask.detach())
+    save_samples(out / "samples.png", b, r.image.detach(), r.synthesis.window.place(mask.detach()))
     print(f"{step} steps, {step * args.batch / (time.perf_counter() - t0):.1f} pairs/s", flush=True)
 
 
 def merge(args: argparse.Namespace) -> None:
     """init checkpoint + trained.safetensors -> a checkpoint directory."""
-    model = load_start(args.init, args.trained)
+    model = load_start(args.init, args.trained, args.paint_window)
     model.save_pretrained(args.out, training=json.loads(args.card) if args.card else {})
     print(f"wrote {args.out} (trained tensors from {args.trained})")
 
@@ -195,6 +209,7 @@ def main() -> None:
     m.add_argument("--trained", required=True)
     m.add_argument("--out", required=True)
     m.add_argument("--card", default=None, help="JSON for the checkpoint's training card")
+    m.add_argument("--paint-window", type=float, nargs=2, default=None, metavar=("H", "W"))
     for a, kw in (("--pack", {"required": True}), ("--init", {"required": True}), ("--out", {"required": True}),
                   ("--vgg", {"default": None}), ("--vgg-upto", {"default": "relu4_3"}),
                   ("--init-trained", {"default": None}), ("--device", {"default": "cuda" if torch.cuda.is_available() else "cpu"}),
@@ -209,6 +224,10 @@ def main() -> None:
                   ("--log-every", {"type": int, "default": 50}), ("--save-every", {"type": float, "default": 60})):
         p.add_argument(a, **kw)
     p.add_argument("--gan", action="store_true")
+    p.add_argument("--train", choices=("all", "decoder"), default="all",
+                   help="what learns besides the frozen E_m: the appearance encoder, F and the decoder, or the decoder alone")
+    p.add_argument("--paint-window", type=float, nargs=2, default=None, metavar=("H", "W"),
+                   help="the decoder's window as shares of the crop (default: the init checkpoint's)")
     p.add_argument("--bf16", action="store_true")
     k = argparse.ArgumentParser(prog="train_renderer.py pack", description=pack.__doc__)
     k.add_argument("--data", type=Path, nargs="+", required=True)

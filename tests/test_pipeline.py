@@ -3,6 +3,7 @@ seeded reproducibility, the MP4 it writes, and `infp generate` with its bad inpu
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -55,12 +56,25 @@ def test_portrait_is_found_cropped_and_pasted_back(pipe, portrait, astronaut):
     # at its 64-px working size: pasting that crop back gives back the portrait nearly exactly
     assert face.full is not None and face.full.shape[0] == framing.crop_size == face.render_size
     assert abs(face.render_size - face.box[2]) <= 8
-    again = framing.paste(face.full)
+    # a frame with no motion and nothing painted reads every pixel at its own place: the portrait
+    still = torch.zeros(1, 2, 16, 16)
+    paint = torch.zeros(1, 4, face.crop.shape[0], face.crop.shape[0])
+    again = framing.compose(still, paint[:, :3], paint[:, 3:])[0]
     inside = framing._alpha[..., 0] > 0.99
     assert inside.sum() > 5000 and (~inside).sum() > 100_000
     np.testing.assert_array_equal(again[framing._alpha[..., 0] == 0], astronaut[framing._alpha[..., 0] == 0])
-    err = np.abs(again[inside].astype(float) - astronaut[inside]).mean()
-    assert err < 6, err  # two bilinear resamplings at about 1:1
+    assert np.abs(again.astype(int) - astronaut).max() <= 1  # one read, at the pixels' own centres
+    # a uniform flow of one crop pixel to the right reads the portrait side / render_size px further right
+    shift = torch.zeros(1, 2, 16, 16)
+    shift[:, 0] = 2 / face.render_size
+    moved = framing.compose(shift, paint[:, :3], paint[:, 3:])[0]
+    step = face.box[2] / face.render_size
+    x = np.arange(astronaut.shape[1], dtype=np.float32)
+    y0, y1 = int(face.box[1] - 20), int(face.box[1] + 20)
+    want = np.stack([cv2.remap(astronaut, (x + step)[None].repeat(1, 0), np.full((1, len(x)), r, np.float32),
+                               cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)[0] for r in range(y0, y1)])
+    cols = slice(int(face.box[0] - 20), int(face.box[0] + 20))
+    assert np.abs(moved[y0:y1, cols].astype(int) - want[:, cols]).max() <= 1
     small = face.framing(200)
     assert small.background.shape == (200, 200, 3) and small.box[2] == pytest.approx(face.box[2] * 200 / 512, rel=1e-3)
 
@@ -157,7 +171,6 @@ def test_a_conversation_file_gives_the_frames_and_sound_of_the_arrays(pipe, port
 
 @pytest.fixture(scope="module")
 def tracks(tmp_path_factory, astronaut):
-    import cv2
 
     d = tmp_path_factory.mktemp("generate_inputs")
     save_wav(d / "agent.wav", _voice(1.2, 9, (0, 0.6)))

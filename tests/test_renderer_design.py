@@ -41,8 +41,8 @@ def test_a_new_decoder_shows_the_warped_source_at_any_resolution():
     assert r.image.shape == (2, 3, 3 * s, 3 * s) and at_work.image.shape == (2, 3, s, s)
     assert r.synthesis.mask.shape == (2, 1, s, s)
     assert float(r.synthesis.mask.max()) <= torch.sigmoid(torch.tensor(MASK_BIAS)).item() + 1e-6
-    torch.testing.assert_close(at_work.image, warp(small, at_work.flow.flow), atol=1e-5, rtol=0)
-    warped_full = warp(full, r.flow.flow)
+    torch.testing.assert_close(at_work.image, warp(small, at_work.flow.flow, "bicubic"), atol=1e-5, rtol=0)
+    warped_full = warp(full, r.flow.flow, "bicubic")
     # away from the mask's 1.8 %, the full-resolution output is the full-resolution source's pixels
     assert (r.image - warped_full).abs().max() < 0.02 + 1e-4
     assert (r.image - warped_full).abs().mean() < 0.01
@@ -60,12 +60,47 @@ def test_painting_is_confined_to_the_driving_mouth():
         x = torch.rand(1, 3, m.cfg.size, m.cfg.size)
         z = torch.randn(1, m.cfg.motion_dim)
         r = m.render(m.encode_appearance(x), z * 0, z)
-    region = paint_region(r.keypoints.driving[:, torch.as_tensor(inner_lip_keypoints())], m.cfg.size)
+    region = paint_region(r.keypoints.driving[:, torch.as_tensor(inner_lip_keypoints())], r.synthesis.window)
     torch.testing.assert_close(r.synthesis.mask, region, atol=1e-5, rtol=0)
-    outside = region == 0
+    outside = r.synthesis.window.place(region) == 0
     assert outside.float().mean() > 0.5
-    w = warp(x, r.flow.flow)
+    w = warp(x, r.flow.flow, "bicubic")
     assert (r.image - w).abs()[outside.expand_as(w)].max() < 1e-5
+
+
+def test_the_decoder_works_only_in_a_window_on_the_driving_mouth():
+    """With `paint_window` the decoder reads the warped features in a rectangle around the driving
+    inner lips, on the feature grid and inside the crop; outside it the output is the warped source,
+    and reading only the window gives what warping everything and cutting it out would."""
+    from infp.face.topology import inner_lip_keypoints
+    from infp.models.warping import Window, warp_window
+
+    m = _model(5, imitator_preset("tiny", keypoint_prior=True, mouth_mask=True, paint_window=(0.375, 0.5)))
+    s, cell = m.cfg.size, 2**m.cfg.feature_down
+    with torch.no_grad():
+        m.decoder.out.bias[3] = 20.0
+        x = torch.rand(3, 3, s, s)
+        z = torch.randn(3, m.cfg.motion_dim)
+        r = m.render(m.encode_appearance(x), z * 0, z)
+    win = r.synthesis.window
+    assert (win.height, win.width) == (24, 32) and r.synthesis.mask.shape == (3, 1, 24, 32)
+    assert (win.top % cell == 0).all() and (win.left % cell == 0).all()
+    assert (win.top >= 0).all() and (win.top + win.height <= s).all() and (win.left + win.width <= s).all()
+    lips = (r.keypoints.driving[:, torch.as_tensor(inner_lip_keypoints())] + 1) * s / 2  # pixels
+    centre = (lips.amin(1) + lips.amax(1)) / 2
+    inside = (centre[:, 0] - win.left - win.width / 2).abs() <= cell / 2 + 1e-4
+    clamped = (win.left == 0) | (win.left == s - win.width)
+    assert (inside | clamped).all()
+    outside = win.place(torch.ones_like(r.synthesis.mask)) == 0
+    w = warp(x, r.flow.flow, "bicubic")
+    assert (r.image - w).abs()[outside.expand_as(w)].max() < 1e-6
+    flow = torch.randn(3, 2, s // cell, s // cell) * 0.1
+    for scale in (1, 2, cell):
+        f = torch.rand(3, 5, s // scale, s // scale)
+        torch.testing.assert_close(warp_window(f, flow, win), win.crop(warp(f, flow)), atol=1e-5, rtol=0)
+    whole = Window.whole(3, s)
+    torch.testing.assert_close(whole.crop(x), x)
+    torch.testing.assert_close(win.crop(win.place(r.synthesis.mask)), r.synthesis.mask)
 
 
 def test_where_the_mask_opens_the_synthesis_replaces_the_source():
@@ -78,7 +113,7 @@ def test_where_the_mask_opens_the_synthesis_replaces_the_source():
         z = torch.zeros(1, m.cfg.motion_dim)
         r = m.render(m.encode_appearance(x), z, z)
     torch.testing.assert_close(r.image, r.synthesis.synthesis, atol=1e-5, rtol=0)
-    torch.testing.assert_close(r.synthesis.synthesis - warp(x, r.flow.flow),
+    torch.testing.assert_close(r.synthesis.synthesis - warp(x, r.flow.flow, "bicubic"),
                                torch.tensor([0.3, -0.2, 0.1]).view(1, 3, 1, 1).expand_as(x), atol=1e-5, rtol=0)
 
 
@@ -91,9 +126,12 @@ def test_gradients_reach_the_flow_the_synthesis_and_then_the_mask():
     x, target = torch.rand(2, 3, m.cfg.size, m.cfg.size), torch.rand(2, 3, m.cfg.size, m.cfg.size)
     z = torch.randn(2, m.cfg.motion_dim)
     r = m.render(m.encode_appearance(x), z, z.flip(0))
-    ((r.image - target).abs().mean() + (r.synthesis.synthesis - target).abs().mean()).backward()
+    ((r.image - target).abs().mean() + (r.synthesis.synthesis - r.synthesis.window.crop(target)).abs().mean()).backward()
     g = m.decoder.out.weight.grad
-    assert m.flow_estimator.out.weight.grad.abs().sum() > 0 and g[:3].abs().sum() > 0 and g[3].abs().sum() == 0
+    # the mask's gradient is zero up to rounding: the painting reads the source in its window as the
+    # output reads it everywhere, the same bicubic sampling along two float paths
+    assert m.flow_estimator.out.weight.grad.abs().sum() > 0 and g[:3].abs().sum() > 0
+    assert g[3].abs().sum() < 1e-6 * g[:3].abs().sum()
     with torch.no_grad():
         m.decoder.out.bias[:3] += 0.1
     m.zero_grad()

@@ -128,7 +128,7 @@ def test_nan_pixels_from_finite_latents_are_stage_1s_fault(images, monkeypatch):
     with pytest.raises(InfpError, match="rendered NaN or infinite pixels"):
         rt.render(broken, z[0], z)
     # NaN latents are the caller's to catch (the pipeline checks stage 2's): no blame on stage 1 for them
-    monkeypatch.setattr(m, "render", lambda a, zs, zd: SimpleNamespace(image=torch.full((len(zd), 3, 64, 64), float("nan"))))
+    monkeypatch.setattr(m, "render", lambda a, zs, zd, compose=True: SimpleNamespace(image=torch.full((len(zd), 3, 64, 64), float("nan"))))
     assert rt.render(app, z[0], torch.full_like(z, float("nan"))).isnan().all()
     with pytest.raises(InfpError, match="rendered NaN or infinite pixels"):
         rt.render(app, z[0], z)

@@ -57,13 +57,15 @@ def test_mouth_pairs_draw_driving_mouths_unlike_the_source(synth_clips):
 
 
 def test_training_lowers_the_loss(synth_clips):
-    """A few tiny steps on one fixed batch: the reconstruction loss falls."""
+    """A few tiny steps on one fixed batch: the reconstruction loss falls. (At lr 2e-3 the first step
+    overshoots: the new decoder's near-identity output scores 0.18, one step 0.48, and 25 steps only
+    came back to 0.90 of the start; at 1e-3 they reach 0.47 of it.)"""
     from infp.train.losses import ImitationLoss
 
     torch.manual_seed(0)
     batch = PairSampler(load_clips(list_clips(synth_clips), 64), augment=False).sample(np.random.default_rng(0), 4)
     model, loss = Imitator(TINY), ImitationLoss(LossConfig(use_gan=False))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     losses = []
     for _ in range(25):
         g = loss.generator(model(batch.source, batch.source_rep, batch.driving_rep).image, batch.driving)

@@ -18,13 +18,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from infp.errors import InfpError
 from infp.guard import check_finite
-from infp.models import AppearanceFeatures, Imitator
+from infp.models import AppearanceFeatures, Imitator, Rendered
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DAMAGED = "its checkpoint's weights are damaged or overflow"
@@ -64,6 +65,15 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
     if dtype == torch.float16 and device.type == "cpu":
         raise InfpError("float16 needs a GPU; on CPU use float32 (or bfloat16)")
     return dtype
+
+
+class Painting(NamedTuple):
+    """Stage 1's frames before the source is sampled: the output is the source warped by `flow` with
+    `synthesis` blended in by `mask`."""
+
+    flow: torch.Tensor  # (B, 2, h, w) backward map in grid_sample units, at the feature resolution
+    synthesis: torch.Tensor  # (B, 3, S, S) the decoder's painting in [0, 1], zero outside its window
+    mask: torch.Tensor  # (B, 1, S, S) in [0, 1]: where it replaces the warped source
 
 
 class ImitatorRuntime:
@@ -130,11 +140,9 @@ class ImitatorRuntime:
         with self._running():
             return self.model.encode_appearance(self._images(crop), None if full is None else self._images(full))
 
-    def render_batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
-                       batch: int | None = None) -> Iterator[torch.Tensor]:
-        """One portrait (`app` of batch 1) moved from motion z_src ((D,) or (1, D): shared; (N, D): per
-        frame) to each z_drv (N, D): (n, 3, R, R) float32 images in [0, 1] on the device, `batch` at a time.
-        Finite latents rendered to NaN or infinite pixels are stage 1's fault: InfpError."""
+    def _batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
+                 batch: int | None, compose: bool) -> Iterator[tuple[Rendered, bool]]:
+        """Each batch's `Rendered` and whether its latents were all finite."""
         b = batch or self.batch
         z_src = torch.as_tensor(z_src, dtype=torch.float32, device=self.device)
         z_drv = torch.as_tensor(z_drv, dtype=torch.float32, device=self.device)
@@ -145,10 +153,32 @@ class ImitatorRuntime:
             zz = z_drv[k : k + b]
             zs = z_src.expand(len(zz), -1) if shared else z_src[k : k + b]
             with self._running():
-                img = self.model.render(app.expand(len(zz)), zs, zz).image.float()
-            if bool(torch.isfinite(zz).all()) and bool(torch.isfinite(zs).all()):  # else: the latents' fault
+                out = self.model.render(app.expand(len(zz)), zs, zz, compose=compose)
+            yield out, bool(torch.isfinite(zz).all()) and bool(torch.isfinite(zs).all())
+
+    def render_batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
+                       batch: int | None = None) -> Iterator[torch.Tensor]:
+        """One portrait (`app` of batch 1) moved from motion z_src ((D,) or (1, D): shared; (N, D): per
+        frame) to each z_drv (N, D): (n, 3, R, R) float32 images in [0, 1] on the device, `batch` at a time.
+        Finite latents rendered to NaN or infinite pixels are stage 1's fault: InfpError."""
+        for out, finite in self._batches(app, z_src, z_drv, batch, compose=True):
+            img = out.image.float()
+            if finite:  # else: the latents' fault
                 check_finite(img, f"stage 1 (the imitator) rendered NaN or infinite pixels; {DAMAGED}", self.path)
             yield img.clamp(0, 1)
+
+    def paint_batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
+                      batch: int | None = None) -> Iterator[Painting]:
+        """`render_batches` without the last step, for a caller that samples the source itself (the
+        pipeline reads the portrait once per output pixel: `pipeline.portrait.Framing.compose`): each
+        batch's flow and the decoder's painting, placed in the crop, float32 on the device."""
+        for out, finite in self._batches(app, z_src, z_drv, batch, compose=False):
+            flow, painted = out.flow.flow.float(), out.synthesis
+            if finite:
+                for x in (flow, painted.synthesis):
+                    check_finite(x, f"stage 1 (the imitator) rendered NaN or infinite pixels; {DAMAGED}", self.path)
+            window = painted.window
+            yield Painting(flow, window.place(painted.synthesis.float().clamp(0, 1)), window.place(painted.mask.float()))
 
     def render(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
                batch: int | None = None) -> torch.Tensor:

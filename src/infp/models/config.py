@@ -45,6 +45,9 @@ class ImitatorConfig:
     keypoint_lip_sides: bool = False
     # the decoder also reads where the keypoints' inner lips open the mouth (needs keypoint_prior)
     mouth_mask: bool = False
+    # the decoder's extent (height, width) as shares of the crop side, centred on the driving mouth
+    # (needs keypoint_prior when below 1): the only place it paints, so its cost is spent there alone
+    paint_window: tuple[float, float] = (1.0, 1.0)
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -55,6 +58,13 @@ class ImitatorConfig:
             raise ValueError(f"size {self.size} must be divisible by the flow U-Net's total stride")
         if self.mouth_mask and not self.keypoint_prior:
             raise ValueError("mouth_mask reads the keypoint prior's keypoints: it needs keypoint_prior")
+        cell = 2**self.feature_down
+        for f in self.paint_window:
+            if not 0 < f <= 1 or (f * self.size) % cell:
+                raise ValueError(f"paint_window {self.paint_window}: each share must be in (0, 1] and give a multiple "
+                                 f"of {cell} px at size {self.size}")
+        if self.paint_window != (1.0, 1.0) and not self.keypoint_prior:
+            raise ValueError("paint_window is centred on the keypoints' mouth: it needs keypoint_prior")
         if self.keypoint_lip_sides and not self.keypoint_prior:
             raise ValueError("keypoint_lip_sides shapes the keypoint prior's flow: it needs keypoint_prior")
 

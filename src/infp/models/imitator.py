@@ -22,10 +22,11 @@ from infp.face.topology import inner_lip_arc_keypoints, inner_lip_keypoints
 from infp.models.appearance_encoder import AppearanceEncoder, AppearanceFeatures
 from infp.models.config import ImitatorConfig
 from infp.models.decoder import Decoder, Synthesis
+from infp.models.decoder import compose as compose_image
 from infp.models.flow_estimator import Flow, FlowEstimator
 from infp.models.keypoint_decoder import KeypointDecoder
 from infp.models.motion_encoder import MotionEncoder
-from infp.models.warping import keypoint_flow, polygon_mask
+from infp.models.warping import Window, keypoint_flow, polygon_mask
 
 KIND = "imitator"
 
@@ -36,7 +37,7 @@ class Keypoints(NamedTuple):
 
 
 class Rendered(NamedTuple):
-    image: torch.Tensor  # (B, 3, R, R), about [0, 1]; clamp before display. R: the source's resolution
+    image: torch.Tensor | None  # (B, 3, R, R), about [0, 1]; clamp before display. R: the source's resolution
     flow: Flow
     synthesis: Synthesis  # what the decoder painted and where it blends in
     keypoints: Keypoints | None = None  # with `keypoint_prior`: what the prior flow was spread from
@@ -45,16 +46,34 @@ class Rendered(NamedTuple):
 PAINT_MARGIN = 1 / 32  # of the crop side (8 px at 256): the lips parting around the opening are painted too
 
 
-def paint_region(lips: torch.Tensor, size: int) -> torch.Tensor:
+def paint_region(lips: torch.Tensor, window: Window) -> torch.Tensor:
     """Where the decoder may paint: the driving mouth's opening (its inner-lip polygon, (B, P, 2) in
-    [-1, 1]) grown by PAINT_MARGIN -> (B, 1, size, size) in [0, 1]. The source has nothing to give
-    there when the mouth opens wider than its own; everywhere else the output is the source's own
-    pixels, warped. Without this bound a blend mask learns to mix the low-resolution synthesis into
-    every edge the flow misplaces (hair, outline), which L1 and VGG losses reward as a blur
-    (docs/stage1.md, "The second design")."""
-    inside = polygon_mask(lips.float(), size, supersample=2)
-    grow = max(1, round(size * PAINT_MARGIN))
-    return F.max_pool2d(inside, 2 * grow + 1, 1, grow).to(lips.dtype)
+    the crop's [-1, 1]) grown by PAINT_MARGIN -> (B, 1, window height, window width) in [0, 1]. The
+    source has nothing to give there when the mouth opens wider than its own; everywhere else the
+    output is the source's own pixels, warped. Without this bound a blend mask learns to mix the
+    low-resolution synthesis into every edge the flow misplaces (hair, outline), which L1 and VGG
+    losses reward as a blur (docs/stage1.md, "The second design")."""
+    inside = polygon_mask(window.to_window(lips.float()), (window.height, window.width), supersample=2)
+    grow = max(1, round(window.size * PAINT_MARGIN))
+    # a square max filter as two 1-D ones: the same result, 2k instead of k² reads a pixel
+    inside = F.max_pool2d(inside, (2 * grow + 1, 1), 1, (grow, 0))
+    return F.max_pool2d(inside, (1, 2 * grow + 1), 1, (0, grow)).to(lips.dtype)
+
+
+def mouth_window(lips: torch.Tensor, cfg: ImitatorConfig) -> Window:
+    """The decoder's window (`cfg.paint_window` of the crop), centred on the driving inner lips'
+    bounding box (B, P, 2) in [-1, 1], on the feature grid (so every scale of the decoder sees the
+    same rectangle) and inside the crop."""
+    size, cell = cfg.size, 2**cfg.feature_down
+    h, w = (round(f * size) for f in cfg.paint_window)
+    px = (lips.detach().float() + 1) * (size / 2)  # (B, P, 2) pixels
+    # non-finite keypoints (broken weights) fall back to the crop's centre: the NaN shows in the image instead
+    centre = torch.nan_to_num((px.amin(1) + px.amax(1)) / 2, nan=size / 2, posinf=size / 2, neginf=size / 2)  # (B, 2) x, y
+
+    def start(c: torch.Tensor, extent: int) -> torch.Tensor:
+        return (torch.round((c - extent / 2) / cell) * cell).clamp(0, size - extent).long()
+
+    return Window(start(centre[:, 1], h), start(centre[:, 0], w), h, w, size)
 
 
 class Imitator(nn.Module):
@@ -78,9 +97,11 @@ class Imitator(nn.Module):
         resolution (B, 3, R, R), which the renderer then warps instead of `image`."""
         return self.appearance_encoder(image, full)
 
-    def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor) -> Rendered:
-        """The per-frame work: motion codes -> (keypoints ->) flow -> warp the source, paint what it lacks."""
-        kp, prior, mouth, region = None, None, None, None
+    def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor, compose: bool = True) -> Rendered:
+        """The per-frame work: motion codes -> (keypoints ->) flow -> warp the source, paint what it
+        lacks. `compose` False leaves the image None, for a caller that warps the source itself (the
+        pipeline samples the portrait once, straight into the output frame: pipeline/portrait.py)."""
+        kp, prior, mouth, region, window = None, None, None, None, None
         if self.keypoint_decoder is not None:
             kp = Keypoints(self.keypoint_decoder(z_src), self.keypoint_decoder(z_drv))
             # detached: the keypoints stay landmarks, trained only against landmarks, not bent by the image loss
@@ -90,10 +111,12 @@ class Imitator(nn.Module):
             lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
             if self.cfg.mouth_mask:
                 mouth = tuple(polygon_mask(k[:, lips].float(), self.cfg.feature_size).to(k.dtype) for k in (drv, src))
-            region = paint_region(drv[:, lips], self.cfg.size)
+            window = mouth_window(drv[:, lips], self.cfg)
+            region = paint_region(drv[:, lips], window)
         flow = self.flow_estimator(app.volume, z_src, z_drv, prior)
-        out = self.decoder(app, flow, z_src, z_drv, mouth, region)
-        return Rendered(out.image, flow, out, kp)
+        out = self.decoder(app, flow, z_src, z_drv, mouth, region, window)
+        image = compose_image(app.full if app.full is not None else app.image, flow.flow, out) if compose else None
+        return Rendered(image, flow, out, kp)
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))

@@ -17,7 +17,6 @@ the audio, too, is read from disk as it is needed: memory does not grow with the
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,14 +31,13 @@ from infp.audio.io import Conversation
 from infp.diffusion.sampling import WindowedGenerator
 from infp.errors import InfpError
 from infp.models import Imitator
-from infp.pipeline.portrait import FaceCrop, Framing, find_face
+from infp.pipeline.portrait import FaceCrop, find_face
 from infp.guard import LATENT_MAX, check_finite
 from infp.pipeline.stages import MotionStage, load_imitator, load_motion_stage
 from infp.pipeline.stream import MotionStream, StreamSession
+from infp.runtime import DAMAGED, ImitatorRuntime
 
 log = logging.getLogger("infp")
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DAMAGED = "its checkpoint's weights are damaged or overflow"
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,13 +62,13 @@ class Settings:
 class InfpPipeline:
     def __init__(self, imitator: Imitator, motion: MotionStage, device: str | torch.device = "cpu",
                  dtype: str | torch.dtype = "float32"):
-        self.device = torch.device(device)
-        self.dtype = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        if self.dtype == torch.float16 and self.device.type == "cpu":
-            raise InfpError("float16 needs a GPU; on CPU use float32 (or bfloat16)")
-        self.imitator = imitator.eval().to(self.device)
+        self.stage1 = ImitatorRuntime(imitator.eval(), device, dtype, batch=10)  # owns stage 1's device and dtype
+        self.device, self.dtype = self.stage1.device, self.stage1.dtype
         self.stage2 = MotionStage(motion.path, motion.model.eval().to(self.device), motion.diffusion, motion.featurizer)
-        self.render_batch = 10
+
+    @property
+    def imitator(self) -> Imitator:
+        return self.stage1.model
 
     @classmethod
     def from_pretrained(cls, motion: str | Path | None = None, imitator: str | Path | None = None,
@@ -84,31 +82,22 @@ class InfpPipeline:
         model = load_imitator(imitator_path)
         stage2 = load_motion_stage(Path(motion) if motion else motion_dir(), model, imitator_fingerprint(imitator_path),
                                    speech_model)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return cls(model, stage2, device, dtype)
-
-    def _autocast(self):
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        pipe = cls(model, stage2, device, dtype)
+        pipe.stage1.path = imitator_path
+        return pipe
 
     # -- the portrait ------------------------------------------------------------------------------
 
-    @torch.no_grad()
     def prepare(self, image: np.ndarray, name: str = "portrait", face_index: int | None = None) -> Portrait:
         """Find the face in an RGB uint8 image of any size (several faces: pick with `face_index`),
         crop it for the renderer and encode it once."""
-        from infp.data.pairs import to_tensor
         from infp.face.hybrid import represent
 
         cfg = self.imitator.cfg
         face = find_face(image, name, cfg.size, face_index)
         rep = represent(face.crop, face.points, cfg.representation)
-        with self._autocast():
-            latent = self.imitator.encode_motion(to_tensor(rep[None]).to(self.device))[0].float()
-            full = None if face.full is None else to_tensor(face.full[None]).to(self.device)
-            appearance = self.imitator.encode_appearance(to_tensor(face.crop[None]).to(self.device), full)
+        latent = self.stage1.encode_motion(rep[None])[0]
+        appearance = self.stage1.encode_appearance(face.crop[None], None if face.full is None else face.full[None])
         return Portrait(face, latent, appearance)
 
     # -- generation --------------------------------------------------------------------------------
@@ -122,23 +111,20 @@ class InfpPipeline:
         return MotionStream(gen, m.featurizer, context_frames=m.featurizer.context_frames)
 
     def renderer(self, portrait: Portrait, settings: Settings = Settings()):
-        """latents (k, motion_dim) -> k frames: the crop at `settings.size`, or pasted into the portrait."""
-        from infp.train.samples import to_uint8
-
-        framing = portrait.face.framing(settings.size) if settings.paste else None
+        """latents (k, motion_dim) -> k frames: the crop at `settings.size`, or the portrait with the
+        face animated in it. The renderer gives the flow and the mouth's painting; each frame is then
+        sampled from the portrait once (`Framing.compose`)."""
+        face = portrait.face
+        framing = face.framing(settings.size) if settings.paste else face.crop_framing()
         side = settings.size or self.imitator.cfg.size
 
-        @torch.no_grad()
         def render(z: np.ndarray) -> list[np.ndarray]:
             check_finite(torch.as_tensor(z), f"stage 2 generated NaN, infinite or absurdly large motion latents; {DAMAGED}",
                          self.stage2.path, LATENT_MAX)
             out = []
-            for k in range(0, len(z), self.render_batch):
-                zz = torch.as_tensor(z[k : k + self.render_batch], dtype=torch.float32, device=self.device)
-                with self._autocast():
-                    img = self.imitator.render(portrait.appearance.expand(len(zz)), portrait.latent.expand(len(zz), -1), zz).image
-                check_finite(img, f"stage 1 (the imitator) rendered NaN or infinite pixels; {DAMAGED}")
-                out += [_finish(c, framing, side) for c in to_uint8(img.float())]
+            for p in self.stage1.paint_batches(portrait.appearance, portrait.latent, z):
+                frames = framing.compose(p.flow, p.synthesis, p.mask)
+                out += frames if settings.paste else [_resized(f, side) for f in frames]
             return out
 
         return render
@@ -180,9 +166,7 @@ def _conversation(agent: np.ndarray, partner: np.ndarray) -> Conversation:
     return Conversation(a, p)
 
 
-def _finish(crop: np.ndarray, framing: Framing | None, side: int) -> np.ndarray:
-    if framing is not None:
-        return framing.paste(crop)
+def _resized(crop: np.ndarray, side: int) -> np.ndarray:
     if crop.shape[0] != side:
         import cv2
 

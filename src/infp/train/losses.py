@@ -292,9 +292,10 @@ class ImitationLoss(nn.Module):
         if cfg.correction > 0 and correction is not None:
             terms["correction"] = (cfg.correction, correction_l1(correction))
         if cfg.synthesis > 0 and synthesis is not None:
-            terms["synthesis"] = (cfg.synthesis, ms_l1(synthesis.synthesis.float(), target, cfg.l1_scales))
-        if cfg.mask > 0 and synthesis is not None:
-            terms["mask"] = (cfg.mask, synthesis.mask.float().mean())
+            painted = synthesis.synthesis.float()  # in the decoder's window
+            terms["synthesis"] = (cfg.synthesis, ms_l1(painted, synthesis.window.crop(target), cfg.l1_scales))
+        if cfg.mask > 0 and synthesis is not None:  # the share of the crop painted
+            terms["mask"] = (cfg.mask, synthesis.mask.float().sum() / (len(target) * target.shape[-1] * target.shape[-2]))
         if self.vgg is not None:
             terms["vgg"] = (cfg.vgg, self.vgg(pred, target))
         if self.use_fm or self.use_adv:
