@@ -74,6 +74,18 @@ def test_lip_polygons_outer_then_inner() -> None:
     _assert_cycle(inner, fmc.FACEMESH_LIPS)
 
 
+def test_models_keypoint_layout_matches_the_mesh() -> None:
+    """models/ keeps the keypoints' layout as constants (it imports no MediaPipe): they must be what
+    the mesh's tables give, and the representations what the face module draws."""
+    from infp.models import config, keypoint_layout as kl
+
+    assert kl.N_KEYPOINTS == len(tp.keypoint_indices())
+    assert list(kl.INNER_LIP) == tp.inner_lip_keypoints().tolist()
+    upper, lower = tp.inner_lip_arc_keypoints()
+    assert (list(kl.INNER_LIP_UPPER), list(kl.INNER_LIP_LOWER)) == (upper.tolist(), lower.tolist())
+    assert set(config.REPRESENTATIONS) == {r.value for r in Representation}
+
+
 def _check_split(poly: np.ndarray, upper: np.ndarray, lower: np.ndarray, corners: set[int]) -> None:
     up, low = set(upper.tolist()), set(lower.tolist())
     assert up and low and not up & low

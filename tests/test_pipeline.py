@@ -79,6 +79,23 @@ def test_portrait_is_found_cropped_and_pasted_back(pipe, portrait, astronaut):
     assert small.background.shape == (200, 200, 3) and small.box[2] == pytest.approx(face.box[2] * 200 / 512, rel=1e-3)
 
 
+def test_a_small_portrait_is_upscaled_with_a_warning(pipe, astronaut, caplog):
+    """Bad input (issue 19): a portrait much smaller than the output is upscaled, not refused, and the
+    user is told why the face will look soft."""
+    from infp.pipeline.portrait import find_face
+
+    small = cv2.resize(astronaut, (160, 160), interpolation=cv2.INTER_AREA)
+    with caplog.at_level("WARNING", logger="infp"):
+        face = find_face(small, "small.png", 256)
+        framing = face.framing(512)
+    assert face.crop.shape == (256, 256, 3) and framing.background.shape == (512, 512, 3)
+    assert "small.png: the face is" in caplog.text and "small.png: the portrait is 160 px across" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="infp"):
+        pipe.prepare(astronaut, "astronaut").face.framing()
+    assert "upscaled" not in caplog.text
+
+
 def test_several_faces_need_an_index(pipe, astronaut):
     two = np.concatenate([astronaut, astronaut], axis=1)
     with pytest.raises(NoFaceError, match="2 faces found.*--face-index"):
@@ -245,3 +262,4 @@ def test_cli_bench_times_motion_pipeline_and_stream(caplog):
     assert "motion (tiny, cpu" in err and "x real time" in err
     assert "pipeline (tiny + tiny (untrained), cpu" in err and "frames/s" in err
     assert "stream (tiny + tiny (untrained), cpu" in err and "latency audio -> frame mean" in err
+    assert "flops (tiny, 64 px" in err and "flops (base, 256 px" in err and "GFLOP" in err

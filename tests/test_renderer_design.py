@@ -39,7 +39,8 @@ def test_a_new_decoder_shows_the_warped_source_at_any_resolution():
         r = m.render(m.encode_appearance(small, full), z, z.flip(0))
         at_work = m.render(m.encode_appearance(small), z, z.flip(0))
     assert r.image.shape == (2, 3, 3 * s, 3 * s) and at_work.image.shape == (2, 3, s, s)
-    assert r.synthesis.mask.shape == (2, 1, s, s)
+    h, w = (round(f * s) for f in m.cfg.paint_window)  # the decoder paints its window only
+    assert r.synthesis.mask.shape == (2, 1, h, w)
     assert float(r.synthesis.mask.max()) <= torch.sigmoid(torch.tensor(MASK_BIAS)).item() + 1e-6
     torch.testing.assert_close(at_work.image, warp(small, at_work.flow.flow, "bicubic"), atol=1e-5, rtol=0)
     warped_full = warp(full, r.flow.flow, "bicubic")
@@ -105,7 +106,8 @@ def test_the_decoder_works_only_in_a_window_on_the_driving_mouth():
 
 def test_where_the_mask_opens_the_synthesis_replaces_the_source():
     m = _model(1, imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, keypoint_lip_sides=False,
-                                  keypoint_head=0.0, correction_max=0.0))  # no keypoints: the mask may open anywhere
+                                  keypoint_head=0.0, correction_max=0.0,
+                                  paint_window=(1.0, 1.0)))  # no keypoints: the mask may open anywhere
     with torch.no_grad():
         m.decoder.out.bias[3] = 20.0  # mask fully open everywhere
         m.decoder.out.bias[:3] = torch.tensor([0.3, -0.2, 0.1])

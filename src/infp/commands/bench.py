@@ -41,6 +41,14 @@ def run(args: argparse.Namespace) -> None:
         torch.set_num_threads(args.threads)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise InfpError("--device cuda: no CUDA GPU is available here")
+    if "flops" in args.what:
+        from infp.eval.bench import imitator_flops
+        from infp.models import IMITATOR_PRESETS, Imitator
+
+        for cfg in IMITATOR_PRESETS.values():
+            log.warning("%s", imitator_flops(Imitator(cfg).eval()).line())
+        if set(args.what) == {"flops"}:
+            return
     settings = {"steps": args.steps, "guidance": args.guidance, "overlap": args.overlap}
     pipe, name = _pipeline(args, args.device)
     if "motion" in args.what:
@@ -62,8 +70,10 @@ def run(args: argparse.Namespace) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("bench", help="measure generation speed on this machine")
-    s.add_argument("--what", nargs="+", choices=["motion", "pipeline", "stream"], default=["motion", "pipeline", "stream"],
-                   help="what to time: stage 2 alone, the whole pipeline offline, a live stream (default: all)")
+    s.add_argument("--what", nargs="+", choices=["motion", "pipeline", "stream", "flops"],
+                   default=["motion", "pipeline", "stream", "flops"],
+                   help="what to measure: stage 2 alone, the whole pipeline offline, a live stream, stage 1's FLOPs "
+                        "per frame for every preset (default: all)")
     s.add_argument("--preset", default=None,
                    help="stage-2 preset to time untrained (default: the bundled checkpoints, unless --imitator-preset)")
     s.add_argument("--imitator-preset", default=None, help="stage-1 preset to time untrained (default base with --preset)")

@@ -6,7 +6,8 @@ real-time factor (> 1 means faster than real time).
   on random audio features;
 - `bench_pipeline`: portrait + two tracks -> frames, stage 2 and stage-1 rendering (`InfpPipeline`);
 - `bench_stream`: a live session fed audio at the pace it would arrive (chunks of `chunk_ms`), timing
-  each frame from the moment its last audio sample arrived to the moment it is ready.
+  each frame from the moment its last audio sample arrived to the moment it is ready;
+- `imitator_flops`: stage 1's FLOPs per rendered frame (counted, not timed).
 """
 
 from __future__ import annotations
@@ -21,6 +22,45 @@ from infp import FPS, SAMPLE_RATE
 from infp.diffusion import DiffusionConfig, generate
 from infp.diffusion.sampling import window_overlap
 from infp.models.motion_generator import MotionGenerator
+
+
+@dataclass(frozen=True)
+class ImitatorFlops:
+    preset: str
+    size: int
+    params: int
+    motion: float  # E_m on one driving frame
+    render: float  # keypoints, F, warp at the working size, decoder (its window)
+    appearance: float  # once per portrait
+
+    def line(self) -> str:
+        g = 1e9
+        return (f"flops ({self.preset}, {self.size} px, {self.params / 1e6:.2f} M parameters): per frame "
+                f"{(self.motion + self.render) / g:.2f} GFLOP (E_m {self.motion / g:.2f}, render {self.render / g:.2f}); "
+                f"appearance once per portrait {self.appearance / g:.2f}")
+
+
+@torch.no_grad()
+def imitator_flops(model) -> ImitatorFlops:
+    """Count (torch's FlopCounterMode: matrix products and convolutions) what one frame costs. The
+    pipeline's final resample of the portrait into the output frame (one bicubic remap, OpenCV) and
+    the no-motion frame's keypoint masks are not counted."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = model.cfg
+    image = torch.rand(1, 3, cfg.size, cfg.size)
+    rep = torch.rand(1, 3, cfg.size, cfg.size)
+
+    def count(fn) -> float:
+        with FlopCounterMode(display=False) as counter:
+            out = fn()
+        return counter.get_total_flops(), out
+
+    motion, z = count(lambda: model.encode_motion(rep))
+    appearance, app = count(lambda: model.encode_appearance(image))
+    render, _ = count(lambda: model.render(app, z, z + 0.1, compose=False))
+    params = sum(p.numel() for p in model.parameters())
+    return ImitatorFlops(cfg.preset, cfg.size, params, motion, render, appearance)
 
 
 @dataclass(frozen=True)

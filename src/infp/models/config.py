@@ -1,8 +1,8 @@
 """Stage-1 configuration: one frozen dataclass for the imitator and its named presets.
 
 Every network of stage 1 takes the whole `ImitatorConfig` (DESIGN.md: one config per model, passed
-whole). Presets: `tiny` for CPU tests, `base` at 256 px (the bundled checkpoint; about 5-6 GFLOP per
-rendered frame, inside the 2-core real-time budget), `paper` at 512 px.
+whole). Presets: `tiny` for CPU tests, `base` at 256 px (the bundled checkpoint; 2.1 GFLOP per
+rendered frame, `infp bench --what flops`), `paper` at 512 px.
 """
 
 from __future__ import annotations
@@ -10,8 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 
 from infp.errors import InfpError
-from infp.face.hybrid import Representation
 
+
+# what E_m can read: the paper's hybrid representation and its two ablations (infp.face.hybrid.Representation)
+REPRESENTATIONS = ("hybrid", "intact", "landmarks")
 
 # fields of the first renderer design (re-synthesising decoder, painted mouth interior), gone since
 RETIRED = {"mouth_interior"}
@@ -20,7 +22,7 @@ RETIRED = {"mouth_interior"}
 @dataclass(frozen=True)
 class ImitatorConfig:
     size: int = 256  # side of the face crops it renders
-    representation: str = Representation.HYBRID.value  # E_m's input; "intact"/"landmarks" are ablations
+    representation: str = "hybrid"  # E_m's input (REPRESENTATIONS); "intact"/"landmarks" are ablations
     motion_dim: int = 32  # length of the 1D motion latent per frame
     motion_input: int = 128  # E_m reads its input resized to this side
     motion_channels: tuple[int, ...] = (32, 64, 128, 192, 256)  # one stride-2 stage each
@@ -51,7 +53,8 @@ class ImitatorConfig:
     preset: str = "custom"
 
     def __post_init__(self) -> None:
-        Representation(self.representation)  # raises on an unknown kind
+        if self.representation not in REPRESENTATIONS:
+            raise ValueError(f"representation {self.representation!r}: one of {', '.join(REPRESENTATIONS)}")
         if len(self.skip_channels) != self.feature_down:
             raise ValueError("skip_channels needs one entry per feature_down step")
         if self.size % (2 ** (self.feature_down + len(self.flow_channels) - 1)):
@@ -95,11 +98,11 @@ IMITATOR_PRESETS: dict[str, ImitatorConfig] = {
         size=64, motion_dim=16, motion_input=64, motion_channels=(8, 16, 32), feature_down=2,
         feature_channels=16, skip_channels=(8, 8), flow_channels=(16, 16), decoder_channels=16,
         decoder_blocks=1, keypoint_hidden=32, keypoint_prior=True, keypoint_head=1.0, correction_max=0.15,
-        keypoint_lip_sides=True, mouth_mask=True, preset="tiny",
+        keypoint_lip_sides=True, mouth_mask=True, paint_window=(0.375, 0.5), preset="tiny",
     ),
     # the bundled checkpoint's configuration (the config is the recipe)
     "base": ImitatorConfig(keypoint_prior=True, keypoint_head=1.0, correction_max=0.15, keypoint_lip_sides=True,
-                           mouth_mask=True, preset="base"),
+                           mouth_mask=True, paint_window=(0.375, 0.5), preset="base"),
     "paper": ImitatorConfig(
         size=512, motion_dim=32, motion_input=256, motion_channels=(32, 64, 128, 192, 256, 256),
         feature_down=3, feature_channels=96, skip_channels=(16, 32, 48), flow_channels=(64, 96, 128),

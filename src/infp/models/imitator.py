@@ -18,13 +18,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from infp.face.topology import inner_lip_arc_keypoints, inner_lip_keypoints
 from infp.models.appearance_encoder import AppearanceEncoder, AppearanceFeatures
 from infp.models.config import ImitatorConfig
 from infp.models.decoder import Decoder, Synthesis
 from infp.models.decoder import compose as compose_image
 from infp.models.flow_estimator import Flow, FlowEstimator
 from infp.models.keypoint_decoder import KeypointDecoder
+from infp.models.keypoint_layout import INNER_LIP, INNER_LIP_LOWER, INNER_LIP_UPPER
 from infp.models.motion_encoder import MotionEncoder
 from infp.models.warping import Window, keypoint_flow, polygon_mask
 
@@ -86,7 +86,7 @@ class Imitator(nn.Module):
         self.decoder = Decoder(cfg)
         self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
         # the upper and lower inner lip's keypoints, for the split lips
-        self.lip_arcs = tuple(torch.as_tensor(a) for a in inner_lip_arc_keypoints()) if cfg.keypoint_lip_sides else None
+        self.lip_arcs = (torch.tensor(INNER_LIP_UPPER), torch.tensor(INNER_LIP_LOWER)) if cfg.keypoint_lip_sides else None
 
     def encode_motion(self, rep: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) representation in [0, 1] -> (B, motion_dim)."""
@@ -108,7 +108,7 @@ class Imitator(nn.Module):
             src, drv = kp.source.detach(), kp.driving.detach()
             prior = keypoint_flow(src, drv, self.cfg.feature_size, self.cfg.keypoint_sigma, head=self.cfg.keypoint_head,
                                   lips=self.lip_arcs)
-            lips = torch.as_tensor(inner_lip_keypoints(), device=drv.device)
+            lips = torch.tensor(INNER_LIP, device=drv.device)
             if self.cfg.mouth_mask:
                 mouth = tuple(polygon_mask(k[:, lips].float(), self.cfg.feature_size).to(k.dtype) for k in (drv, src))
             window = mouth_window(drv[:, lips], self.cfg)

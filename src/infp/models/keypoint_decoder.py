@@ -4,7 +4,7 @@
 lids and outline; on the little compute this project has, it barely learned it (docs/stage1.md).
 Landmarks, though, can be read from the frozen latent almost linearly (held-out mouth opening r
 0.60 / 0.87). So this MLP maps `z` to the 2D positions of the keypoints of
-`infp.face.topology.keypoint_indices()`, trained against the Face Mesh landmarks; the source's and
+`infp.face.topology.keypoint_indices()` (`keypoint_layout`), trained against the Face Mesh landmarks; the source's and
 the driving frame's keypoints then give `F` a dense prior flow (`warping.keypoint_flow`) that it
 only has to refine. The keypoints come from the latent, not from a detector, so stage 2's generated
 latents drive them as well.
@@ -15,12 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from infp.face.topology import keypoint_indices
 from infp.models.config import ImitatorConfig
-
-
-def n_keypoints() -> int:
-    return len(keypoint_indices())
+from infp.models.keypoint_layout import N_KEYPOINTS
 
 
 class KeypointDecoder(nn.Module):
@@ -38,7 +34,7 @@ class KeypointDecoder(nn.Module):
         self.register_buffer("z_std", torch.ones(cfg.motion_dim))
         self.net = nn.Sequential(
             nn.Linear(cfg.motion_dim, width), nn.SiLU(), nn.Linear(width, width), nn.SiLU(),
-            nn.Linear(width, 2 * n_keypoints()),
+            nn.Linear(width, 2 * N_KEYPOINTS),
         )
 
     @torch.no_grad()

@@ -11,6 +11,7 @@ blended into the untouched portrait by a feathered square, so the crop's edge ne
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import cv2
@@ -23,6 +24,9 @@ from infp.face import crop_image, face_box, to_crop
 from infp.face.crop import box_affine
 from infp.face.landmarks import detect_portrait_face
 
+log = logging.getLogger("infp")
+
+UPSCALE_WARNING = 2.0  # upscaling a portrait or its face by more than this is warned of (it softens them)
 MAX_SIDE = 1024  # default cap on the pasted output's longer side (H.264 at 25 fps stays light)
 MAX_RENDER = 1024  # cap on the side of the crop the renderer warps the portrait at
 FEATHER = 0.08  # share of the crop side over which the paste fades out at its edge
@@ -126,6 +130,7 @@ class FaceCrop:
         h, w = self.image.shape[:2]
         side = size or min(max(h, w), MAX_SIDE)
         scale = side / max(h, w)
+        _warn_upscale(self.name, "the portrait", max(h, w), side)
         out_w, out_h = (max(2, 2 * round(v * scale / 2)) for v in (w, h))
         sx, sy = out_w / w, out_h / h
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
@@ -136,6 +141,12 @@ class FaceCrop:
 
 def _sample(x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def _warn_upscale(name: str, what: str, have: float, want: float) -> None:
+    if want > UPSCALE_WARNING * have:
+        log.warning("%s: %s is %d px across and is upscaled %.1fx to %d px, so it will look soft "
+                    "(a larger portrait avoids it)", name, what, have, want / have, want)
 
 
 def render_side(image: np.ndarray, box: np.ndarray, size: int) -> int:
@@ -155,6 +166,7 @@ def find_face(image: np.ndarray, name: str, size: int, face_index: int | None = 
     image = np.ascontiguousarray(image[..., :3])
     points = detect_portrait_face(image, name, face_index, require_one=True).points
     box = face_box(points)
+    _warn_upscale(name, "the face", float(box[2]), size)
     side = render_side(image, box, size)
     full = crop_image(image, box, side) if side > size else None
     return FaceCrop(name, image, crop_image(image, box, size), to_crop(points, box, size), box, full)
