@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from infp.commands import positive_int
+from infp.commands import fraction, guidance, non_negative_int, positive_float, positive_int, sampling_steps, seed
 
 log = logging.getLogger("infp")
 
@@ -199,6 +199,34 @@ def run_motion(args: argparse.Namespace) -> None:
     print(report.markdown(), end="")
 
 
+def run_real(args: argparse.Namespace) -> None:
+    import torch
+
+    from infp.data.contact import write_png
+    from infp.errors import InfpError
+    from infp.eval.real import RealEvalSettings, evaluate_real, open_clips
+    from infp.fsutil import atomic_file, output_lock
+    from infp.pipeline import InfpPipeline
+
+    clips = open_clips(args.data)[: args.max_clips]  # every input checked before anything is loaded
+    out = args.out.resolve()
+    for c in clips:
+        if out == c.path.resolve() or c.path.resolve() in out.parents:
+            raise InfpError("--out is inside a clip folder; give a folder of its own", args.out)
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
+    settings = RealEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.every, args.max_seconds,
+                                args.frames, not args.no_video, args.min_speech)
+    with output_lock(args.out, folder=True):  # one run per folder; a run that fails early leaves none behind
+        pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device, speech_model=args.speech_model)
+        report, contact = evaluate_real(pipe, clips, settings, args.out, progress=not args.quiet)
+        write_png(args.out / "real_contact.png", contact)
+        for name, text in (("real.md", report.markdown()), ("real.json", report.to_json())):
+            with atomic_file(args.out / name) as tmp:
+                tmp.write_text(text)
+    print(report.markdown(), end="")
+    log.info("contact sheet (real above generated): %s", args.out / "real_contact.png")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate a trained stage")
     stages = e.add_subparsers(dest="stage", required=True)
@@ -262,3 +290,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--video", type=_count, default=1, help="write the generated videos of the first N clips (default 1)")
     m.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
     m.set_defaults(func=run_motion)
+
+    r = stages.add_parser("real", help="stage 2 against real people: generate each held-out real talking clip from its "
+                          "first frame and its own speech, and compare head motion, blinks and mouth with the real video")
+    r.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="real clips (infp preprocess): clip folders or folders of clips")
+    r.add_argument("--out", type=Path, required=True,
+                   help="folder for real.md, real.json, real_contact.png and the generated videos")
+    r.add_argument("--checkpoint", type=Path, default=None, help="stage-2 (motion) checkpoint directory (default: bundled)")
+    r.add_argument("--imitator", type=Path, default=None,
+                   help="stage-1 checkpoint the motion model was trained with (default: bundled)")
+    r.add_argument("--speech-model", type=Path, default=None,
+                   help="local wav2vec2/HuBERT model, for a stage-2 checkpoint trained on its features")
+    r.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps (default 20)")
+    r.add_argument("--guidance", type=guidance, default=3.0, help="classifier-free guidance scale (default 3)")
+    r.add_argument("--overlap", type=non_negative_int, default=None,
+                   help="frames each window shares with the one before (default: the sampler's, 30 of 50)")
+    r.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
+    r.add_argument("--every", type=positive_int, default=1,
+                   help="render and measure every k-th frame only (cheaper; speeds then miss jitter between "
+                        "samples and short blinks can be missed; no videos are written) (default 1: all)")
+    r.add_argument("--max-seconds", type=positive_float, default=None, help="evaluate the first S seconds of each clip (default all)")
+    r.add_argument("--max-clips", type=positive_int, default=None, help="evaluate at most N clips (default all)")
+    r.add_argument("--frames", type=positive_int, default=6, help="frames per clip on the contact sheet (default 6)")
+    r.add_argument("--min-speech", type=fraction, default=0.2,
+                   help="skip clips whose agent track has voice (VAD) in less than this share of frames (default 0.2)")
+    r.add_argument("--no-video", action="store_true", help="do not write the generated videos")
+    r.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
+    r.set_defaults(func=run_real)

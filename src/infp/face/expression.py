@@ -13,3 +13,15 @@ def mouth_opening(landmarks: np.ndarray) -> np.ndarray:
     gap = landmarks[:, tp.LOWER_LIP_INNER, 1] - landmarks[:, tp.UPPER_LIP_INNER, 1]
     height = np.linalg.norm(landmarks[:, tp.CHIN, :2] - landmarks[:, tp.FOREHEAD, :2], axis=-1)
     return gap / height
+
+
+def eye_opening(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) lid gap over eye width (corner to corner), the mean of both eyes, from landmarks
+    (T, 478, 3); NaN where no face. About 0.25-0.4 for an open eye, near 0.05 closed: a blink is a
+    dip well below the clip's own median (infp.eval.real.blink_count)."""
+    def one(top: int, bottom: int, outer: int, inner: int) -> np.ndarray:
+        gap = np.linalg.norm(landmarks[:, bottom, :2] - landmarks[:, top, :2], axis=-1)
+        return gap / np.linalg.norm(landmarks[:, outer, :2] - landmarks[:, inner, :2], axis=-1)
+
+    return (one(tp.RIGHT_EYE_TOP, tp.RIGHT_EYE_BOTTOM, tp.RIGHT_EYE_OUTER, tp.RIGHT_EYE_INNER)
+            + one(tp.LEFT_EYE_TOP, tp.LEFT_EYE_BOTTOM, tp.LEFT_EYE_OUTER, tp.LEFT_EYE_INNER)) / 2

@@ -1,0 +1,434 @@
+"""Stage 2 against real people (issue 20, item 5): does a generated head move like a real speaker?
+
+For each held-out real talking clip (docs/clip-format.md) the pipeline animates the clip's first frame
+with the clip's own speech as A_self and a silent A_other. MediaPipe measures the real crops and the
+generated crops the same way (tracking mode, `motion.measure_landmarks`), and each measure of the
+generated video is given as a ratio to the real one: head pitch and yaw amplitude (std over the clip)
+and speed (mean |change| per frame), blink rate, mouth activity (std and speed of the opening). The
+mouth's Pearson r with the agent's loudness is given for both videos side by side. A real clip is one
+sample of one person: a ratio of 1 says "moves as much as this person did", not "moves as they did".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import NamedTuple
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from infp import FPS, SAMPLE_RATE
+from infp.data.behaviour import speech_level
+from infp.data.clip import Clip
+from infp.data.contact import label, pick, sheet
+from infp.errors import InfpError, NoFaceError
+from infp.eval.behaviour import pearson
+from infp.face.expression import eye_opening, mouth_opening
+from infp.face.pose import head_pose
+
+log = logging.getLogger(__name__)
+NAN = float("nan")
+SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+BLINK_CLOSE, BLINK_REOPEN = 0.5, 0.75  # eye opening relative to the clip's median: a blink starts below
+# 0.5x and ends back above 0.75x (on held-out real clips the lids dip to 0.1-0.45x in a blink)
+MIN_SPEECH = 0.2  # share of frames with voice (VAD) a clip's agent track needs, as in `infp train motion`
+TILE = 256  # side of each contact-sheet frame
+
+
+# -- the measures: pure functions on arrays -----------------------------------------------------------
+
+def amplitude(x: np.ndarray) -> float:
+    """Std of `x` over the frames where it is defined (NaN with fewer than two)."""
+    v = np.asarray(x, np.float64)
+    v = v[np.isfinite(v)]
+    return float(v.std()) if len(v) >= 2 else NAN
+
+
+def speed(x: np.ndarray, every: int = 1) -> float:
+    """Mean |change| per frame between consecutive samples of `x` taken `every` frames apart (a change
+    over k frames counts as change / k: with every > 1 jitter between the samples is not seen)."""
+    d = np.abs(np.diff(np.asarray(x, np.float64))) / every
+    d = d[np.isfinite(d)]
+    return float(d.mean()) if len(d) else NAN
+
+
+def blink_count(openness: np.ndarray, close: float = BLINK_CLOSE, reopen: float = BLINK_REOPEN) -> int:
+    """Blinks in an eye-opening series: each dip below `close` x the series' median counts once, and
+    ends only when the eye is back above `reopen` x the median (a dip that wobbles is one blink).
+    Frames without a face are left out."""
+    v = np.asarray(openness, np.float64)
+    v = v[np.isfinite(v)]
+    if len(v) == 0 or np.median(v) <= 0:
+        return 0
+    closed, n = False, 0
+    for r in v / np.median(v):
+        if not closed and r < close:
+            closed, n = True, n + 1
+        elif closed and r > reopen:
+            closed = False
+    return n
+
+
+class Series(NamedTuple):
+    """A video's per-frame signals, (T,) each, NaN where no face."""
+
+    pitch: np.ndarray  # degrees, face up > 0 (infp.face.pose)
+    yaw: np.ndarray  # degrees
+    mouth: np.ndarray  # inner-lip gap / face height (infp.face.expression.mouth_opening)
+    eye: np.ndarray  # lid gap / eye width (infp.face.expression.eye_opening)
+
+
+def series(landmarks: np.ndarray) -> Series:
+    """The signals of (T, 478, 3) landmarks."""
+    lm = np.asarray(landmarks, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pose = head_pose(lm).astype(np.float64)
+        return Series(pose[:, 1], pose[:, 0], mouth_opening(lm), eye_opening(lm))
+
+
+@dataclass(frozen=True)
+class Measures:
+    """One video's motion as MediaPipe sees it (angles in degrees, speeds per 40-ms frame)."""
+
+    frames: int  # frames measured
+    seconds: float  # the time they span
+    face_found: float  # share of the measured frames with a face
+    pitch_std: float
+    yaw_std: float
+    pitch_speed: float  # deg / frame
+    yaw_speed: float
+    blinks: int
+    blink_rate: float  # blinks per minute of frames with a face
+    mouth_std: float
+    mouth_speed: float  # per frame
+    mouth_speech_r: float  # Pearson r of the mouth opening with the agent's loudness (speech_level)
+
+
+def measure(s: Series, level: np.ndarray, every: int = 1, fps: int = FPS) -> Measures:
+    """The measures of one video's signals, sampled every `every` frames; `level`: the agent's
+    loudness at the same frames."""
+    n = len(s.pitch)
+    found = float(np.isfinite(np.stack(s)).all(0).mean()) if n else NAN
+    seconds = n * every / fps
+    blinks = blink_count(s.eye)
+    face_minutes = seconds * (found if n else 0.0) / 60
+    return Measures(n, seconds, found, amplitude(s.pitch), amplitude(s.yaw), speed(s.pitch, every),
+                    speed(s.yaw, every), blinks, blinks / face_minutes if face_minutes > 0 else NAN,
+                    amplitude(s.mouth), speed(s.mouth, every), pearson(s.mouth, np.asarray(level, np.float64)))
+
+
+@dataclass(frozen=True)
+class Ratios:
+    """Generated over real, per measure: 1 = as much as the real person (NaN where the real one is 0)."""
+
+    pitch_std: float
+    yaw_std: float
+    pitch_speed: float
+    yaw_speed: float
+    blink_rate: float
+    mouth_std: float
+    mouth_speed: float
+
+
+def ratio(generated: float, real: float) -> float:
+    return generated / real if math.isfinite(generated) and math.isfinite(real) and real > 0 else NAN
+
+
+def ratios(generated: Measures, real: Measures) -> Ratios:
+    return Ratios(**{f.name: ratio(getattr(generated, f.name), getattr(real, f.name)) for f in fields(Ratios)})
+
+
+def pool(ms: list[Measures]) -> Measures:
+    """Several clips as one: frames and seconds summed, the blink rate over the total time with a face,
+    every other value the frame-weighted mean of the per-clip values over the clips where it is defined
+    (so amplitudes stay within a clip: one clip's pose offset from another's is not motion)."""
+    w = np.array([m.frames for m in ms], np.float64)
+
+    def mean(name: str) -> float:
+        v = np.array([getattr(m, name) for m in ms], np.float64)
+        ok = np.isfinite(v) & (w > 0)
+        return float((v[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() else NAN
+
+    minutes = sum(m.seconds * m.face_found for m in ms if math.isfinite(m.face_found)) / 60
+    blinks = sum(m.blinks for m in ms)
+    kept = {"frames", "seconds", "blinks", "blink_rate"}
+    return Measures(int(w.sum()), float(sum(m.seconds for m in ms)), blinks=blinks,
+                    blink_rate=blinks / minutes if minutes > 0 else NAN,
+                    **{f.name: mean(f.name) for f in fields(Measures) if f.name not in kept})
+
+
+# -- the report ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RealEvalSettings:
+    steps: int = 20
+    guidance: float = 3.0
+    seed: int = 0
+    overlap: int | None = None  # frames each window shares with the one before (None: the sampler's default)
+    every: int = 1  # render and measure every k-th frame
+    max_seconds: float | None = None  # the first S seconds of each clip (None: all)
+    contact_frames: int = 6  # frames per clip on the contact sheet
+    videos: bool = True  # write each generated video (with every = 1 only)
+    min_speech: float = MIN_SPEECH
+
+
+@dataclass(frozen=True)
+class ClipResult:
+    id: str
+    kind: str  # "real" (or "synthetic": any clip in the format can be measured)
+    frames: int  # clip frames evaluated (the measured ones are every `every`-th of them)
+    speech: float  # share of those frames where the agent's track has voice (VAD)
+    real: Measures
+    generated: Measures
+    ratio: Ratios
+    contact: list[int]  # the frames on the contact sheet
+
+
+@dataclass(frozen=True)
+class Skipped:
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RealReport:
+    settings: RealEvalSettings
+    checkpoint: str  # stage 2
+    imitator: str  # stage 1
+    device: str
+    clips: list[ClipResult]
+    real: Measures  # pooled over the clips
+    generated: Measures
+    ratio: Ratios  # pooled generated / pooled real
+    skipped: list[Skipped] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        s = self.settings
+        span = "all of each clip" if s.max_seconds is None else f"the first {s.max_seconds:g} s of each clip"
+        lines = [
+            "# Stage 2 against real people", "",
+            f"- {_kinds(self.clips)}, {self.real.seconds:.1f} s ({span}; "
+            f"{'every frame' if s.every == 1 else f'every {s.every}th frame'} measured)"
+            + (f"; {len(self.skipped)} skipped" if self.skipped else ""),
+            f"- generation: stage 2 `{self.checkpoint}`, stage 1 `{self.imitator}`, {s.steps} DDIM steps, guidance "
+            f"{s.guidance:g}, seed {s.seed}, window overlap {'default' if s.overlap is None else s.overlap}, {self.device}",
+            "- portrait: each clip's first frame; A_self: the clip's own speech (agent.wav); A_other: silence",
+            "- both videos measured by MediaPipe Face Mesh (tracking mode) on the face crops",
+            f"- real_contact.png: per clip, real frames above the generated ones at the same times ({s.contact_frames} "
+            "frames: in each stretch of the clip the one where the real mouth is widest)", "",
+            "Generated / real (1 = moves as much as the real person; issue 20 aims at 0.8-1.25):", "",
+            "| clip | seconds | speech | pitch amp | yaw amp | pitch speed | yaw speed | blink rate | mouth std | mouth speed "
+            "| r mouth ~ speech, generated | r mouth ~ speech, real |", "|---" * 12 + "|"]
+        speech = sum(c.speech * c.frames for c in self.clips) / max(1, sum(c.frames for c in self.clips))
+        rows = [(c.id, c.real.seconds, c.speech, c.ratio, c.generated.mouth_speech_r, c.real.mouth_speech_r)
+                for c in self.clips]
+        rows.append(("**pooled**", self.real.seconds, speech, self.ratio, self.generated.mouth_speech_r,
+                     self.real.mouth_speech_r))
+        for name, secs, voiced, r, rg, rr in rows:
+            lines.append(f"| {name} | {secs:.1f} | {voiced:.0%} | " + " | ".join(_fmt(getattr(r, f.name), 2) for f in fields(Ratios))
+                         + f" | {_fmt(rg, 2)} | {_fmt(rr, 2)} |")
+        lines += ["", "Measured values:", "",
+                  "| clip | video | face found | pitch std (deg) | yaw std (deg) | pitch speed (deg/frame) | yaw speed "
+                  "(deg/frame) | blinks | blinks/min | mouth std | mouth speed (/frame) |", "|---" * 11 + "|"]
+        for name, real, gen in [(c.id, c.real, c.generated) for c in self.clips] + [("**pooled**", self.real, self.generated)]:
+            for video, m in (("real", real), ("generated", gen)):
+                lines.append(f"| {name} | {video} | {_fmt(m.face_found, 2)} | {_fmt(m.pitch_std)} | {_fmt(m.yaw_std)} | "
+                             f"{_fmt(m.pitch_speed)} | {_fmt(m.yaw_speed)} | {m.blinks} | {_fmt(m.blink_rate, 1)} | "
+                             f"{_fmt(m.mouth_std, 4)} | {_fmt(m.mouth_speed, 4)} |")
+        if self.skipped:
+            lines += ["", "Skipped:", "", *[f"- {k.id}: {k.reason}" for k in self.skipped]]
+        lines += ["", *[f"- **{k}**: {v}" for k, v in EXPLAINED.items()]]
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        """Everything, per clip and pooled; NaN (undefined) as null."""
+        strict = json.loads(json.dumps(asdict(self)), parse_constant=lambda _: None)
+        return json.dumps(strict, indent=2) + "\n"
+
+
+EXPLAINED = {
+    "pitch / yaw amp": "std of the head's pitch (nodding axis) / yaw (turning axis) over the clip, degrees, "
+                       "from the landmarks' own head frame (infp.face.pose)",
+    "pitch / yaw speed": "mean |change| from one frame to the next, degrees per frame (with --every k: per k "
+                         "frames, divided by k, which misses jitter between the samples)",
+    "blink rate": f"blinks per minute: dips of the eye opening (lid gap / eye width, both eyes) below "
+                  f"{BLINK_CLOSE}x the clip's median, each ended by a return above {BLINK_REOPEN}x; with "
+                  "--every k a blink shorter than k frames can be missed",
+    "mouth std / speed": "std and mean |frame-to-frame change| of the mouth opening (inner-lip gap / face height)",
+    "r mouth ~ speech": "Pearson r of the mouth opening with the agent track's loudness per frame (log RMS, "
+                        "infp.data.behaviour.speech_level), for each video: how closely the mouth follows the voice",
+    "speech": "share of the frames where the agent track has voice (Silero VAD); clips under --min-speech are "
+              "skipped",
+    "pooled": "ratios of the pooled values: per-clip values weighted by measured frames, blinks over the total "
+              "time with a face",
+}
+
+
+def _kinds(clips: list[ClipResult]) -> str:
+    """ "2 real clips", "1 real + 1 synthetic clips" """
+    kinds = sorted({c.kind for c in clips})
+    return " + ".join(f"{sum(c.kind == k for c in clips)} {k}" for k in kinds) + (" clip" if len(clips) == 1 else " clips")
+
+
+def _fmt(v: float, digits: int = 3) -> str:
+    return "n/a" if not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+# -- clips ----------------------------------------------------------------------------------------------
+
+def open_clips(paths: Iterable[Path]) -> list[Clip]:
+    """The clips named on the command line (clip folders, or folders of clips), every one checked
+    before any work; a one-line `InfpError` names what is wrong."""
+    clips = []
+    for root in map(Path, paths):
+        if not root.is_dir():
+            raise InfpError("not found" if not root.exists() else "not a folder (give a clip folder or a folder of clips)", root)
+        metas = [p for p in sorted(root.rglob("meta.json")) if not any(q.startswith(".") for q in p.relative_to(root).parts)]
+        if not metas:
+            raise InfpError("not a clip (no meta.json) and holds no clips; make clips with `infp preprocess`", root)
+        for meta in metas:
+            try:
+                clip = Clip.open(meta.parent)
+            except (ValueError, TypeError, KeyError) as e:
+                raise InfpError(f"unreadable meta.json ({type(e).__name__}: {e})", meta) from None
+            for name in ("video.mp4", "agent.wav"):
+                if not (clip.path / name).is_file():
+                    raise InfpError(f"the clip has no {name} (every clip needs its video and the subject's own "
+                                    "speech, agent.wav)", clip.path)
+            if all(c.path.resolve() != clip.path.resolve() for c in clips):  # a clip named twice runs once
+                clips.append(clip)
+    return clips
+
+
+def _fit(a: np.ndarray, n: int) -> np.ndarray:
+    return a[:n] if len(a) >= n else np.pad(a, (0, n - len(a)))
+
+
+def _sampled(frames: Iterable[np.ndarray], n: int, every: int, keep: set[int], kept: dict[int, np.ndarray]) -> Iterator[np.ndarray]:
+    """Frames 0, every, 2 every, ... below n; those at indices in `keep` also go to `kept`."""
+    for t, frame in enumerate(frames):
+        if t >= n:
+            break
+        if t in keep:
+            kept[t] = frame
+        if t % every == 0:
+            yield frame
+
+
+def _frames_at(frames: Iterable[np.ndarray], wanted: list[int]) -> dict[int, np.ndarray]:
+    """The frames at the indices `wanted`, reading no further than the last of them."""
+    kept: dict[int, np.ndarray] = {}
+    for _ in _sampled(frames, max(wanted, default=-1) + 1, 1, set(wanted), kept):
+        pass
+    return kept
+
+
+def _rendered(render, z: np.ndarray, idx: np.ndarray, batch: int = 25) -> Iterator[np.ndarray]:
+    for i in range(0, len(idx), batch):
+        yield from render(z[idx[i: i + batch]])
+
+
+def _tile(frame: np.ndarray, text: str) -> np.ndarray:
+    if frame.shape[0] != TILE or frame.shape[1] != TILE:
+        frame = cv2.resize(frame, (TILE, TILE), interpolation=cv2.INTER_AREA)
+    return label(frame, text)
+
+
+def _captioned(img: np.ndarray, text: str) -> np.ndarray:
+    """`text` in white on a dark strip along the bottom edge (the clip's name on its first frame),
+    shrunk to fit the width."""
+    out, font = img.copy(), cv2.FONT_HERSHEY_SIMPLEX
+    scale = min(0.5, (img.shape[1] - 12) / max(cv2.getTextSize(text, font, 1.0, 1)[0][0], 1))
+    out[-22:] = out[-22:] // 3
+    cv2.putText(out, text, (6, img.shape[0] - 7), font, scale, (255, 255, 255), 1, cv2.LINE_AA)
+    return out
+
+
+def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path | None) -> tuple[ClipResult, list[list[np.ndarray]]] | str:
+    """Generate and measure one clip: its result and its two contact-sheet rows, or why it is skipped.
+    `pipe`: an `infp.pipeline.InfpPipeline`; the generated video goes to `video` when given."""
+    from infp.audio.io import load_mono
+    from infp.audio.vad import voice_activity
+    from infp.eval.motion import measure_landmarks
+    from infp.pipeline.pipeline import Settings
+
+    fps = clip.meta.fps
+    n = clip.meta.n_frames if s.max_seconds is None else min(clip.meta.n_frames, int(round(s.max_seconds * fps)))
+    agent = _fit(load_mono(clip.path / "agent.wav"), n * SAMPLES_PER_FRAME)
+    voiced = float(np.asarray(voice_activity(agent), bool)[:n].mean()) if n else 0.0
+    if voiced < s.min_speech:
+        return f"the agent track has voice in {voiced:.0%} of its frames (< {s.min_speech:.0%}): no speech to drive it"
+    first: dict[int, np.ndarray] = {}
+    real_lm = measure_landmarks(_sampled(clip.frames(), n, s.every, {0}, first))
+    idx = np.arange(len(real_lm)) * s.every  # the measured frames (a short decode may end early)
+    if len(idx) < 2:
+        return f"{len(idx)} frame(s) measured (< 2)"
+    n = int(idx[-1]) + 1
+    try:
+        portrait = pipe.prepare(first[0], name, face_index=0)
+    except NoFaceError:
+        return "no face found in the first frame (the portrait)"
+    agent = agent[: n * SAMPLES_PER_FRAME]
+    z = pipe.motion(portrait, agent, np.zeros_like(agent), steps=s.steps, guidance=s.guidance, seed=s.seed,
+                    overlap=s.overlap)[:n]
+    real = series(real_lm)
+    ok = np.isfinite(real.mouth)  # contact frames: spread over the clip, in each stretch the real mouth's widest
+    at = pick(ok, np.where(ok, real.mouth, -np.inf), s.contact_frames) if s.contact_frames else []
+    render = pipe.renderer(portrait, Settings(paste=False, size=clip.meta.size))  # the face crop, as the clip's
+    gen_kept: dict[int, np.ndarray] = {}
+    frames = _sampled(_rendered(render, z, idx), len(idx), 1, set(at), gen_kept)
+    gen = series(measure_landmarks(frames, video, agent[None] if video else None))
+    level = speech_level(agent)[:n][idx]
+    real_m, gen_m = measure(real, level, s.every, fps), measure(gen, level, s.every, fps)
+    contact = [int(idx[i]) for i in at]
+    real_kept = _frames_at(clip.frames(), contact)  # decoded again: a whole clip's frames need not fit in memory
+    rows = [[_tile(real_kept[t], f"real {t / fps:.1f}s") for t in contact],
+            [_tile(gen_kept[i], f"generated {idx[i] / fps:.1f}s") for i in at]]
+    if rows[0]:
+        rows[0][0] = _captioned(rows[0][0], name)
+    return ClipResult(name, clip.meta.kind, n, voiced, real_m, gen_m, ratios(gen_m, real_m), contact), rows
+
+
+def labels(clips: list[Clip]) -> list[str]:
+    """One distinct name per clip (report rows, video files): `motion.clip_labels`, numbered where
+    two folders of the same name hold the same id."""
+    from infp.eval.motion import clip_labels
+
+    out: list[str] = []
+    for name in clip_labels(clips):
+        unique, k = name, 2
+        while unique in out:
+            unique, k = f"{name}_{k}", k + 1
+        out.append(unique)
+    return out
+
+
+def evaluate_real(pipe, clips: list[Clip], settings: RealEvalSettings, out: Path,
+                  progress: bool = False) -> tuple[RealReport, np.ndarray]:
+    """Every clip generated and measured (see the module doc): the report and the contact sheet (real
+    frames above the generated ones at the same times, two rows per clip). With `settings.videos` (and
+    every = 1) the generated videos go to `out/<clip>.mp4`."""
+    results, rows, skipped = [], [], []
+    for clip, name in tqdm(list(zip(clips, labels(clips))), desc="eval real", unit="clip",
+                           disable=not progress):
+        video = out / (re.sub(r"[^A-Za-z0-9_.-]", "_", name) + ".mp4") if settings.videos and settings.every == 1 else None
+        got = evaluate_clip(pipe, clip, name, settings, video)
+        if isinstance(got, str):
+            skipped.append(Skipped(name, got))
+            log.warning("skipping clip %s: %s", name, got)
+            continue
+        results.append(got[0])
+        rows += got[1]
+    if not results:
+        raise InfpError("no clip could be evaluated: " + "; ".join(f"{k.id}: {k.reason}" for k in skipped[:3]))
+    real, gen = pool([r.real for r in results]), pool([r.generated for r in results])
+    report = RealReport(settings, str(pipe.stage2.path), str(getattr(pipe.stage1, "path", "?")), pipe.device.type,
+                        results, real, gen, ratios(gen, real), skipped)
+    return report, sheet([r if r else [np.zeros((TILE, TILE, 3), np.uint8)] for r in rows], TILE)
