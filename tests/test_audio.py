@@ -362,3 +362,16 @@ def test_vad_gap_in_the_right_place(speech: np.ndarray) -> None:
     assert len(gaps) == 1
     assert gaps[0][0] == pytest.approx(5.0, abs=0.3) and gaps[0][1] == pytest.approx(7.0, abs=0.3)
     assert spans[0][0] < 0.5 and spans[-1][1] > 11.5
+
+
+def test_log_mel_gain_equals_the_features_of_the_louder_track():
+    """Stage 2's gain augmentation shifts cached features: it must match recomputing them."""
+    from infp.audio.mel import FLOOR, LogMel, log_mel_gain
+
+    rng = np.random.default_rng(0)
+    x = (0.05 * rng.normal(size=16000)).astype(np.float32)
+    x[:4000] = 0  # a silent stretch stays at the floor
+    mel = LogMel()
+    for db in (-6.0, 4.5):
+        np.testing.assert_allclose(log_mel_gain(mel(x), db), mel(x * 10 ** (db / 20)), atol=1e-5)
+    assert (log_mel_gain(mel(x), 6.0)[:20] == FLOOR).all()  # 0.25 s of silence: 25 rows of 10 ms

@@ -350,6 +350,20 @@ def test_whitening_gives_unit_covariance_and_inverts():
     torch.testing.assert_close(m.denormalize(x), z, atol=1e-2, rtol=0)  # up to the dropped variance (std <= 1e-3)
 
 
+def test_whitening_onto_chosen_directions():
+    """`kept` picks principal directions by more than their variance (train.motion.visible_directions):
+    a kept small one is whitened to unit variance, a dropped large one maps to zero."""
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(4000, CFG.motion_dim, generator=g) * torch.logspace(0, -2, CFG.motion_dim)  # axis-aligned
+    kept = torch.zeros(CFG.motion_dim, dtype=torch.bool)
+    kept[[0, 5, CFG.motion_dim - 1]] = True
+    m = MotionGenerator(CFG)
+    assert m.set_latent_whitening(z.mean(0), torch.cov(z.T), kept=kept) == 3
+    x = m.normalize(z)
+    torch.testing.assert_close(x.std(0)[kept], torch.ones(3), atol=0.05, rtol=0)
+    assert x[:, ~kept].abs().max() < 1e-4
+
+
 @pytest.mark.parametrize("film", [False, True])  # True: every option that is not in the paper
 def test_save_load_round_trip_keeps_latent_stats_and_schedule(tmp_path, film):
     m = _model(audio_film=film, relative=film, band_emphasis=2.0 * film)

@@ -219,6 +219,31 @@ def test_one_sided_windows(fakes):
         assert a != p
 
 
+def test_real_fraction_sets_the_share_of_real_windows(fakes):
+    """--real-fraction q: a share q of the draws from the real clips, whatever their window counts."""
+    from dataclasses import replace
+
+    real = replace(fakes[1], kind="real")  # 60 frames: far fewer windows than the synthetic 120-frame clip
+    clips = [fakes[0], real]
+    by_window = WindowSampler(clips, window=8, context=4, style_frames=6)
+    half = WindowSampler(clips, window=8, context=4, style_frames=6, real_fraction=0.5)
+    share = lambda smp: float((smp.sample(np.random.default_rng(0), 2000).target[:, 0, 0] >= 1000).float().mean())
+    assert share(by_window) < 0.4 and abs(share(half) - 0.5) < 0.04
+    assert "1 real clip(s) give 50% of the draws" in half.describe()
+    only_synthetic = WindowSampler(fakes, window=8, context=4, style_frames=6, real_fraction=0.9)
+    np.testing.assert_allclose(only_synthetic._p, WindowSampler(fakes, window=8, context=4, style_frames=6)._p)
+
+
+def test_gain_augmentation_shifts_each_track_within_its_range(fakes):
+    plain = WindowSampler(fakes, window=8, context=4, style_frames=6)
+    gained = WindowSampler(fakes, window=8, context=4, style_frames=6, gain_db=6.0)
+    a, b = plain.sample(np.random.default_rng(5), 200), gained.sample(np.random.default_rng(5), 200)
+    torch.testing.assert_close(a.target, b.target)  # the same windows: only the sound changes
+    shift = (b.agent - a.agent)[:, 0, 0]  # the fakes' features are far above the silence floor
+    assert shift.abs().max() <= 6 / 40 + 1e-6 and shift.std() > 0.03
+    assert not torch.allclose((b.partner - a.partner)[:, 0, 0], shift)  # each track its own gain
+
+
 def test_one_sided_without_such_windows_is_an_error():
     both = np.ones(50, bool)
     with pytest.raises(InfpError, match="one-sided"):

@@ -49,6 +49,21 @@ def test_cli_trains_and_exports_a_checkpoint(synth_clips, imitator, tmp_path):
     assert main(["train", "motion", "--out", str(tmp_path / "other"), "--preset", "tiny", "--device", "cpu"]) == 2
 
 
+def test_visible_directions_are_those_that_move_the_keypoints(imitator):
+    import numpy as np
+
+    from infp.train.motion import visible_directions
+
+    model = Imitator.from_pretrained(imitator)
+    z = model.cfg.motion_dim
+    cov = np.diag(np.logspace(0, -8, z))  # the last directions barely vary
+    every = visible_directions(model, np.zeros(z), cov, 0.0)
+    assert every.shape == (z,) and every.all()
+    assert visible_directions(model, np.zeros(z), cov, 1e9).tolist() == [True] + [False] * (z - 1)  # the first always
+    some = visible_directions(model, np.zeros(z), cov, 0.05)
+    assert some[0] and not some[-1]  # a direction of std 1e-4 moves nothing visibly
+
+
 def test_resume_continues_exactly(synth_clips, imitator, tmp_path):
     cache = tmp_path / "cache"  # shared: the latents are computed once
     _train(synth_clips, imitator, tmp_path / "straight", steps=4, cache=cache)

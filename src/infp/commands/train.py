@@ -126,8 +126,11 @@ def run_motion(args: argparse.Namespace) -> None:
     values, changes = _run_settings(args, d)
     cfg = MotionTrainConfig(
         **values, one_sided_steps=args.one_sided_steps if args.one_sided_steps is not None else d.one_sided_steps,
-        velocity_weight=args.velocity_weight, snr_gamma=args.snr_gamma,
+        velocity_weight=args.velocity_weight, snr_gamma=args.snr_gamma, real_fraction=args.real_fraction,
+        gain_db=args.gain_db,
     )
+    if args.gain_db and args.speech_model:
+        raise InfpError("--gain-db shifts log-mel features; it does not apply to --speech-model features")
     diffusion = DiffusionConfig(prediction=args.prediction)
     r = _locked(args, lambda: train_motion(
         _data(args), args.imitator or imitator_dir(), args.out, model_cfg, cfg, diffusion, resume=args.resume,
@@ -247,6 +250,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--snr-gamma", type=positive_float, default=None,
                    help="Min-SNR-gamma loss weighting (e.g. 5): caps the weight of the barely noised timesteps "
                         "(default: none, the paper's loss)")
+    m.add_argument("--real-fraction", type=fraction, default=None,
+                   help="share of the training windows drawn from real clips (infp preprocess), the rest from "
+                        "synthetic ones (default: in proportion to their windows)")
+    m.add_argument("--gain-db", type=non_negative, default=0.0,
+                   help="augmentation: each track of a window made louder or quieter by up to this many dB "
+                        "(log-mel features; default 0: off)")
     m.add_argument("--speech-model", type=Path, default=None,
                    help="local wav2vec2/HuBERT directory for the audio features (default: log-mel)")
     m.add_argument("--cache", type=Path, default=None,

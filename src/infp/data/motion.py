@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from infp.audio.mel import Featurizer
+from infp.audio.mel import Featurizer, log_mel_gain
 from infp.data.clip import Clip
 from infp.errors import InfpError
 from infp.face.hybrid import represent
@@ -282,21 +282,36 @@ def _index(clip: MotionClip, window: int, context: int, style: int) -> _Index:
                   np.where(~bad)[0])
 
 
+def mixed(counts: np.ndarray, real: np.ndarray, real_fraction: float | None) -> np.ndarray:
+    """Each clip's probability: proportional to its windows, or with `real_fraction` q, q spread over
+    the real clips' windows and 1 - q over the synthetic ones' (proportional when one side is absent)."""
+    p = counts / counts.sum()
+    if real_fraction is None or real.all() or not real.any():
+        return p
+    return np.where(real, real_fraction * p / p[real].sum(), (1 - real_fraction) * p / p[~real].sum())
+
+
 class WindowSampler:
     """Draws training windows; every draw is a pure function of the generator passed to `sample`.
 
     A clip is picked with probability proportional to its number of valid windows, then a start
-    uniformly, so every valid window is equally likely. `one_sided` keeps only the windows where
-    exactly one track has any voice activity: the paper's warm-up that initialises the verbal and
-    non-verbal memory banks on unambiguous data before multi-turn conversation.
+    uniformly, so every valid window is equally likely; with `real_fraction` q, a share q of the
+    windows comes from the real clips and 1 - q from the synthetic ones (each side uniform over its
+    windows). `one_sided` keeps only the windows where exactly one track has any voice activity: the
+    paper's warm-up that initialises the verbal and non-verbal memory banks on unambiguous data
+    before multi-turn conversation. `gain_db` g: each track of a window is made louder or quieter by
+    a uniform random -g..g dB (log-mel features only, `infp.audio.mel.log_mel_gain`), so the mouth
+    learns speech, not one recording's level.
     """
 
     def __init__(self, clips: list[MotionClip], window: int, context: int, style_frames: int,
-                 one_sided: bool = False, static_context_prob: float = 0.1):
+                 one_sided: bool = False, static_context_prob: float = 0.1, real_fraction: float | None = None,
+                 gain_db: float = 0.0):
         if window < 1 or context < 0 or style_frames < 1:
             raise InfpError(f"bad window settings: window {window}, context {context}, style {style_frames}")
         self.window, self.context, self.style_frames = window, context, style_frames
         self.one_sided, self.static_context_prob = one_sided, static_context_prob
+        self.real_fraction, self.gain_db = real_fraction, gain_db
         indices = [_index(c, window, context, style_frames) for c in clips]
         kept = [(c, ix) for c, ix in zip(clips, indices) if len(ix.starts) and len(ix.style)]
         if len(kept) < len(clips):
@@ -321,7 +336,7 @@ class WindowSampler:
             raise InfpError(f"audio features not {self.per_frame} rows per frame in clip(s) {', '.join(odd)}")
         counts = np.array([len(self._starts(ix)) for ix in self._ix], np.float64)
         self.n_windows = int(counts.sum())
-        self._p = counts / counts.sum()
+        self._p = mixed(counts, np.array([c.kind == "real" for c in self.clips]), real_fraction)
 
     def _starts(self, ix: _Index) -> np.ndarray:
         return ix.one_sided if self.one_sided else ix.starts
@@ -330,8 +345,11 @@ class WindowSampler:
         frames = sum(c.n_frames for c, _ in self._all)
         share = self._total_one_sided / max(self._total_starts, 1)
         mode = f", drawing the {self.n_windows} one-sided ones only" if self.one_sided else ""
+        real = np.array([c.kind == "real" for c in self.clips])
+        mix = (f"; {real.sum()} real clip(s) give {self._p[real].sum():.0%} of the draws" if real.any() else "")
+        gain = f"; track gain +-{self.gain_db:g} dB" if self.gain_db else ""
         return (f"{len(self._all)} clip(s), {frames} frames, {self._total_starts} valid windows of "
-                f"{self.context}+{self.window} frames, {share:.0%} one-sided{mode}")
+                f"{self.context}+{self.window} frames, {share:.0%} one-sided{mode}{mix}{gain}")
 
     def _style_start(self, rng: np.random.Generator, ix: _Index, s: int) -> int:
         """A style segment not overlapping the target window when the clip has one, else any."""
@@ -362,5 +380,8 @@ class WindowSampler:
     def sample(self, rng: np.random.Generator, batch_size: int) -> WindowBatch:
         items = [self._one(rng) for _ in range(batch_size)]
         cols = [np.stack(col) for col in zip(*items)]
+        if self.gain_db:  # drawn after the windows, so the same windows are drawn with and without it
+            db = rng.uniform(-self.gain_db, self.gain_db, (2, batch_size))
+            cols[:2] = [np.stack([log_mel_gain(x, g) for x, g in zip(col, gains)]) for col, gains in zip(cols[:2], db)]
         return WindowBatch(*(torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in cols[:5]),
                            torch.from_numpy(cols[5]))

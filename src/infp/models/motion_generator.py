@@ -10,8 +10,9 @@ Latents are generated in a whitened space, stored with the weights: z -> (z - me
 x @ color + mean. A stage-1 latent space can be very unevenly used (the first base imitator's 32 dims
 have one principal direction with 96% of the variance, head pose, and the mouth in a direction with
 3%), and a diffusion loss over raw or per-dimension-scaled latents then spends itself on that one
-direction. Whitening onto the principal directions that carry `keep` (99.9%) of the variance gives
-each of them equal weight; the remaining directions map to zero.
+direction. Whitening onto the principal directions kept gives each of them equal weight; the
+remaining directions map to zero. Which are kept is the trainer's choice (`train.motion`): those
+that visibly move the face, or those that carry 99.9% of the variance.
 """
 
 from __future__ import annotations
@@ -81,14 +82,17 @@ class MotionGenerator(nn.Module):
         self.latent_whiten.copy_(torch.diag(1 / std))
         self.latent_color.copy_(torch.diag(std))
 
-    def set_latent_whitening(self, mean, cov, keep: float = 0.999) -> int:
+    def set_latent_whitening(self, mean, cov, keep: float = 0.999, kept=None) -> int:
         """PCA whitening by the training latents' covariance, onto the leading principal directions that
-        explain `keep` of the variance; returns how many were kept."""
+        explain `keep` of the variance, or onto the directions `kept` marks ((z,) bool, in order of
+        descending variance); returns how many were kept."""
         evals, evecs = torch.linalg.eigh(torch.as_tensor(cov, dtype=torch.float64))
         evals, evecs = evals.flip(0).clamp_min(0), evecs.flip(1)  # descending
-        k = int((torch.cumsum(evals, 0) / evals.sum() < keep).sum()) + 1
-        scale = torch.zeros_like(evals)
-        scale[:k] = evals[:k].sqrt()
+        if kept is None:
+            kept = torch.arange(len(evals)) <= int((torch.cumsum(evals, 0) / evals.sum() < keep).sum())
+        kept = torch.as_tensor(kept, dtype=torch.bool)
+        k = int(kept.sum())
+        scale = torch.where(kept, evals.sqrt(), torch.zeros_like(evals))
         self.latent_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
         self.latent_whiten.copy_((evecs * torch.where(scale > 0, 1 / scale.clamp_min(1e-12), 0.0)).float())
         self.latent_color.copy_((evecs * scale).T.float())

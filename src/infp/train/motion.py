@@ -54,7 +54,13 @@ class MotionTrainConfig:
     velocity_weight: float = 1.0  # weight of the loss on frame-to-frame differences (0 = the paper's loss)
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (None: every timestep as the paper's loss)
     min_speech: float = 0.2  # real clips need speech in this share of the agent track's frames
-    whiten_keep: float = 0.999  # share of the latent variance whose principal directions are whitened
+    # the latent directions stage 2 generates: those whose one-std change moves the imitator's decoded
+    # keypoints by at least `whiten_px` px on average (at 256 px); without a keypoint decoder, the
+    # leading ones that carry `whiten_keep` of the variance
+    whiten_px: float = 0.25
+    whiten_keep: float = 0.999
+    real_fraction: float | None = None  # share of windows from real clips (None: in proportion to windows)
+    gain_db: float = 0.0  # per-track random gain of up to this many dB (log-mel features)
     log_every: int = 10
     sample_every: int = 500  # steps between held-fixed validation losses
     save_every: int = 500
@@ -63,6 +69,24 @@ class MotionTrainConfig:
     @property
     def dropout(self) -> CondDropout:
         return CondDropout(self.drop_style, self.drop_audio, self.drop_context)
+
+
+@torch.no_grad()
+def visible_directions(imitator: Imitator, mean: np.ndarray, cov: np.ndarray, min_px: float) -> np.ndarray:
+    """(z,) bool over the principal directions of `cov`, in order of descending variance: whether a
+    change of one std along it, from `mean`, moves the keypoints the imitator decodes from the latent
+    by at least `min_px` px on average (at 256 px). Variance alone is a poor guide: on real talking
+    videos one direction holds 98.8% of it, and directions with 0.05% or less still move the lips by
+    2 px (docs/stage2.md)."""
+    evals, evecs = np.linalg.eigh(np.asarray(cov, np.float64))
+    evals, evecs = np.clip(evals[::-1], 0, None), evecs[:, ::-1]
+    m = torch.as_tensor(mean, dtype=torch.float32)[None]
+    steps = torch.as_tensor((evecs * np.sqrt(evals)).T, dtype=torch.float32)  # (z, z): one row per direction
+    decoder = imitator.keypoint_decoder.eval()
+    moved = (decoder(m + steps) - decoder(m)).norm(dim=-1).mean(-1) * 128  # [-1, 1] units -> px at 256
+    kept = (moved >= min_px).numpy() & (evals > 0)
+    kept[0] = True  # at least the direction of most motion
+    return kept
 
 
 def _to_batch(model: MotionGenerator, b: WindowBatch, device) -> MotionBatch:
@@ -75,15 +99,16 @@ class MotionTrainer(RunLoop):
 
     def __init__(self, model_cfg: MotionConfig, diffusion: DiffusionConfig, cfg: MotionTrainConfig, out: Path,
                  samplers: tuple[WindowSampler | None, WindowSampler], stats: tuple[np.ndarray, np.ndarray],
-                 card: dict, cpu: bool, dtype: str = "float32"):
+                 card: dict, cpu: bool, dtype: str = "float32", kept: np.ndarray | None = None):
         super().__init__(cfg, out, cpu, dtype)
         self.diffusion, self.card = diffusion, card
         self.one_sided, self.full = samplers
         self.noise = diffusion.training_scheduler()
         model = MotionGenerator(model_cfg)
-        kept = model.set_latent_whitening(*stats, keep=cfg.whiten_keep)
-        log.info("latents whitened onto %d of %d principal directions (%.1f%% of the variance)",
-                 kept, model_cfg.motion_dim, 100 * cfg.whiten_keep)
+        n = model.set_latent_whitening(*stats, keep=cfg.whiten_keep, kept=kept)
+        rule = (f"each moves the keypoints >= {cfg.whiten_px:g} px" if kept is not None
+                else f"{100 * cfg.whiten_keep:.1f}% of the variance")
+        log.info("latents whitened onto %d of %d principal directions (%s)", n, model_cfg.motion_dim, rule)
         self.ema = self.track(model, warmup=True)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
@@ -153,6 +178,7 @@ def train_motion(
                                progress=progress, min_speech=cfg.min_speech)
     window = {"window": model_cfg.window, "context": model_cfg.context, "style_frames": model_cfg.style_frames,
               "static_context_prob": cfg.static_context}
+    window |= {"real_fraction": cfg.real_fraction, "gain_db": cfg.gain_db}
     full = WindowSampler(loaded.clips, **window)
     one_sided = WindowSampler(loaded.clips, one_sided=True, **window) if cfg.one_sided_steps else None
     log.info("stage-2 data: %s", full.describe())
@@ -161,8 +187,13 @@ def train_motion(
     write_run(out, {"model": model_cfg.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(cfg),
                     "data": [str(d) for d in data], "imitator": str(Path(imitator_dir).resolve()),
                     "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None})
-    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), latent_moments(loaded.clips), card,
-                            cpu, dtype)
+    # the motion space is sized by real motion when there is any: the synthetic behaviour model moves
+    # the head and mouth along a few directions only, and whitening by it drops what real faces do
+    real = [c for c in loaded.clips if c.kind == "real"]
+    log.info("latent whitening fitted on the %s", f"{len(real)} real clips" if real else "training clips")
+    stats = latent_moments(real or loaded.clips)
+    kept = visible_directions(imitator, *stats, cfg.whiten_px) if imitator.keypoint_decoder is not None else None
+    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), stats, card, cpu, dtype, kept)
     if resume:
         trainer.load()
     return trainer.run(progress)
