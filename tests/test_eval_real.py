@@ -11,15 +11,20 @@ import pytest
 
 from infp.cli import main
 from infp.eval.real import (
+    MIN_FRAMES,
     Measures,
     Series,
     amplitude,
     blink_count,
+    contrast,
     measure,
+    mouth_activity,
     pool,
+    pool_contrast,
     ratios,
     speed,
 )
+from infp.eval.turns import EDGE_S, GAP_S, LEVEL_DBFS, OVERLAP_S, TURN_S, Speech, build_conversation, role_masks
 
 FPS = 25
 
@@ -97,6 +102,112 @@ def test_ratios_and_pooling():
     assert pool([with_blinks, short]).blink_rate == pytest.approx(3 / 12 * 60)
 
 
+# -- roles ------------------------------------------------------------------------------------------
+
+def test_mouth_activity_and_the_role_contrast_on_known_series():
+    t = np.arange(400)
+    speaking = (t // 100) % 2 == 0  # 100 frames speaking, 100 listening, ...
+    # speaking: the opening alternates 0.02 / 0.06 (a step of 0.04 every frame); listening: 0.01 / 0.02
+    mouth = np.where(speaking, np.where(t % 2, 0.06, 0.02), np.where(t % 2, 0.02, 0.01))
+    talk, listen = mouth_activity(mouth, speaking), mouth_activity(mouth, ~speaking)
+    assert talk.frames == 200 and listen.frames == 200
+    # the steps into and out of a set are not the set's: a jump at each role change is left out
+    assert talk.speed == pytest.approx(0.04) and listen.speed == pytest.approx(0.01)
+    assert talk.std == pytest.approx(0.02) and listen.std == pytest.approx(0.005)
+    assert talk.mean == pytest.approx(0.04) and listen.mean == pytest.approx(0.015)
+    c = contrast(talk, listen)
+    assert c.speed == pytest.approx(4.0) and c.std == pytest.approx(4.0)
+    # sampled every 2nd frame: the alternation is not seen (it is jitter between the samples)
+    assert mouth_activity(mouth[::2], speaking[::2], every=2).speed == pytest.approx(0.0)
+    holed = mouth.copy()
+    holed[:10] = np.nan  # frames without a face are not in any set
+    assert mouth_activity(holed, speaking).frames == 190
+    few = mouth_activity(mouth, t < MIN_FRAMES - 1)  # too few frames: no numbers
+    assert few.frames == MIN_FRAMES - 1 and math.isnan(few.speed) and math.isnan(contrast(few, listen).speed)
+    still = mouth_activity(np.full(400, 0.02), ~speaking)  # a mouth that never moves while listening: no ratio
+    assert still.speed == 0 and math.isnan(contrast(talk, still).speed)
+    pooled = pool_contrast([c, contrast(mouth_activity(mouth / 2, speaking), mouth_activity(mouth, ~speaking))])
+    assert pooled.speaking.frames == 400 and pooled.speaking.speed == pytest.approx(0.03)
+    assert pooled.speed == pytest.approx(3.0)
+
+
+def test_role_masks_split_frames_by_who_speaks():
+    a = np.array([1, 1, 0, 0, 1], bool)
+    p = np.array([0, 1, 1, 0, 0], bool)
+    m = role_masks(a, p)
+    assert m["speaking"].tolist() == [1, 0, 0, 0, 1] and m["listening"].tolist() == [0, 0, 1, 0, 0]
+    assert m["both"].tolist() == [0, 1, 0, 0, 0] and m["silent"].tolist() == [0, 0, 0, 1, 0]
+
+
+def _speech(name: str, seconds: float, silent_head: float, seed: int) -> Speech:
+    """Noise 'speech' of a known level after `silent_head` seconds of silence."""
+    n = int(seconds * 16000)
+    audio = (0.05 * np.random.default_rng(seed).normal(size=n)).astype(np.float32)
+    audio[: int(silent_head * 16000)] = 0
+    voiced = np.arange(int(seconds * FPS)) >= int(silent_head * FPS)
+    return Speech(name, audio, voiced)
+
+
+def test_the_built_conversation_alternates_turns_of_real_speech():
+    agent = [_speech("a1", 12, 1.0, 1), _speech("a2", 9, 0, 2)]
+    partner = [_speech("p1", 10, 0.5, 3), _speech("p2", 11, 0, 4)]
+    tracks, turns = build_conversation(agent, partner, 7, seed=3)
+    assert tracks.shape[0] == 2 and tracks.dtype == np.float32
+    assert [t.who for t in turns] == ["agent", "partner"] * 3 + ["agent"]
+    assert {t.source for t in turns if t.who == "agent"} == {"a1", "a2"}  # each side goes through its speakers
+    assert {t.source for t in turns if t.who == "partner"} == {"p1", "p2"}
+    assert turns[0].start == EDGE_S and tracks.shape[1] == round((turns[-1].end + EDGE_S) * 16000)
+    for t in turns:
+        assert TURN_S[0] - 1e-3 <= t.end - t.start <= TURN_S[1] + 1e-3
+        src = {s.id: s for s in agent + partner}[t.source]
+        assert src.voiced[int(round(t.source_start * FPS))]  # a turn starts where its source has voice
+    starts = [t.start - prev.end for prev, t in zip(turns, turns[1:])]
+    middle = len(turns) // 2 - 1  # the one overlap: the middle turn starts before the one before ends
+    assert starts[middle] == pytest.approx(-OVERLAP_S, abs=1e-3)
+    assert all(GAP_S[0] - 1e-3 <= g <= GAP_S[1] + 1e-3 for k, g in enumerate(starts) if k != middle)
+    # each turn is in its speaker's track only, at one loudness, and silence is silence
+    for t in turns:
+        i, j = round(t.start * 16000) + 400, round(t.end * 16000) - 400
+        own = tracks[0 if t.who == "agent" else 1, i:j]
+        assert 20 * np.log10(np.sqrt((own.astype(np.float64) ** 2).mean())) == pytest.approx(LEVEL_DBFS, abs=0.3)
+    a_turns = [t for t in turns if t.who == "agent"]
+    quiet = np.ones(tracks.shape[1], bool)
+    for t in a_turns:
+        quiet[round(t.start * 16000): round(t.end * 16000)] = False
+    assert not tracks[0, quiet].any()
+    # the same speech twice in a row from one speaker continues where it stopped
+    a1 = [t for t in turns if t.source == "a1"]
+    assert a1[1].source_start == pytest.approx(a1[0].source_start + a1[0].end - a1[0].start, abs=0.05)
+    for name in ("a1", "a2", "p1", "p2"):  # with speech enough, no speech is used twice
+        spans = sorted((t.source_start, t.source_start + t.end - t.start) for t in turns if t.source == name)
+        assert all(b[0] >= a[1] - 1e-6 for a, b in zip(spans, spans[1:]))
+    # 4 s of speech and a first turn of 2.5 s or more: the second is what is left when that is 2.5 s, else a repeat
+    seen = set()
+    for seed in range(6):
+        short = build_conversation([_speech("a", 6.0, 0, 5)], partner, 3, seed=seed)[1]
+        first = short[0].end - short[0].start
+        goes_on = 6.0 - first >= TURN_S[0]
+        assert short[2].source_start == pytest.approx(first if goes_on else 0, abs=0.05)
+        assert short[2].end - short[2].start <= (6.0 - first if goes_on else 6.0) + 1e-3
+        seen.add(goes_on)
+    assert seen == {True, False}
+    again, same = build_conversation(agent, partner, 7, seed=3)
+    assert np.array_equal(tracks, again) and same == turns  # deterministic by seed
+    other, _ = build_conversation(agent, partner, 7, seed=4)
+    assert other.shape != tracks.shape or not np.array_equal(other, tracks)
+    no_overlap = build_conversation(agent, partner, 7, seed=3, overlap=False)[1]
+    assert all(t.start > prev.end for prev, t in zip(no_overlap, no_overlap[1:]))
+
+
+def test_short_speech_makes_short_turns_and_wraps_around():
+    tracks, turns = build_conversation([_speech("a", 1.5, 0.2, 1)], [_speech("p", 1.0, 0, 2)], 5, seed=0)
+    assert all(t.end - t.start <= 1.3 + 1e-3 for t in turns if t.who == "agent")  # what the source holds
+    assert all(t.source_start == pytest.approx(0.2) for t in turns if t.who == "agent")  # from its first voice again
+    assert np.isfinite(tracks).all() and np.abs(tracks).max() <= 1
+    with pytest.raises(ValueError):
+        build_conversation([], [_speech("p", 1.0, 0, 2)], 3, seed=0)
+
+
 # -- the command ------------------------------------------------------------------------------------
 
 N_FRAMES = 40
@@ -104,17 +215,20 @@ N_FRAMES = 40
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory, face_crop):
-    """Real-format clips of the astronaut's face (1.6 s): `talk` with speech from the packaged demo
-    conversation as its agent track, `mute` with a silent one, `noagent` without agent.wav."""
+    """Real-format clips of the astronaut's face (1.6 s): `talk` and `talk2` with speech from the packaged
+    demo conversation (its agent's, its partner's) as their agent tracks, `mute` with a silent one,
+    `noagent` without agent.wav."""
     from infp.audio.io import load_audio, save_wav
     from infp.data.clip import ClipMeta
     from infp.pretrained import demo_conversation
     from infp.video.writer import VideoWriter
 
     root = tmp_path_factory.mktemp("real_clips")
-    speech = load_audio(demo_conversation())[0, int(3.8 * 16000):][: N_FRAMES * 640]  # the agent speaking
+    demo = load_audio(demo_conversation())
+    speech = demo[0, int(3.8 * 16000):][: N_FRAMES * 640]  # the agent speaking
+    other = demo[1, int(0.5 * 16000):][: N_FRAMES * 640]  # the partner speaking
     frames = [np.roll(face_crop.image, (k % 5) - 2, axis=1) for k in range(N_FRAMES)]  # a slight sway
-    for name, agent in (("talk", speech), ("mute", np.zeros_like(speech)), ("noagent", speech)):
+    for name, agent in (("talk", speech), ("talk2", other), ("mute", np.zeros_like(speech)), ("noagent", speech)):
         d = root / name
         d.mkdir()
         with VideoWriter(d / "video.mp4", audio=np.stack([agent, np.zeros_like(agent)])) as w:
@@ -180,4 +294,41 @@ def test_out_inside_a_clip_is_refused_and_silence_alone_is_an_error(tiny_models,
     assert rc == 2 and "inside a clip folder" in capsys.readouterr().err
     rc = _run(tiny_models, tmp_path / "out", "--data", str(clips / "mute"))
     assert rc == 2 and "no clip could be evaluated" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_role_contrast(tiny_models, clips, tmp_path):
+    from infp.audio.io import load_audio
+
+    out = tmp_path / "roles"
+    rc = _run(tiny_models, out, "--data", str(clips / "talk"), str(clips / "talk2"), str(clips / "mute"),
+              "--turns", "3", "--every", "2", "--frames", "2")
+    assert rc == 0
+    report = json.loads((out / "real.json").read_text())
+    conv = report["conversation"]
+    assert report["settings"]["turns"] == 3 and [t["who"] for t in conv["turns"]] == ["agent", "partner", "agent"]
+    assert conv["agent_speech"] == ["talk"] and conv["partner_speech"] == ["talk2"]  # mute has no speech to give
+    assert conv["portrait"] == "talk, first frame" and conv["face_found"] == 1.0
+    audio = load_audio(out / "conversation.wav")
+    assert audio.shape == (2, round(conv["seconds"] * 16000))  # the conversation, to listen to
+    assert conv["roles"]["speaking"]["frames"] > 0 and conv["roles"]["listening"]["frames"] > 0
+    assert set(conv["roles"]) == {"speaking", "listening", "speed", "std"}
+    clip = report["clips"][0]  # the reference: each real clip's speech against its own pauses
+    assert clip["real_roles"]["speaking"]["frames"] + clip["real_roles"]["listening"]["frames"] == clip["real"]["frames"]
+    md = (out / "real.md").read_text()
+    assert "## Role contrast in a conversation of real speech" in md and "**Role contrast (mouth speed" in md
+    import cv2
+
+    assert cv2.imread(str(out / "roles_contact.png")).shape == (2 * 256, 2 * 256, 3)  # speaking above listening
+    assert not list(out.glob("*.mp4"))  # --every 2: no videos
+
+
+def test_role_contrast_needs_two_speakers_and_portrait_needs_turns(tiny_models, clips, tmp_path, capsys):
+    rc = _run(tiny_models, tmp_path / "out", "--data", str(clips / "talk"), str(clips / "mute"), "--turns", "4")
+    assert rc == 2 and "--turns needs the speech of two clips or more" in capsys.readouterr().err
+    rc = _run(tiny_models, tmp_path / "out", "--data", str(clips / "talk"), "--portrait", str(tmp_path / "x.png"))
+    assert rc == 2 and "give --turns N too" in capsys.readouterr().err
+    rc = _run(tiny_models, tmp_path / "out", "--data", str(clips / "talk"), str(clips / "talk2"), "--turns", "2",
+              "--portrait", str(tmp_path / "x.png"))
+    assert rc == 2 and "x.png" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()

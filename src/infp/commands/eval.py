@@ -204,10 +204,13 @@ def run_real(args: argparse.Namespace) -> None:
 
     from infp.data.contact import write_png
     from infp.errors import InfpError
-    from infp.eval.real import RealEvalSettings, evaluate_real, open_clips
+    from infp.audio.io import save_wav
+    from infp.eval.real import RealEvalSettings, evaluate_real, open_clips, plan_roles
     from infp.fsutil import atomic_file, output_lock
     from infp.pipeline import InfpPipeline
 
+    if args.portrait is not None and not args.turns:
+        raise InfpError("--portrait is the face animated in the built conversation: give --turns N too")
     clips = open_clips(args.data)[: args.max_clips]  # every input checked before anything is loaded
     out = args.out.resolve()
     for c in clips:
@@ -215,16 +218,24 @@ def run_real(args: argparse.Namespace) -> None:
             raise InfpError("--out is inside a clip folder; give a folder of its own", args.out)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
     settings = RealEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.every, args.max_seconds,
-                                args.frames, not args.no_video, args.min_speech)
+                                args.frames, not args.no_video, args.min_speech, args.turns)
+    roles = plan_roles(clips, args.turns, args.seed, args.min_speech, args.portrait) if args.turns else None
     with output_lock(args.out, folder=True):  # one run per folder; a run that fails early leaves none behind
+        if roles is not None:
+            save_wav(args.out / "conversation.wav", roles.tracks)
         pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device, speech_model=args.speech_model)
-        report, contact = evaluate_real(pipe, clips, settings, args.out, progress=not args.quiet)
+        report, contact, strip = evaluate_real(pipe, clips, settings, args.out, progress=not args.quiet, roles=roles)
         write_png(args.out / "real_contact.png", contact)
+        if strip is not None:
+            write_png(args.out / "roles_contact.png", strip)
         for name, text in (("real.md", report.markdown()), ("real.json", report.to_json())):
             with atomic_file(args.out / name) as tmp:
                 tmp.write_text(text)
     print(report.markdown(), end="")
     log.info("contact sheet (real above generated): %s", args.out / "real_contact.png")
+    if report.conversation is not None:
+        log.info("role contrast %.2f; speaking above listening: %s", report.conversation.roles.speed,
+                 args.out / "roles_contact.png")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -315,6 +326,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--frames", type=positive_int, default=6, help="frames per clip on the contact sheet (default 6)")
     r.add_argument("--min-speech", type=fraction, default=0.2,
                    help="skip clips whose agent track has voice (VAD) in less than this share of frames (default 0.2)")
+    r.add_argument("--turns", type=non_negative_int, default=0,
+                   help="also measure the role contrast: build a conversation of N alternating turns from the clips' "
+                        "own speech (agent's and partner's from different clips; OUT/conversation.wav), animate "
+                        "--portrait in it and compare the mouth while speaking with the mouth while listening "
+                        "(default 0: not measured; 12 makes about 50 s)")
+    r.add_argument("--portrait", type=Path, default=None,
+                   help="with --turns: the image animated in the conversation (default: the first clip's first frame)")
     r.add_argument("--no-video", action="store_true", help="do not write the generated videos")
     r.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
     r.set_defaults(func=run_real)

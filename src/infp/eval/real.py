@@ -7,6 +7,12 @@ generated video is given as a ratio to the real one: head pitch and yaw amplitud
 and speed (mean |change| per frame), blink rate, mouth activity (std and speed of the opening). The
 mouth's Pearson r with the agent's loudness is given for both videos side by side. A real clip is one
 sample of one person: a ratio of 1 says "moves as much as this person did", not "moves as they did".
+
+Roles (issue 20, Show): with `turns`, a two-track conversation is built from the clips' own speech
+(the agent's turns from some clips, the partner's from the others), the pipeline animates one portrait
+in it, and the generated mouth's activity while the agent speaks is compared with its activity while
+it listens (Silero VAD on each track decides which). As a reference, the same contrast is taken on each
+real clip between its speech frames and its own pauses.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from infp.data.clip import Clip
 from infp.data.contact import label, pick, sheet
 from infp.errors import InfpError, NoFaceError
 from infp.eval.behaviour import pearson
+from infp.eval.turns import GAP_S, LEVEL_DBFS, OVERLAP_S, Speech, Turn, build_conversation, role_masks
 from infp.face.expression import eye_opening, mouth_opening
 from infp.face.pose import head_pose
 
@@ -164,6 +171,64 @@ def pool(ms: list[Measures]) -> Measures:
                     **{f.name: mean(f.name) for f in fields(Measures) if f.name not in kept})
 
 
+# -- roles: the mouth while speaking and while listening --------------------------------------------
+
+MIN_FRAMES = 10  # measured frames a set needs for its mouth values (fewer: NaN, not a number from 2 frames)
+
+
+@dataclass(frozen=True)
+class MouthActivity:
+    """The mouth opening over one set of frames (e.g. the agent speaking)."""
+
+    frames: int  # measured frames in the set with a face
+    speed: float  # mean |change| per frame between consecutive measured frames both in the set
+    std: float  # std of the opening over the set
+    mean: float  # mean opening
+
+
+def mouth_activity(mouth: np.ndarray, mask: np.ndarray, every: int = 1) -> MouthActivity:
+    """The mouth's activity over the frames where `mask` holds, (T,) each, sampled every `every` frames
+    (a change over k frames counts as change / k); a step into or out of the set is not counted."""
+    m, mask = np.asarray(mouth, np.float64), np.asarray(mask, bool)
+    ok = mask & np.isfinite(m)
+    steps = (np.abs(np.diff(m)) / every)[ok[:-1] & ok[1:]]
+    v = m[ok]
+    if len(v) < MIN_FRAMES:
+        return MouthActivity(len(v), NAN, NAN, NAN)
+    return MouthActivity(len(v), float(steps.mean()) if len(steps) else NAN, float(v.std()), float(v.mean()))
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """The mouth while speaking against the mouth while not (listening, or pausing)."""
+
+    speaking: MouthActivity
+    listening: MouthActivity
+    speed: float  # speaking.speed / listening.speed: the role contrast of issue 20
+    std: float  # speaking.std / listening.std
+
+
+def contrast(speaking: MouthActivity, listening: MouthActivity) -> Contrast:
+    return Contrast(speaking, listening, ratio(speaking.speed, listening.speed), ratio(speaking.std, listening.std))
+
+
+def pool_activity(acts: list[MouthActivity]) -> MouthActivity:
+    """Several clips' sets as one: values weighted by frames over the sets where they are defined
+    (stds stay within a clip)."""
+    w = np.array([a.frames for a in acts], np.float64)
+
+    def mean(name: str) -> float:
+        v = np.array([getattr(a, name) for a in acts], np.float64)
+        ok = np.isfinite(v) & (w > 0)
+        return float((v[ok] * w[ok]).sum() / w[ok].sum()) if ok.any() else NAN
+
+    return MouthActivity(int(w.sum()), mean("speed"), mean("std"), mean("mean"))
+
+
+def pool_contrast(cs: list[Contrast]) -> Contrast:
+    return contrast(pool_activity([c.speaking for c in cs]), pool_activity([c.listening for c in cs]))
+
+
 # -- the report ---------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -177,6 +242,7 @@ class RealEvalSettings:
     contact_frames: int = 6  # frames per clip on the contact sheet
     videos: bool = True  # write each generated video (with every = 1 only)
     min_speech: float = MIN_SPEECH
+    turns: int = 0  # turns of the built conversation for the role contrast (0: none)
 
 
 @dataclass(frozen=True)
@@ -189,12 +255,53 @@ class ClipResult:
     generated: Measures
     ratio: Ratios
     contact: list[int]  # the frames on the contact sheet
+    real_roles: Contrast  # the real mouth in the agent track's speech frames against its pauses (VAD)
+    generated_roles: Contrast  # the generated mouth, same frames (its partner track is silent)
 
 
 @dataclass(frozen=True)
 class Skipped:
     id: str
     reason: str
+
+
+@dataclass(frozen=True)
+class RoleResult:
+    """The role contrast on a conversation built from the clips' speech (`build_conversation`)."""
+
+    portrait: str
+    agent_speech: list[str]  # the clips whose speech the agent's turns are
+    partner_speech: list[str]
+    turns: list[Turn]
+    seconds: float
+    face_found: float  # share of the measured frames with a face
+    roles: Contrast  # the agent speaking alone against listening (the partner alone), by VAD on each track
+    silent: MouthActivity  # both tracks silent
+    both: MouthActivity  # both speaking
+    contact: list[int]  # frames on roles_contact.png: speaking ones, then listening ones
+
+    def markdown(self, reference: Contrast) -> list[str]:
+        """The section of real.md; `reference`: the real clips' speech / pause contrast, pooled."""
+        r, overlap = self.roles, sum(a.end > b.start for a, b in zip(self.turns, self.turns[1:]))
+        lines = [
+            "## Role contrast in a conversation of real speech", "",
+            f"- conversation.wav ({self.seconds:.1f} s; channel 0 the agent, 1 the partner): {len(self.turns)} turns, "
+            f"the agent first; the agent's from the speech of {', '.join(self.agent_speech)}; the partner's from "
+            f"{', '.join(self.partner_speech)}; {GAP_S[0]:g}-{GAP_S[1]:g} s of silence between turns"
+            + (f", {overlap} overlap of {OVERLAP_S:g} s" if overlap else "") + f"; each voice at {LEVEL_DBFS:g} dBFS",
+            f"- portrait: {self.portrait}; face found in {_fmt(self.face_found * 100, 0)}% of the measured frames",
+            "- roles per frame by Silero VAD on each track; roles_contact.png: speaking frames above listening "
+            "frames, in each stretch the one where the mouth is widest", "",
+            "| agent | measured frames | mouth speed (/frame) | mouth std | mean opening |", "|---" * 5 + "|"]
+        for name, a in (("speaking (partner silent)", r.speaking), ("listening (partner speaking)", r.listening),
+                        ("both silent", self.silent), ("both speaking", self.both)):
+            lines.append(f"| {name} | {a.frames} | {_fmt(a.speed, 4)} | {_fmt(a.std, 4)} | {_fmt(a.mean, 4)} |")
+        return lines + [
+            "", f"**Role contrast (mouth speed speaking / listening): {_fmt(r.speed, 2)}** (std: {_fmt(r.std, 2)}). "
+            "Issue 20 aims at >= 3; its reference, real footage of a speaker and a listener: 3.5. Real speakers "
+            f"here, speech / their own pauses (pooled above): {_fmt(reference.speed, 2)} (std: {_fmt(reference.std, 2)}) "
+            "- a pause in a monologue is short and the mouth is still closing in it, so this is a different, "
+            "lower reference than listening."]
 
 
 @dataclass(frozen=True)
@@ -207,7 +314,10 @@ class RealReport:
     real: Measures  # pooled over the clips
     generated: Measures
     ratio: Ratios  # pooled generated / pooled real
+    real_roles: Contrast  # pooled over the clips: speech frames against pauses
+    generated_roles: Contrast
     skipped: list[Skipped] = field(default_factory=list)
+    conversation: RoleResult | None = None  # with settings.turns
 
     def markdown(self) -> str:
         s = self.settings
@@ -242,6 +352,16 @@ class RealReport:
                 lines.append(f"| {name} | {video} | {_fmt(m.face_found, 2)} | {_fmt(m.pitch_std)} | {_fmt(m.yaw_std)} | "
                              f"{_fmt(m.pitch_speed)} | {_fmt(m.yaw_speed)} | {m.blinks} | {_fmt(m.blink_rate, 1)} | "
                              f"{_fmt(m.mouth_std, 4)} | {_fmt(m.mouth_speed, 4)} |")
+        lines += ["", "The mouth in the agent track's speech frames against its pauses (real: the person's own pauses; "
+                  "generated: the same frames, with a silent partner track):", "",
+                  "| clip | speech frames | pause frames | real: speed ratio | real: std ratio | generated: speed ratio "
+                  "| generated: std ratio |", "|---" * 7 + "|"]
+        for name, real, gen in [(c.id, c.real_roles, c.generated_roles) for c in self.clips] + [
+                ("**pooled**", self.real_roles, self.generated_roles)]:
+            lines.append(f"| {name} | {real.speaking.frames} | {real.listening.frames} | {_fmt(real.speed, 2)} | "
+                         f"{_fmt(real.std, 2)} | {_fmt(gen.speed, 2)} | {_fmt(gen.std, 2)} |")
+        if self.conversation is not None:
+            lines += ["", *self.conversation.markdown(self.real_roles)]
         if self.skipped:
             lines += ["", "Skipped:", "", *[f"- {k.id}: {k.reason}" for k in self.skipped]]
         lines += ["", *[f"- **{k}**: {v}" for k, v in EXPLAINED.items()]]
@@ -266,6 +386,9 @@ EXPLAINED = {
                         "infp.data.behaviour.speech_level), for each video: how closely the mouth follows the voice",
     "speech": "share of the frames where the agent track has voice (Silero VAD); clips under --min-speech are "
               "skipped",
+    "speed / std ratio (speech, pauses, roles)": "mouth speed (mean |frame-to-frame change| of the opening, over "
+        "consecutive frames both in the set) and std in the speaking frames over the same in the others; a set of "
+        f"fewer than {MIN_FRAMES} measured frames gives n/a",
     "pooled": "ratios of the pooled values: per-clip values weighted by measured frames, blinks over the total "
               "time with a face",
 }
@@ -362,7 +485,8 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
     fps = clip.meta.fps
     n = clip.meta.n_frames if s.max_seconds is None else min(clip.meta.n_frames, int(round(s.max_seconds * fps)))
     agent = _fit(load_mono(clip.path / "agent.wav"), n * SAMPLES_PER_FRAME)
-    voiced = float(np.asarray(voice_activity(agent), bool)[:n].mean()) if n else 0.0
+    vad = np.asarray(voice_activity(agent), bool)[:n]
+    voiced = float(vad.mean()) if n else 0.0
     if voiced < s.min_speech:
         return f"the agent track has voice in {voiced:.0%} of its frames (< {s.min_speech:.0%}): no speech to drive it"
     first: dict[int, np.ndarray] = {}
@@ -387,13 +511,15 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
     gen = series(measure_landmarks(frames, video, agent[None] if video else None))
     level = speech_level(agent)[:n][idx]
     real_m, gen_m = measure(real, level, s.every, fps), measure(gen, level, s.every, fps)
+    talk = vad[idx]
+    roles = [contrast(mouth_activity(x.mouth, talk, s.every), mouth_activity(x.mouth, ~talk, s.every)) for x in (real, gen)]
     contact = [int(idx[i]) for i in at]
     real_kept = _frames_at(clip.frames(), contact)  # decoded again: a whole clip's frames need not fit in memory
     rows = [[_tile(real_kept[t], f"real {t / fps:.1f}s") for t in contact],
             [_tile(gen_kept[i], f"generated {idx[i] / fps:.1f}s") for i in at]]
     if rows[0]:
         rows[0][0] = _captioned(rows[0][0], name)
-    return ClipResult(name, clip.meta.kind, n, voiced, real_m, gen_m, ratios(gen_m, real_m), contact), rows
+    return ClipResult(name, clip.meta.kind, n, voiced, real_m, gen_m, ratios(gen_m, real_m), contact, *roles), rows
 
 
 def labels(clips: list[Clip]) -> list[str]:
@@ -410,11 +536,86 @@ def labels(clips: list[Clip]) -> list[str]:
     return out
 
 
-def evaluate_real(pipe, clips: list[Clip], settings: RealEvalSettings, out: Path,
-                  progress: bool = False) -> tuple[RealReport, np.ndarray]:
+class RolePlan(NamedTuple):
+    """A conversation built from the clips' speech and the portrait to animate in it."""
+
+    tracks: np.ndarray  # (2, N) 16 kHz: 0 the agent, 1 the partner
+    turns: list[Turn]
+    agent: list[str]  # the clips whose speech the agent's turns are
+    partner: list[str]
+    portrait: str  # the portrait's name
+    image: np.ndarray  # (H, W, 3) RGB uint8
+
+
+def plan_roles(clips: list[Clip], turns: int, seed: int, min_speech: float = MIN_SPEECH,
+               portrait: Path | None = None) -> RolePlan:
+    """The conversation for the role contrast, before any model is loaded: the clips whose speech
+    (all of agent.wav) has voice in at least `min_speech` of its frames alternate between the sides
+    (the 1st, 3rd, ... the agent's); the portrait is `portrait`, else the first clip's first frame."""
+    from infp.audio.io import load_mono
+    from infp.audio.vad import voice_activity
+    from infp.data.portraits import read_image
+
+    speech = []
+    for clip, name in zip(clips, labels(clips)):
+        audio = load_mono(clip.path / "agent.wav")
+        voiced = np.asarray(voice_activity(audio), bool)
+        if len(voiced) and voiced.mean() >= min_speech:
+            speech.append(Speech(name, audio, voiced))
+    if len(speech) < 2:
+        raise InfpError(f"--turns needs the speech of two clips or more (the agent's and the partner's turns); "
+                        f"{len(speech)} of the {len(clips)} clip(s) have voice in at least {min_speech:.0%} of their frames")
+    tracks, plan = build_conversation(speech[0::2], speech[1::2], turns, seed)
+    if portrait is None:
+        name, image = f"{labels(clips)[0]}, first frame", _frames_at(clips[0].frames(), [0])[0]
+    else:
+        name, image = str(portrait), read_image(portrait)
+    return RolePlan(tracks, plan, [x.id for x in speech[0::2]], [x.id for x in speech[1::2]], name, image)
+
+
+def evaluate_roles(pipe, plan: RolePlan, s: RealEvalSettings, video: Path | None) -> tuple[RoleResult, list[list[np.ndarray]]]:
+    """Animate the portrait in the built conversation and measure its mouth in each role: the result
+    and two contact rows (speaking frames above listening frames, in each stretch the widest mouth)."""
+    from infp.audio.features import frame_count
+    from infp.audio.vad import voice_activity
+    from infp.eval.motion import measure_landmarks
+    from infp.pipeline.pipeline import Settings
+
+    try:
+        portrait = pipe.prepare(plan.image, plan.portrait, face_index=0)
+    except NoFaceError:
+        raise InfpError("no face found in the portrait for --turns", plan.portrait) from None
+    agent, partner = plan.tracks
+    n = frame_count(len(agent))
+    z = pipe.motion(portrait, agent, partner, steps=s.steps, guidance=s.guidance, seed=s.seed, overlap=s.overlap)[:n]
+    idx = np.arange(0, len(z), s.every)
+    render = pipe.renderer(portrait, Settings(paste=False, size=TILE))
+    mouth = series(measure_landmarks(_rendered(render, z, idx), video, plan.tracks if video else None)).mouth
+    masks = {k: m[:n][idx] for k, m in role_masks(voice_activity(agent), voice_activity(partner)).items()}
+    act = {k: mouth_activity(mouth, m, s.every) for k, m in masks.items()}
+    ok = np.isfinite(mouth)
+    picks = {k: pick(masks[k] & ok, np.where(ok, mouth, -np.inf), s.contact_frames) if s.contact_frames else []
+             for k in ("speaking", "listening")}
+    rows = [[_tile(f, f"{k} {idx[i] / FPS:.1f}s") for f, i in zip(render(z[idx[c]]), c)] if c else []
+            for k, c in picks.items()]
+    result = RoleResult(plan.portrait, plan.agent, plan.partner, plan.turns, len(agent) / SAMPLE_RATE,
+                        float(ok.mean()) if len(ok) else NAN, contrast(act["speaking"], act["listening"]),
+                        act["silent"], act["both"], [int(idx[i]) for c in picks.values() for i in c])
+    return result, rows
+
+
+def evaluate_real(pipe, clips: list[Clip], settings: RealEvalSettings, out: Path, progress: bool = False,
+                  roles: RolePlan | None = None) -> tuple[RealReport, np.ndarray, np.ndarray | None]:
     """Every clip generated and measured (see the module doc): the report and the contact sheet (real
     frames above the generated ones at the same times, two rows per clip). With `settings.videos` (and
-    every = 1) the generated videos go to `out/<clip>.mp4`."""
+    every = 1) the generated videos go to `out/<clip>.mp4`. With `roles`, the portrait is animated in
+    its conversation too (`out/conversation.mp4`), and the third value is its contact strip."""
+    conversation, strip = None, None
+    if roles is not None:  # first: a portrait without a face fails before the clips' work
+        log.info("role contrast: %d turns, %.1f s", len(roles.turns), roles.tracks.shape[1] / SAMPLE_RATE)
+        video = out / "conversation.mp4" if settings.videos and settings.every == 1 else None
+        conversation, role_rows = evaluate_roles(pipe, roles, settings, video)
+        strip = sheet([r if r else [np.zeros((TILE, TILE, 3), np.uint8)] for r in role_rows], TILE)
     results, rows, skipped = [], [], []
     for clip, name in tqdm(list(zip(clips, labels(clips))), desc="eval real", unit="clip",
                            disable=not progress):
@@ -430,5 +631,6 @@ def evaluate_real(pipe, clips: list[Clip], settings: RealEvalSettings, out: Path
         raise InfpError("no clip could be evaluated: " + "; ".join(f"{k.id}: {k.reason}" for k in skipped[:3]))
     real, gen = pool([r.real for r in results]), pool([r.generated for r in results])
     report = RealReport(settings, str(pipe.stage2.path), str(getattr(pipe.stage1, "path", "?")), pipe.device.type,
-                        results, real, gen, ratios(gen, real), skipped)
-    return report, sheet([r if r else [np.zeros((TILE, TILE, 3), np.uint8)] for r in rows], TILE)
+                        results, real, gen, ratios(gen, real), pool_contrast([r.real_roles for r in results]),
+                        pool_contrast([r.generated_roles for r in results]), skipped, conversation)
+    return report, sheet([r if r else [np.zeros((TILE, TILE, 3), np.uint8)] for r in rows], TILE), strip
