@@ -79,6 +79,25 @@ frame_size = number(int, lo=SIZE_MIN, hi=SIZE_MAX, what="pixels")
 port = number(int, lo=1, hi=65535)
 
 
+def generation_arguments(p: argparse.ArgumentParser) -> None:
+    """The checkpoints and sampling settings of a generation (`infp generate`, `infp eval real`)."""
+    from pathlib import Path
+
+    p.add_argument("--checkpoint", type=Path, default=None, help="stage-2 (motion) checkpoint directory (default: bundled)")
+    p.add_argument("--imitator", type=Path, default=None,
+                   help="stage-1 checkpoint the motion model was trained with (default: bundled)")
+    p.add_argument("--speech-model", type=Path, default=None,
+                   help="local wav2vec2/HuBERT model, for a stage-2 checkpoint trained on its features")
+    p.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps per 2-s window (default 20, at most 1000)")
+    p.add_argument("--guidance", type=guidance, default=3.0,
+                   help="classifier-free guidance on the audio (default 3; 1 = off; at most 100)")
+    p.add_argument("--seed", type=seed, default=0,
+                   help="sampling seed, 0 to 2^32 - 1: the same seed gives the same video (default 0)")
+    p.add_argument("--overlap", type=non_negative_int, default=None,
+                   help="frames each 50-frame window shares with the one before and holds, for smooth joins "
+                   "(default 30; 0 = the paper's back-to-back windows, fastest)")
+
+
 def check_device(device: str) -> None:
     """`--device cuda` on a machine without a usable CUDA GPU: one line, before anything loads."""
     if device == "cuda":

@@ -10,7 +10,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from infp.commands import fraction, guidance, non_negative_int, positive_float, positive_int, sampling_steps, seed
+from infp.commands import fraction, generation_arguments, non_negative_int, positive_float, positive_int
 
 log = logging.getLogger("infp")
 
@@ -308,16 +308,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="real clips (infp preprocess): clip folders or folders of clips")
     r.add_argument("--out", type=Path, required=True,
                    help="folder for real.md, real.json, real_contact.png and the generated videos")
-    r.add_argument("--checkpoint", type=Path, default=None, help="stage-2 (motion) checkpoint directory (default: bundled)")
-    r.add_argument("--imitator", type=Path, default=None,
-                   help="stage-1 checkpoint the motion model was trained with (default: bundled)")
-    r.add_argument("--speech-model", type=Path, default=None,
-                   help="local wav2vec2/HuBERT model, for a stage-2 checkpoint trained on its features")
-    r.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps (default 20)")
-    r.add_argument("--guidance", type=guidance, default=3.0, help="classifier-free guidance scale (default 3)")
-    r.add_argument("--overlap", type=non_negative_int, default=None,
-                   help="frames each window shares with the one before (default: the sampler's, 30 of 50)")
-    r.add_argument("--seed", type=seed, default=0, help="sampling seed (default 0)")
+    generation_arguments(r)
     r.add_argument("--every", type=positive_int, default=1,
                    help="render and measure every k-th frame only (cheaper; speeds then miss jitter between "
                         "samples and short blinks can be missed; no videos are written) (default 1: all)")

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from infp.commands import check_device, frame_size, guidance, non_negative_int, sampling_steps, seed
+from infp.commands import check_device, frame_size, generation_arguments, non_negative_int
 
 log = logging.getLogger("infp")
 
@@ -61,19 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--partner", type=Path, default=None, help="the voice it listens to (with --agent)")
     g.add_argument("--out", type=Path, required=True,
                    help="the .mp4 to write (its folder must exist; never one of the inputs, a device or a link)")
-    g.add_argument("--checkpoint", type=Path, default=None, help="stage-2 (motion) checkpoint directory (default: bundled)")
-    g.add_argument("--imitator", type=Path, default=None,
-                   help="stage-1 checkpoint the motion model was trained with (default: bundled)")
-    g.add_argument("--speech-model", type=Path, default=None,
-                   help="local wav2vec2/HuBERT model, for a stage-2 checkpoint trained on its features")
-    g.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps per 2-s window (default 20, at most 1000)")
-    g.add_argument("--guidance", type=guidance, default=3.0,
-                   help="classifier-free guidance on the audio (default 3; 1 = off; at most 100)")
-    g.add_argument("--seed", type=seed, default=0,
-                   help="sampling seed, 0 to 2^32 - 1: the same seed gives the same video (default 0)")
-    g.add_argument("--overlap", type=non_negative_int, default=None,
-                   help="frames each 50-frame window shares with the one before and holds, for smooth joins "
-                   "(default 30; 0 = the paper's back-to-back windows, fastest)")
+    generation_arguments(g)
     g.add_argument("--size", type=frame_size, default=None,
                    help="output size: longer side of the frame (default: the portrait's, at most 1024), "
                    "or the crop's side with --crop-only (default: the renderer's); 16 to 4096")
