@@ -275,6 +275,27 @@ def test_cli_end_to_end(tiny_models, clips, tmp_path):
     assert clip["real"]["frames"] == 13 and clip["frames"] == 25 and not list(out2.glob("*.mp4"))
 
 
+def test_ceiling_renders_the_clips_own_motion(tiny_models, clips, tmp_path):
+    out = tmp_path / "out"
+    assert _run(tiny_models, out, "--data", str(clips / "talk"), "--frames", "2", "--ceiling", "--no-video",
+                "--max-seconds", "1") == 0
+    report = json.loads((out / "real.json").read_text())
+    clip = report["clips"][0]
+    assert clip["ceiling"]["frames"] == clip["real"]["frames"] == 25 and clip["ceiling"]["face_found"] > 0
+    assert clip["ceiling_ratio"]["yaw_std"] == pytest.approx(clip["ceiling"]["yaw_std"] / clip["real"]["yaw_std"])
+    assert report["generated_to_ceiling"]["mouth_std"] == pytest.approx(
+        report["generated"]["mouth_std"] / report["ceiling"]["mouth_std"])
+    md = (out / "real.md").read_text()
+    assert "## Stage 1's ceiling" in md and "| **pooled** | generated / ceiling |" in md
+    import cv2
+
+    assert cv2.imread(str(out / "real_contact.png")).shape == (3 * 256, 2 * 256, 3)  # real, generated, ceiling
+    plain = tmp_path / "plain"
+    assert _run(tiny_models, plain, "--data", str(clips / "talk"), "--no-video", "--max-seconds", "1") == 0
+    plain = json.loads((plain / "real.json").read_text())
+    assert plain["ceiling"] is None and plain["clips"][0]["ceiling"] is None
+
+
 @pytest.mark.parametrize("case, message", [
     ("missing", "not found"),
     ("plain", "not a clip (no meta.json)"),

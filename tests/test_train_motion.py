@@ -68,7 +68,9 @@ def test_resume_continues_exactly(synth_clips, imitator, tmp_path):
     cache = tmp_path / "cache"  # shared: the latents are computed once
     _train(synth_clips, imitator, tmp_path / "straight", steps=4, cache=cache)
     _train(synth_clips, imitator, tmp_path / "split", steps=2, cache=cache)
-    _train(synth_clips, imitator, tmp_path / "split", steps=4, resume=True, cache=cache)
+    assert json.loads((tmp_path / "split" / "run.json").read_text())["cache"] == str(cache.resolve())
+    _train(synth_clips, imitator, tmp_path / "split", steps=4, resume=True)  # finds its cache in run.json
+    assert not (tmp_path / "split" / "cache").exists()
     a = load_file(str(tmp_path / "straight" / "checkpoint" / "model.safetensors"))
     b = load_file(str(tmp_path / "split" / "checkpoint" / "model.safetensors"))
     for k in a:

@@ -218,7 +218,7 @@ def run_real(args: argparse.Namespace) -> None:
             raise InfpError("--out is inside a clip folder; give a folder of its own", args.out)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
     settings = RealEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.every, args.max_seconds,
-                                args.frames, not args.no_video, args.min_speech, args.turns)
+                                args.frames, not args.no_video, args.min_speech, args.turns, args.ceiling)
     roles = plan_roles(clips, args.turns, args.seed, args.min_speech, args.portrait) if args.turns else None
     with output_lock(args.out, folder=True):  # one run per folder; a run that fails early leaves none behind
         if roles is not None:
@@ -324,6 +324,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(default 0: not measured; 12 makes about 50 s)")
     r.add_argument("--portrait", type=Path, default=None,
                    help="with --turns: the image animated in the conversation (default: the first clip's first frame)")
+    r.add_argument("--ceiling", action="store_true",
+                   help="also render each clip's own motion (E_m's latents of its real frames) and measure it the same "
+                        "way: stage 1's ceiling, how much of the real motion it can show (a third contact-sheet row)")
     r.add_argument("--no-video", action="store_true", help="do not write the generated videos")
     r.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
     r.set_defaults(func=run_real)

@@ -259,5 +259,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--speech-model", type=Path, default=None,
                    help="local wav2vec2/HuBERT directory for the audio features (default: log-mel)")
     m.add_argument("--cache", type=Path, default=None,
-                   help="where motion latents and audio features are cached (default OUT/cache)")
+                   help="where motion latents and audio features are cached (default OUT/cache; with --resume: the run's own)")
     m.set_defaults(func=run_motion, recorded=_recorded_flags(m))

@@ -13,6 +13,11 @@ Roles (issue 20, Show): with `turns`, a two-track conversation is built from the
 in it, and the generated mouth's activity while the agent speaks is compared with its activity while
 it listens (Silero VAD on each track decides which). As a reference, the same contrast is taken on each
 real clip between its speech frames and its own pauses.
+
+Stage 1's ceiling: with `ceiling`, each clip's own motion (E_m's latents of its real frames) is rendered
+from the same first frame by the same stage 1 and measured the same way. Ceiling / real is how much of
+a real person's motion stage 1 can show at all; generated / ceiling compares stage 2 with real motion
+inside E_m's space, which is what stage 2 can be asked for.
 """
 
 from __future__ import annotations
@@ -243,6 +248,7 @@ class RealEvalSettings:
     videos: bool = True  # write each generated video (with every = 1 only)
     min_speech: float = MIN_SPEECH
     turns: int = 0  # turns of the built conversation for the role contrast (0: none)
+    ceiling: bool = False  # also render each clip's own E_m latents (stage 1's ceiling; module doc)
 
 
 @dataclass(frozen=True)
@@ -257,6 +263,8 @@ class ClipResult:
     contact: list[int]  # the frames on the contact sheet
     real_roles: Contrast  # the real mouth in the agent track's speech frames against its pauses (VAD)
     generated_roles: Contrast  # the generated mouth, same frames (its partner track is silent)
+    ceiling: Measures | None = None  # the clip's own E_m latents rendered (settings.ceiling)
+    ceiling_ratio: Ratios | None = None  # ceiling / real
 
 
 @dataclass(frozen=True)
@@ -318,6 +326,9 @@ class RealReport:
     generated_roles: Contrast
     skipped: list[Skipped] = field(default_factory=list)
     conversation: RoleResult | None = None  # with settings.turns
+    ceiling: Measures | None = None  # pooled, with settings.ceiling
+    ceiling_ratio: Ratios | None = None  # pooled ceiling / pooled real
+    generated_to_ceiling: Ratios | None = None  # pooled generated / pooled ceiling
 
     def markdown(self) -> str:
         s = self.settings
@@ -331,7 +342,8 @@ class RealReport:
             f"{s.guidance:g}, seed {s.seed}, window overlap {'default' if s.overlap is None else s.overlap}, {self.device}",
             "- portrait: each clip's first frame; A_self: the clip's own speech (agent.wav); A_other: silence",
             "- both videos measured by MediaPipe Face Mesh (tracking mode) on the face crops",
-            f"- real_contact.png: per clip, real frames above the generated ones at the same times ({s.contact_frames} "
+            f"- real_contact.png: per clip, real frames above the generated ones at the same times"
+            + (", stage 1's ceiling below them" if s.ceiling else "") + f" ({s.contact_frames} "
             "frames: in each stretch of the clip the one where the real mouth is widest)", "",
             "Generated / real (1 = moves as much as the real person; issue 20 aims at 0.8-1.25):", "",
             "| clip | seconds | speech | pitch amp | yaw amp | pitch speed | yaw speed | blink rate | mouth std | mouth speed "
@@ -360,6 +372,8 @@ class RealReport:
                 ("**pooled**", self.real_roles, self.generated_roles)]:
             lines.append(f"| {name} | {real.speaking.frames} | {real.listening.frames} | {_fmt(real.speed, 2)} | "
                          f"{_fmt(real.std, 2)} | {_fmt(gen.speed, 2)} | {_fmt(gen.std, 2)} |")
+        if self.ceiling is not None:
+            lines += ["", *self._ceiling_markdown()]
         if self.conversation is not None:
             lines += ["", *self.conversation.markdown(self.real_roles)]
         if self.skipped:
@@ -367,11 +381,32 @@ class RealReport:
         lines += ["", *[f"- **{k}**: {v}" for k, v in EXPLAINED.items()]]
         return "\n".join(lines) + "\n"
 
+    def _ceiling_markdown(self) -> list[str]:
+        lines = ["## Stage 1's ceiling", "",
+                 "Each clip's own motion (E_m's latents of its real frames) rendered from its first frame by the same "
+                 "stage 1 and measured the same way: how much of the real motion stage 1 can show at all. A ratio "
+                 "of stage 2 to real can only pass the ceiling's by exaggerating.", "",
+                 "| clip | ratio | " + " | ".join(RATIO_NAMES[f.name] for f in fields(Ratios)) + " |",
+                 "|---" * (2 + len(fields(Ratios))) + "|"]
+        rows = [(c.id, "ceiling / real", c.ceiling_ratio) for c in self.clips if c.ceiling_ratio is not None]
+        rows += [("**pooled**", "ceiling / real", self.ceiling_ratio),
+                 ("**pooled**", "generated / real", self.ratio),
+                 ("**pooled**", "generated / ceiling", self.generated_to_ceiling)]
+        for name, what, r in rows:
+            lines.append(f"| {name} | {what} | " + " | ".join(_fmt(getattr(r, f.name), 2) for f in fields(Ratios)) + " |")
+        c = self.ceiling
+        return lines + ["", f"Pooled ceiling: pitch std {_fmt(c.pitch_std)}, yaw std {_fmt(c.yaw_std)} deg; pitch speed "
+                        f"{_fmt(c.pitch_speed)}, yaw speed {_fmt(c.yaw_speed)} deg/frame; {c.blinks} blinks; mouth std "
+                        f"{_fmt(c.mouth_std, 4)}, speed {_fmt(c.mouth_speed, 4)}; r mouth ~ speech {_fmt(c.mouth_speech_r, 2)}."]
+
     def to_json(self) -> str:
         """Everything, per clip and pooled; NaN (undefined) as null."""
         strict = json.loads(json.dumps(asdict(self)), parse_constant=lambda _: None)
         return json.dumps(strict, indent=2) + "\n"
 
+
+RATIO_NAMES = {"pitch_std": "pitch amp", "yaw_std": "yaw amp", "pitch_speed": "pitch speed", "yaw_speed": "yaw speed",
+               "blink_rate": "blink rate", "mouth_std": "mouth std", "mouth_speed": "mouth speed"}
 
 EXPLAINED = {
     "pitch / yaw amp": "std of the head's pitch (nodding axis) / yaw (turning axis) over the clip, degrees, "
@@ -511,15 +546,34 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
     gen = series(measure_landmarks(frames, video, agent[None] if video else None))
     level = speech_level(agent)[:n][idx]
     real_m, gen_m = measure(real, level, s.every, fps), measure(gen, level, s.every, fps)
+    ceiling, ceiling_kept = None, {}
+    if s.ceiling:
+        own = _sampled(_rendered(render, own_latents(pipe, clip, n), idx), len(idx), 1, set(at), ceiling_kept)
+        ceiling = measure(series(measure_landmarks(own)), level, s.every, fps)
     talk = vad[idx]
     roles = [contrast(mouth_activity(x.mouth, talk, s.every), mouth_activity(x.mouth, ~talk, s.every)) for x in (real, gen)]
     contact = [int(idx[i]) for i in at]
     real_kept = _frames_at(clip.frames(), contact)  # decoded again: a whole clip's frames need not fit in memory
     rows = [[_tile(real_kept[t], f"real {t / fps:.1f}s") for t in contact],
             [_tile(gen_kept[i], f"generated {idx[i] / fps:.1f}s") for i in at]]
+    if ceiling is not None:
+        rows.append([_tile(ceiling_kept[i], f"ceiling {idx[i] / fps:.1f}s") for i in at])
     if rows[0]:
         rows[0][0] = _captioned(rows[0][0], name)
-    return ClipResult(name, clip.meta.kind, n, voiced, real_m, gen_m, ratios(gen_m, real_m), contact, *roles), rows
+    return ClipResult(name, clip.meta.kind, n, voiced, real_m, gen_m, ratios(gen_m, real_m), contact, *roles,
+                      ceiling, None if ceiling is None else ratios(ceiling, real_m)), rows
+
+
+def own_latents(pipe, clip: Clip, n: int) -> np.ndarray:
+    """(n, motion_dim) E_m's latents of the clip's first n frames, through the pipeline's stage 1; a frame
+    without a face takes its neighbours' (interpolated, held at the ends)."""
+    from infp.data.motion import compute_latents
+    from infp.face.track import fill_gaps
+
+    z = compute_latents(clip, pipe.stage1.model)[:n]
+    if not np.isfinite(z).all(1).any():
+        raise InfpError("no face in the clip's landmarks, so no motion of its own to render", clip.path)
+    return fill_gaps(z[:, None], max_gap=len(z))[0][:, 0]
 
 
 def labels(clips: list[Clip]) -> list[str]:
@@ -630,7 +684,9 @@ def evaluate_real(pipe, clips: list[Clip], settings: RealEvalSettings, out: Path
     if not results:
         raise InfpError("no clip could be evaluated: " + "; ".join(f"{k.id}: {k.reason}" for k in skipped[:3]))
     real, gen = pool([r.real for r in results]), pool([r.generated for r in results])
+    ceiling = pool([r.ceiling for r in results]) if settings.ceiling else None
     report = RealReport(settings, str(pipe.stage2.path), str(getattr(pipe.stage1, "path", "?")), pipe.device.type,
                         results, real, gen, ratios(gen, real), pool_contrast([r.real_roles for r in results]),
-                        pool_contrast([r.generated_roles for r in results]), skipped, conversation)
+                        pool_contrast([r.generated_roles for r in results]), skipped, conversation, ceiling,
+                        None if ceiling is None else ratios(ceiling, real), None if ceiling is None else ratios(gen, ceiling))
     return report, sheet([r if r else [np.zeros((TILE, TILE, 3), np.uint8)] for r in rows], TILE), strip

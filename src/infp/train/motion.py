@@ -165,6 +165,8 @@ def train_motion(
         cfg = resumed_plan(MotionTrainConfig(**{"velocity_weight": 0.0, **saved["train"]}), cfg, changes)
         data, imitator_dir = [Path(d) for d in saved["data"]], Path(saved["imitator"])
         speech_model = Path(saved["speech_model"]) if saved.get("speech_model") else None
+        # the latents are where the run cached them unless told otherwise (runs from before it was recorded: OUT/cache)
+        cache_dir = cache_dir or (Path(saved["cache"]) if saved.get("cache") else None)
     check_checkpoint(imitator_dir, "imitator")
     imitator = Imitator.from_pretrained(imitator_dir)
     fingerprint = imitator_fingerprint(imitator_dir)
@@ -174,7 +176,8 @@ def train_motion(
     model_cfg = replace(model_cfg, motion_dim=imitator.cfg.motion_dim, audio_features=featurizer.name,
                         audio_per_frame=featurizer.per_frame, audio_input_dim=featurizer.dim)
     clips = [c for d in data for c in clips_in(d)]
-    loaded = load_motion_clips(clips, imitator, fingerprint, featurizer, Path(cache_dir or out / "cache"),
+    cache_dir = Path(cache_dir or out / "cache").resolve()
+    loaded = load_motion_clips(clips, imitator, fingerprint, featurizer, cache_dir,
                                progress=progress, min_speech=cfg.min_speech)
     window = {"window": model_cfg.window, "context": model_cfg.context, "style_frames": model_cfg.style_frames,
               "static_context_prob": cfg.static_context}
@@ -186,7 +189,8 @@ def train_motion(
             "data": [str(d) for d in data], "clips": len(loaded.clips), "skipped": len(loaded.skipped)}
     write_run(out, {"model": model_cfg.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(cfg),
                     "data": [str(d) for d in data], "imitator": str(Path(imitator_dir).resolve()),
-                    "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None})
+                    "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None,
+                    "cache": str(cache_dir)})
     # the motion space is sized by real motion when there is any: the synthetic behaviour model moves
     # the head and mouth along a few directions only, and whitening by it drops what real faces do
     real = [c for c in loaded.clips if c.kind == "real"]
