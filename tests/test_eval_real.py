@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -290,6 +291,14 @@ def test_ceiling_renders_the_clips_own_motion(tiny_models, clips, tmp_path):
     import cv2
 
     assert cv2.imread(str(out / "real_contact.png")).shape == (3 * 256, 2 * 256, 3)  # real, generated, ceiling
+    # a clip whose stored landmarks have no face has no motion of its own: skipped, not a crash
+    faceless = tmp_path / "faceless"
+    shutil.copytree(clips / "talk", faceless)
+    np.save(faceless / "landmarks.npy", np.full_like(np.load(faceless / "landmarks.npy"), np.nan))
+    out3 = tmp_path / "out3"
+    assert _run(tiny_models, out3, "--data", str(clips / "talk"), str(faceless), "--ceiling", "--no-video",
+                "--max-seconds", "1") == 0
+    assert "no motion of its own" in json.loads((out3 / "real.json").read_text())["skipped"][0]["reason"]
     plain = tmp_path / "plain"
     assert _run(tiny_models, plain, "--data", str(clips / "talk"), "--no-video", "--max-seconds", "1") == 0
     plain = json.loads((plain / "real.json").read_text())

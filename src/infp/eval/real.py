@@ -535,6 +535,9 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
     except NoFaceError:
         return "no face found in the first frame (the portrait)"
     agent = agent[: n * SAMPLES_PER_FRAME]
+    own = own_latents(pipe, clip, n) if s.ceiling else None
+    if own is not None and not np.isfinite(own).all():
+        return "its landmarks have no face, so there is no motion of its own to render (--ceiling)"
     z = pipe.motion(portrait, agent, np.zeros_like(agent), steps=s.steps, guidance=s.guidance, seed=s.seed,
                     overlap=s.overlap)[:n]
     real = series(real_lm)
@@ -547,9 +550,9 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
     level = speech_level(agent)[:n][idx]
     real_m, gen_m = measure(real, level, s.every, fps), measure(gen, level, s.every, fps)
     ceiling, ceiling_kept = None, {}
-    if s.ceiling:
-        own = _sampled(_rendered(render, own_latents(pipe, clip, n), idx), len(idx), 1, set(at), ceiling_kept)
-        ceiling = measure(series(measure_landmarks(own)), level, s.every, fps)
+    if own is not None:
+        frames = _sampled(_rendered(render, own, idx), len(idx), 1, set(at), ceiling_kept)
+        ceiling = measure(series(measure_landmarks(frames)), level, s.every, fps)
     talk = vad[idx]
     roles = [contrast(mouth_activity(x.mouth, talk, s.every), mouth_activity(x.mouth, ~talk, s.every)) for x in (real, gen)]
     contact = [int(idx[i]) for i in at]
@@ -566,14 +569,12 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
 
 def own_latents(pipe, clip: Clip, n: int) -> np.ndarray:
     """(n, motion_dim) E_m's latents of the clip's first n frames, through the pipeline's stage 1; a frame
-    without a face takes its neighbours' (interpolated, held at the ends)."""
+    without a face takes its neighbours' (interpolated, held at the ends); all NaN where the clip's
+    landmarks have no face at all."""
     from infp.data.motion import compute_latents
     from infp.face.track import fill_gaps
 
-    z = compute_latents(clip, pipe.stage1.model)[:n]
-    if not np.isfinite(z).all(1).any():
-        raise InfpError("no face in the clip's landmarks, so no motion of its own to render", clip.path)
-    return fill_gaps(z[:, None], max_gap=len(z))[0][:, 0]
+    return fill_gaps(compute_latents(clip, pipe.stage1.model)[:n, None], max_gap=n)[0][:, 0]
 
 
 def labels(clips: list[Clip]) -> list[str]:
