@@ -125,7 +125,8 @@ def test_offline_generation_plays_in_the_browser_and_errors_show_in_the_page(ser
     assert duration == pytest.approx(2.0, abs=0.1)
     assert _wait(lambda: browser.execute_script("return document.querySelector('#video video').currentTime > 0.2"), 20)
     assert _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#activity img"))
-    assert "50 frames" in browser.find_element(By.ID, "note").text
+    note = browser.find_element(By.ID, "note").text
+    assert "50 frames" in note and "portrait: face" in note  # the portrait check's line
 
 
 def test_live_tab_streams_frames(server, browser, media):

@@ -26,6 +26,12 @@ def motion_dir() -> Path:
     return _bundled("motion", "stage-2")
 
 
+def expression_dir() -> Path | None:
+    """The bundled expression space (the neutral start, issue 25), None where this install has none."""
+    path = BUNDLED / "expression"
+    return path if (path / "config.json").is_file() else None
+
+
 def demo_conversation() -> Path:
     """The packaged 12-s two-track conversation (assets/README.md): what `infp generate` animates
     when given no audio."""

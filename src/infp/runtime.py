@@ -26,6 +26,7 @@ import torch
 from infp.errors import InfpError
 from infp.guard import check_finite
 from infp.models import AppearanceFeatures, Imitator, Rendered
+from infp.models.imitator import Calibration
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DAMAGED = "its checkpoint's weights are damaged or overflow"
@@ -141,8 +142,10 @@ class ImitatorRuntime:
             return self.model.encode_appearance(self._images(crop), None if full is None else self._images(full))
 
     def _batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
-                 batch: int | None, compose: bool) -> Iterator[tuple[Rendered, bool]]:
-        """Each batch's `Rendered` and whether its latents were all finite."""
+                 batch: int | None, compose: bool, calibration: Calibration | None = None
+                 ) -> Iterator[tuple[Rendered, bool]]:
+        """Each batch's `Rendered` and whether its latents were all finite. `calibration`: one portrait's
+        (batch 1, `models.imitator.Calibration`), shared by every frame."""
         b = batch or self.batch
         z_src = torch.as_tensor(z_src, dtype=torch.float32, device=self.device)
         z_drv = torch.as_tensor(z_drv, dtype=torch.float32, device=self.device)
@@ -152,8 +155,10 @@ class ImitatorRuntime:
         for k in range(0, len(z_drv), b):
             zz = z_drv[k : k + b]
             zs = z_src.expand(len(zz), -1) if shared else z_src[k : k + b]
+            extra = {} if calibration is None else {"calibration": Calibration(
+                *(x.to(self.device, torch.float32).expand(len(zz), -1, -1) for x in calibration))}
             with self._running():
-                out = self.model.render(app.expand(len(zz)), zs, zz, compose=compose)
+                out = self.model.render(app.expand(len(zz)), zs, zz, compose=compose, **extra)
             yield out, bool(torch.isfinite(zz).all()) and bool(torch.isfinite(zs).all())
 
     def render_batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
@@ -168,11 +173,11 @@ class ImitatorRuntime:
             yield img.clamp(0, 1)
 
     def paint_batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
-                      batch: int | None = None) -> Iterator[Painting]:
+                      batch: int | None = None, calibration: Calibration | None = None) -> Iterator[Painting]:
         """`render_batches` without the last step, for a caller that samples the source itself (the
         pipeline reads the portrait once per output pixel: `pipeline.portrait.Framing.compose`): each
         batch's flow and the decoder's painting, placed in the crop, float32 on the device."""
-        for out, finite in self._batches(app, z_src, z_drv, batch, compose=False):
+        for out, finite in self._batches(app, z_src, z_drv, batch, compose=False, calibration=calibration):
             flow, painted = out.flow.flow.float(), out.synthesis
             if finite:
                 for x in (flow, painted.synthesis):

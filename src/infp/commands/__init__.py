@@ -96,6 +96,12 @@ def generation_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overlap", type=non_negative_int, default=None,
                    help="frames each 50-frame window shares with the one before and holds, for smooth joins "
                    "(default 30; 0 = the paper's back-to-back windows, fastest)")
+    p.add_argument("--keep-expression", action="store_true",
+                   help="rest in the portrait's own expression (an open mouth stays open while listening) instead "
+                   "of the neutral start: lips closed, eyes open (docs/generate.md)")
+    p.add_argument("--expression-space", type=Path, default=None,
+                   help="the expression space of --imitator for the neutral start (infp train expression; default: "
+                   "the bundled one, when it was fitted on that imitator)")
 
 
 def check_device(device: str) -> None:

@@ -1,6 +1,7 @@
 """`infp eval imitation`: self-reenactment scores of a stage-1 checkpoint beside the copy-source
 baseline, and a cross-identity grid. `infp eval motion`: how stage-2 checkpoints speak, listen and
-switch roles on synthetic conversations with ground truth."""
+switch roles on synthetic conversations with ground truth. `infp eval real`: against real talking
+videos. `infp eval listening`: portraits at rest, against real listeners."""
 
 from __future__ import annotations
 
@@ -123,6 +124,27 @@ def _identity(args: argparse.Namespace):
         return None
 
 
+def _pipeline(args: argparse.Namespace, device: str):
+    """The pipeline of `generation_arguments`' checkpoints."""
+    from infp.pipeline import InfpPipeline
+
+    return InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device, speech_model=args.speech_model,
+                                        expression=args.expression_space)
+
+
+def _write_report(out: Path, stem: str, report) -> None:
+    """OUT/STEM.md and OUT/STEM.json, each written whole or not at all."""
+    from infp.fsutil import atomic_file
+
+    for name, text in ((f"{stem}.md", report.markdown()), (f"{stem}.json", report.to_json())):
+        with atomic_file(out / name) as tmp:
+            tmp.write_text(text)
+
+
+def _expression(args: argparse.Namespace) -> str:
+    return "keep" if args.keep_expression else "neutral"
+
+
 def _count(s: str) -> int:
     v = int(s)
     if v < 0:
@@ -206,8 +228,7 @@ def run_real(args: argparse.Namespace) -> None:
     from infp.errors import InfpError
     from infp.audio.io import save_wav
     from infp.eval.real import RealEvalSettings, evaluate_real, open_clips, plan_roles
-    from infp.fsutil import atomic_file, output_lock
-    from infp.pipeline import InfpPipeline
+    from infp.fsutil import output_lock
 
     if args.portrait is not None and not args.turns:
         raise InfpError("--portrait is the face animated in the built conversation: give --turns N too")
@@ -218,24 +239,59 @@ def run_real(args: argparse.Namespace) -> None:
             raise InfpError("--out is inside a clip folder; give a folder of its own", args.out)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
     settings = RealEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.every, args.max_seconds,
-                                args.frames, not args.no_video, args.min_speech, args.turns, args.ceiling)
+                                args.frames, not args.no_video, args.min_speech, args.turns, args.ceiling,
+                                _expression(args))
     roles = plan_roles(clips, args.turns, args.seed, args.min_speech, args.portrait) if args.turns else None
     with output_lock(args.out, folder=True):  # one run per folder; a run that fails early leaves none behind
         if roles is not None:
             save_wav(args.out / "conversation.wav", roles.tracks)
-        pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device, speech_model=args.speech_model)
-        report, contact, strip = evaluate_real(pipe, clips, settings, args.out, progress=not args.quiet, roles=roles)
+        report, contact, strip = evaluate_real(_pipeline(args, device), clips, settings, args.out, progress=not args.quiet,
+                                               roles=roles)
         write_png(args.out / "real_contact.png", contact)
         if strip is not None:
             write_png(args.out / "roles_contact.png", strip)
-        for name, text in (("real.md", report.markdown()), ("real.json", report.to_json())):
-            with atomic_file(args.out / name) as tmp:
-                tmp.write_text(text)
+        _write_report(args.out, "real", report)
     print(report.markdown(), end="")
     log.info("contact sheet (real above generated): %s", args.out / "real_contact.png")
     if report.conversation is not None:
         log.info("role contrast %.2f; speaking above listening: %s", report.conversation.roles.speed,
                  args.out / "roles_contact.png")
+
+
+def run_listening(args: argparse.Namespace) -> None:
+    import torch
+
+    from infp.audio.io import load_mono
+    from infp.data.contact import write_png
+    from infp.data.portraits import IMAGE_SUFFIXES, read_image
+    from infp.errors import InfpError
+    from infp.eval.listening import evaluate_listening, read_listeners
+    from infp.fsutil import output_lock
+
+    files = []  # every input checked before anything is loaded
+    for p in args.portraits:
+        if p.is_dir():
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise InfpError("portrait not found", p)
+    if not files:
+        raise InfpError("no portrait image in the --portraits folders")
+    listeners = read_listeners(args.listeners)
+    speech = load_mono(args.speech)
+    if args.speech_seconds is not None:
+        speech = speech[: int(args.speech_seconds * 16000)]
+    portraits = [(f.name, read_image(f)) for f in files]
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
+    with output_lock(args.out, folder=True):
+        report, contact = evaluate_listening(_pipeline(args, device), portraits, listeners, speech, args.out,
+                                             _expression(args), args.frames, not args.no_video, not args.quiet,
+                                             steps=args.steps, guidance=args.guidance, seed=args.seed, overlap=args.overlap)
+        write_png(args.out / "listening_contact.png", contact)
+        _write_report(args.out, "listening", report)
+    print(report.markdown(), end="")
+    log.info("contact sheet (photo | listening | speaking): %s", args.out / "listening_contact.png")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -330,3 +386,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     r.add_argument("--no-video", action="store_true", help="do not write the generated videos")
     r.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
     r.set_defaults(func=run_real)
+
+    li = stages.add_parser("listening", help="portraits at rest: listening to a real speaker (agent silent) and speaking, "
+                           "mouth measured against real listeners (issue 25)")
+    li.add_argument("--portraits", type=Path, nargs="+", required=True, help="portrait images or folders of them")
+    li.add_argument("--listeners", type=Path, required=True,
+                    help="folder of real listening clips with a MANIFEST.tsv (e.g. ../shared/data/listening): the "
+                         "reference, and their speakers' speech is the partner track")
+    li.add_argument("--speech", type=Path, required=True, help="speech the portraits speak in the speaking video")
+    li.add_argument("--speech-seconds", type=positive_float, default=15.0, help="use the first S seconds of --speech (default 15)")
+    li.add_argument("--out", type=Path, required=True, help="folder for listening.md/json, the contact sheet and the videos")
+    generation_arguments(li)
+    li.add_argument("--frames", type=positive_int, default=5, help="listening and speaking frames per portrait on the sheet (default 5)")
+    li.add_argument("--no-video", action="store_true", help="do not write the generated videos")
+    li.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
+    li.set_defaults(func=run_listening)

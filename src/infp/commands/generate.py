@@ -40,8 +40,13 @@ def _generate(args: argparse.Namespace, out: Path, conversation, name: str, imag
     from infp.pipeline import InfpPipeline
 
     start = time.perf_counter()
-    pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device, args.dtype, args.speech_model)
-    portrait = pipe.prepare(image, name, args.face_index)
+    pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device, args.dtype, args.speech_model,
+                                        args.expression_space)
+    expression = "keep" if args.keep_expression else "neutral"
+    portrait = pipe.prepare(image, name, args.face_index, expression)
+    log.info("portrait: %s", portrait.check.line(portrait.expression))
+    for warning in portrait.check.warnings():
+        log.warning("portrait: %s", warning)
     video = pipe(portrait, conversation, steps=args.steps, guidance=args.guidance, seed=args.seed,
                  overlap=args.overlap, paste=not args.crop_only, size=args.size)
     video.write(out, audio=args.mix, progress=not args.quiet)

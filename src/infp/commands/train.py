@@ -1,4 +1,4 @@
-"""`infp train imitation` (stage 1) and `infp train motion` (stage 2)."""
+"""`infp train imitation` (stage 1), `infp train motion` (stage 2) and `infp train expression` (the neutral start)."""
 
 from __future__ import annotations
 
@@ -163,6 +163,19 @@ def _common(s: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> No
                         "--steps, --save-every and --log-every given with it change its plan")
 
 
+def run_expression(args: argparse.Namespace) -> None:
+    from infp.train.expression import train_expression
+
+    if not args.out.parent.is_dir():
+        raise InfpError("the output's folder does not exist", args.out.parent)
+    if args.out.exists() and any(args.out.iterdir()) and not (args.out / "config.json").is_file():
+        raise InfpError("--out is a folder that holds something other than a checkpoint; give a new path", args.out)
+    fit = train_expression(args.data, args.out, args.imitator, args.every, args.mouth_quantile, args.eye_quantile,
+                           args.device)
+    log.info("wrote %s: %d frames of %d clips; R^2 on %d held-back clips: %s", args.out, fit.frames, fit.clips,
+             fit.held_clips, ", ".join(f"{k} {v:.2f}" for k, v in fit.r2_held.items()))
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a stage of the model")
     stages = t.add_subparsers(dest="stage", required=True)
@@ -220,6 +233,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--keypoint-weight", type=non_negative, default=1.0,
                    help="weight of the keypoint loss (decoded keypoints vs landmarks; default 1)")
     s.set_defaults(func=run_imitation, recorded=_recorded_flags(s))
+
+    e = stages.add_parser("expression", help="the neutral start: fit the expression space of a stage-1 checkpoint "
+                          "(mouth, eyes and head pose read from its latents) on real clips")
+    e.add_argument("--data", type=Path, nargs="+", required=True, help="folders of real clips (infp preprocess)")
+    e.add_argument("--out", type=Path, required=True, help="the checkpoint directory to write")
+    e.add_argument("--imitator", type=Path, default=None, help="stage-1 checkpoint whose latents it reads (default: bundled)")
+    e.add_argument("--every", type=positive_int, default=3, help="use every K-th frame of each clip (default 3)")
+    e.add_argument("--mouth-quantile", type=fraction, default=0.1,
+                   help="the mouth at rest is at most as open as this share of real frames' mouths (default 0.1)")
+    e.add_argument("--eye-quantile", type=fraction, default=0.25,
+                   help="the eyes at rest are at least as open as this share of real frames' eyes (default 0.25)")
+    e.add_argument("--device", choices=["auto", "cpu", "cuda"], default="cpu", help="where E_m runs (default cpu)")
+    e.set_defaults(func=run_expression)
 
     m = stages.add_parser("motion", help="stage 2: audio -> motion latents (motion guider + diffusion transformer)")
     _common(m, steps=20000, batch=32, lr=1e-4)

@@ -57,11 +57,16 @@ def _conversation(both: str | None, agent: str | None, partner: str | None):
     raise InfpError("upload a conversation: one two-channel file, or the two voices as two files")
 
 
-def _portrait(pipe, image: np.ndarray | None):
+def _portrait(pipe, image: np.ndarray | None, keep: bool = False):
     from infp.data.portraits import default_portrait
 
     name, image = ("upload", image) if image is not None else default_portrait()
-    return pipe.prepare(np.ascontiguousarray(image[..., :3]), name)
+    return pipe.prepare(np.ascontiguousarray(image[..., :3]), name, expression="keep" if keep else "neutral")
+
+
+def _check_note(portrait) -> str:
+    """The portrait check in a line, its warnings after it."""
+    return "; ".join([f"portrait: {portrait.check.line(portrait.expression)}", *portrait.check.warnings()])
 
 
 def _user_errors(fn):
@@ -113,23 +118,24 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
     out_dir.mkdir(parents=True, exist_ok=True)
 
     @_user_errors
-    def offline(image, both, agent, partner, steps, guidance, seed, crop_only, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's idiom)
+    def offline(image, both, agent, partner, steps, guidance, seed, crop_only, keep,
+                progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio's idiom)
         conversation = _conversation(both, agent, partner)
         pipe = shared()
-        portrait = _portrait(pipe, image)
+        portrait = _portrait(pipe, image, keep)
         video = pipe(portrait, conversation, steps=int(steps), guidance=float(guidance), seed=int(seed),
                      paste=not crop_only)
         path = video.write(out_dir / f"infp_{uuid.uuid4().hex[:12]}.mp4", progress=True)
         plot = activity_image(voice_activity(conversation.agent), voice_activity(conversation.partner))
-        note = f"{len(video)} frames, {conversation.duration:.1f} s; seed {int(seed)}"
+        note = f"{len(video)} frames, {conversation.duration:.1f} s; seed {int(seed)}\n\n{_check_note(portrait)}"
         return str(path), plot, note
 
     @_user_errors
-    def live(image, both, agent, partner, steps, guidance, seed) -> Iterator[tuple]:
+    def live(image, both, agent, partner, steps, guidance, seed, keep) -> Iterator[tuple]:
         conversation = _conversation(both, agent, partner)
         pipe = shared()
-        session = pipe.stream(_portrait(pipe, image), steps=int(steps), guidance=float(guidance), seed=int(seed),
-                              paste=False)
+        portrait = _portrait(pipe, image, keep)
+        session = pipe.stream(portrait, steps=int(steps), guidance=float(guidance), seed=int(seed), paste=False)
         sound = out_dir / f"infp_live_{uuid.uuid4().hex[:12]}.wav"
         save_wav(sound, (conversation.agent + conversation.partner) / max(1.0, conversation.mix_peak))
         frames: queue.Queue = queue.Queue()
@@ -146,7 +152,8 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
             if t0 is None:  # the first frame: start the sound now, so both share the delay
                 t0 = time.perf_counter()
                 delay = t0 - started
-                yield str(sound), item, f"first frame after {delay:.1f} s (one window of audio plus compute)"
+                yield str(sound), item, (f"first frame after {delay:.1f} s (one window of audio plus compute)\n\n"
+                                         f"{_check_note(portrait)}")
             else:
                 if (wait := t0 + shown / FPS - time.perf_counter()) > 0:
                     time.sleep(wait)
@@ -172,6 +179,8 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
                     guidance = gr.Slider(1.0, 6.0, value=3.0, step=0.5, label="Audio guidance")
                     seed = gr.Number(value=0, precision=0, label="Seed")
                     crop_only = gr.Checkbox(value=False, label="Face crop only (offline)")
+                    keep = gr.Checkbox(value=False, label="Keep the portrait's own expression at rest (by default an open "
+                                       "mouth is closed and half-closed eyes opened)")
             with gr.Column():
                 with gr.Tab("Offline", id="offline"):
                     run = gr.Button("Generate video", variant="primary", elem_id="generate")
@@ -185,8 +194,8 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
                     live_audio = gr.Audio(label="Conversation (plays with the first frame)", autoplay=True,
                                           elem_id="live_audio", interactive=False)
                     live_note = gr.Markdown(elem_id="live_note")
-        run.click(offline, [image, both, agent, partner, steps, guidance, seed, crop_only], [video, plot, note])
-        start.click(live, [image, both, agent, partner, steps, guidance, seed], [live_audio, live_frame, live_note])
+        run.click(offline, [image, both, agent, partner, steps, guidance, seed, crop_only, keep], [video, plot, note])
+        start.click(live, [image, both, agent, partner, steps, guidance, seed, keep], [live_audio, live_frame, live_note])
     app.queue(default_concurrency_limit=1, max_size=32)
     app.infp_out_dir = out_dir
     return app

@@ -249,6 +249,7 @@ class RealEvalSettings:
     min_speech: float = MIN_SPEECH
     turns: int = 0  # turns of the built conversation for the role contrast (0: none)
     ceiling: bool = False  # also render each clip's own E_m latents (stage 1's ceiling; module doc)
+    expression: str = "neutral"  # the portrait's resting state (`InfpPipeline.prepare`): "neutral" or "keep"
 
 
 @dataclass(frozen=True)
@@ -531,7 +532,7 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
         return f"{len(idx)} frame(s) measured (< 2)"
     n = int(idx[-1]) + 1
     try:
-        portrait = pipe.prepare(first[0], name, face_index=0)
+        portrait = pipe.prepare(first[0], name, face_index=0, expression=s.expression)
     except NoFaceError:
         return "no face found in the first frame (the portrait)"
     agent = agent[: n * SAMPLES_PER_FRAME]
@@ -637,7 +638,7 @@ def evaluate_roles(pipe, plan: RolePlan, s: RealEvalSettings, video: Path | None
     from infp.pipeline.pipeline import Settings
 
     try:
-        portrait = pipe.prepare(plan.image, plan.portrait, face_index=0)
+        portrait = pipe.prepare(plan.image, plan.portrait, face_index=0, expression=s.expression)
     except NoFaceError:
         raise InfpError("no face found in the portrait for --turns", plan.portrait) from None
     agent, partner = plan.tracks

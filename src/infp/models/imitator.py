@@ -36,6 +36,17 @@ class Keypoints(NamedTuple):
     driving: torch.Tensor  # (B, K, 2), decoded from z_drv
 
 
+class Calibration(NamedTuple):
+    """Keypoints of one portrait known better than its latent says (the pipeline's, from the detected
+    landmarks): the source's keypoints replace those decoded from z_src, and `offset` is added to those
+    decoded from z_drv. E_m keeps only part of the mouth's opening (0.4-0.65 of its spread), so a
+    photo's open mouth can decode as nearly closed; its detected lips, moved by the decoded offsets,
+    are what the renderer must warp."""
+
+    source: torch.Tensor  # (B, K, 2) in [-1, 1]
+    offset: torch.Tensor  # (B, K, 2)
+
+
 class Rendered(NamedTuple):
     image: torch.Tensor | None  # (B, 3, R, R), about [0, 1]; clamp before display. R: the source's resolution
     flow: Flow
@@ -97,13 +108,18 @@ class Imitator(nn.Module):
         resolution (B, 3, R, R), which the renderer then warps instead of `image`."""
         return self.appearance_encoder(image, full)
 
-    def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor, compose: bool = True) -> Rendered:
+    def render(self, app: AppearanceFeatures, z_src: torch.Tensor, z_drv: torch.Tensor, compose: bool = True,
+               calibration: Calibration | None = None) -> Rendered:
         """The per-frame work: motion codes -> (keypoints ->) flow -> warp the source, paint what it
         lacks. `compose` False leaves the image None, for a caller that warps the source itself (the
-        pipeline samples the portrait once, straight into the output frame: pipeline/portrait.py)."""
+        pipeline samples the portrait once, straight into the output frame: pipeline/portrait.py).
+        `calibration`: the source's keypoints and an offset of the driving ones (`Calibration`)."""
         kp, prior, mouth, region, window = None, None, None, None, None
         if self.keypoint_decoder is not None:
-            kp = Keypoints(self.keypoint_decoder(z_src), self.keypoint_decoder(z_drv))
+            if calibration is None:
+                kp = Keypoints(self.keypoint_decoder(z_src), self.keypoint_decoder(z_drv))
+            else:
+                kp = Keypoints(calibration.source.to(z_drv.dtype), self.keypoint_decoder(z_drv) + calibration.offset)
             # detached: the keypoints stay landmarks, trained only against landmarks, not bent by the image loss
             src, drv = kp.source.detach(), kp.driving.detach()
             prior = keypoint_flow(src, drv, self.cfg.feature_size, self.cfg.keypoint_sigma, head=self.cfg.keypoint_head,

@@ -2,7 +2,7 @@
 
 ```
 pipe = InfpPipeline.from_pretrained()                 # the bundled stage-1 and stage-2 checkpoints
-portrait = pipe.prepare(read_image("me.jpg"))          # find, crop and encode the face once
+portrait = pipe.prepare(read_image("me.jpg"))          # find, crop and encode the face once (rests neutral)
 video = pipe(portrait, agent, partner, seed=0)         # agent/partner: 16 kHz float32 tracks
 video.write("out.mp4")                                 # or: for frame in video: ...
 session = pipe.stream(portrait)                        # live: push audio chunks, get frames
@@ -31,6 +31,10 @@ from infp.audio.io import Conversation
 from infp.diffusion.sampling import WindowedGenerator
 from infp.errors import InfpError
 from infp.models import Imitator
+from infp.models.expression_space import ExpressionSpace
+from infp.models.imitator import Calibration
+from infp.pipeline.check import PortraitCheck, check_face
+from infp.pipeline.neutral import load_expression_space, rest_state
 from infp.pipeline.portrait import FaceCrop, find_face
 from infp.guard import LATENT_MAX, check_finite
 from infp.pipeline.stages import MotionStage, load_imitator, load_motion_stage
@@ -42,11 +46,16 @@ log = logging.getLogger("infp")
 
 @dataclass(frozen=True, eq=False)
 class Portrait:
-    """A portrait ready to animate: its face crop, E_m's latent of it and its appearance features."""
+    """A portrait ready to animate: its face crop, E_m's latent of it, its appearance features and its
+    resting state (`pipeline.neutral`)."""
 
     face: FaceCrop
-    latent: torch.Tensor  # (motion_dim,) z_src: the portrait's own motion, where generation starts
+    latent: torch.Tensor  # (motion_dim,) z_src: the portrait's own motion, what the renderer moves from
     appearance: object  # infp.models.AppearanceFeatures of the crop, batch 1, on the pipeline's device
+    start: torch.Tensor  # (motion_dim,) where generation starts: the neutral z_n, or z_src when kept
+    calibration: Calibration | None  # the renderer's keypoints calibrated on the landmarks (None: decoded from z_src)
+    check: PortraitCheck  # the photo's face: size, pose, mouth and eyes
+    expression: str = "neutral"  # "neutral" or "keep"
 
 
 @dataclass(frozen=True)
@@ -61,8 +70,9 @@ class Settings:
 
 class InfpPipeline:
     def __init__(self, imitator: Imitator, motion: MotionStage, device: str | torch.device = "cpu",
-                 dtype: str | torch.dtype = "float32"):
+                 dtype: str | torch.dtype = "float32", expression: ExpressionSpace | None = None):
         self.stage1 = ImitatorRuntime(imitator.eval(), device, dtype, batch=10)  # owns stage 1's device and dtype
+        self.expression = expression  # the neutral start's expression space (None: portraits keep their own)
         self.device, self.dtype = self.stage1.device, self.stage1.dtype
         self.stage2 = MotionStage(motion.path, motion.model.eval().to(self.device), motion.diffusion, motion.featurizer)
 
@@ -72,25 +82,30 @@ class InfpPipeline:
 
     @classmethod
     def from_pretrained(cls, motion: str | Path | None = None, imitator: str | Path | None = None,
-                        device: str = "auto", dtype: str = "float32", speech_model: str | Path | None = None) -> InfpPipeline:
+                        device: str = "auto", dtype: str = "float32", speech_model: str | Path | None = None,
+                        expression: str | Path | None = None) -> InfpPipeline:
         """The two stages from checkpoint directories (default: the bundled ones). `device` "auto"
-        takes the GPU when there is one."""
+        takes the GPU when there is one. `expression`: the expression space fitted on the imitator's
+        latents (default: the bundled one, where it was fitted on this imitator)."""
         from infp.data.motion import imitator_fingerprint
-        from infp.pretrained import imitator_dir, motion_dir
+        from infp.pretrained import expression_dir, imitator_dir, motion_dir
 
         imitator_path = Path(imitator) if imitator else imitator_dir()
         model = load_imitator(imitator_path)
-        stage2 = load_motion_stage(Path(motion) if motion else motion_dir(), model, imitator_fingerprint(imitator_path),
-                                   speech_model)
-        pipe = cls(model, stage2, device, dtype)
+        fingerprint = imitator_fingerprint(imitator_path)
+        stage2 = load_motion_stage(Path(motion) if motion else motion_dir(), model, fingerprint, speech_model)
+        space = load_expression_space(expression, fingerprint) if expression else _bundled_space(expression_dir(), fingerprint)
+        pipe = cls(model, stage2, device, dtype, space)
         pipe.stage1.path = imitator_path
         return pipe
 
     # -- the portrait ------------------------------------------------------------------------------
 
-    def prepare(self, image: np.ndarray, name: str = "portrait", face_index: int | None = None) -> Portrait:
+    def prepare(self, image: np.ndarray, name: str = "portrait", face_index: int | None = None,
+                expression: str = "neutral") -> Portrait:
         """Find the face in an RGB uint8 image of any size (several faces: pick with `face_index`),
-        crop it for the renderer and encode it once."""
+        crop it for the renderer and encode it once. `expression` "neutral": the avatar rests with
+        closed lips and open eyes whatever the photo shows; "keep": the photo's expression is its rest."""
         from infp.face.hybrid import represent
 
         cfg = self.imitator.cfg
@@ -98,7 +113,9 @@ class InfpPipeline:
         rep = represent(face.crop, face.points, cfg.representation)
         latent = self.stage1.encode_motion(rep[None])[0]
         appearance = self.stage1.encode_appearance(face.crop[None], None if face.full is None else face.full[None])
-        return Portrait(face, latent, appearance)
+        rest = rest_state(self.imitator, self.expression, latent, face.points, expression)
+        check = check_face(face.points, float(face.box[2]))
+        return Portrait(face, latent, appearance, rest.start.to(latent), rest.calibration, check, rest.expression)
 
     # -- generation --------------------------------------------------------------------------------
 
@@ -106,7 +123,7 @@ class InfpPipeline:
         """Latents only, window by window (what `stream` renders)."""
         m = self.stage2
         check_finite(portrait.latent, f"stage 1 (the imitator) encoded the portrait to NaN or infinite values; {DAMAGED}")
-        gen = WindowedGenerator(m.model, m.diffusion, portrait.latent, None, settings.steps, settings.guidance, settings.seed,
+        gen = WindowedGenerator(m.model, m.diffusion, portrait.start, None, settings.steps, settings.guidance, settings.seed,
                                 settings.overlap)
         return MotionStream(gen, m.featurizer, context_frames=m.featurizer.context_frames)
 
@@ -122,7 +139,7 @@ class InfpPipeline:
             check_finite(torch.as_tensor(z), f"stage 2 generated NaN, infinite or absurdly large motion latents; {DAMAGED}",
                          self.stage2.path, LATENT_MAX)
             out = []
-            for p in self.stage1.paint_batches(portrait.appearance, portrait.latent, z):
+            for p in self.stage1.paint_batches(portrait.appearance, portrait.latent, z, calibration=portrait.calibration):
                 frames = framing.compose(p.flow, p.synthesis, p.mask)
                 out += frames if settings.paste else [_resized(f, side) for f in frames]
             return out
@@ -153,6 +170,17 @@ class InfpPipeline:
         stream = self.motion_stream(portrait, Settings(**settings))
         parts = stream.push(conversation.agent, conversation.partner) + stream.finish()
         return np.concatenate(parts)
+
+
+def _bundled_space(path: Path | None, fingerprint: str) -> ExpressionSpace | None:
+    """The bundled expression space where it was fitted on this imitator's latents, else None."""
+    if path is None:
+        return None
+    try:
+        return load_expression_space(path, fingerprint)
+    except InfpError as e:
+        log.info("the bundled expression space does not fit this imitator (%s)", e)
+        return None
 
 
 def _conversation(agent: np.ndarray, partner: np.ndarray) -> Conversation:

@@ -126,9 +126,13 @@ class FaceCrop:
 
     def framing(self, size: int | None = None) -> Framing:
         """The output frame for pasting: the portrait scaled so its longer side is `size` (default:
-        its own, at most MAX_SIDE), with even sides for H.264."""
+        its own, or larger where the face would be smaller than the renderer's crop; at most MAX_SIDE),
+        with even sides for H.264."""
         h, w = self.image.shape[:2]
-        side = size or min(max(h, w), MAX_SIDE)
+        # by default the face gets at least the renderer's working size in the frame: a small photo is
+        # upscaled, not rendered as a 112-px video
+        at_least = round(max(h, w) * self.crop.shape[0] / float(self.box[2]))
+        side = size or min(max(h, w, at_least), MAX_SIDE)
         scale = side / max(h, w)
         _warn_upscale(self.name, "the portrait", max(h, w), side)
         out_w, out_h = (max(2, 2 * round(v * scale / 2)) for v in (w, h))
