@@ -104,6 +104,11 @@ def generation_arguments(p: argparse.ArgumentParser) -> None:
                    "the bundled one, when it was fitted on that imitator)")
 
 
+def expression(args: argparse.Namespace) -> str:
+    """The portrait's resting state `generation_arguments` asked for (`InfpPipeline.prepare`)."""
+    return "keep" if args.keep_expression else "neutral"
+
+
 def check_device(device: str) -> None:
     """`--device cuda` on a machine without a usable CUDA GPU: one line, before anything loads."""
     if device == "cuda":

@@ -11,7 +11,7 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
-from infp.commands import fraction, generation_arguments, non_negative_int, positive_float, positive_int
+from infp.commands import expression, fraction, generation_arguments, non_negative_int, positive_float, positive_int
 
 log = logging.getLogger("infp")
 
@@ -141,10 +141,6 @@ def _write_report(out: Path, stem: str, report) -> None:
             tmp.write_text(text)
 
 
-def _expression(args: argparse.Namespace) -> str:
-    return "keep" if args.keep_expression else "neutral"
-
-
 def _count(s: str) -> int:
     v = int(s)
     if v < 0:
@@ -240,7 +236,7 @@ def run_real(args: argparse.Namespace) -> None:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
     settings = RealEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.every, args.max_seconds,
                                 args.frames, not args.no_video, args.min_speech, args.turns, args.ceiling,
-                                _expression(args))
+                                expression(args))
     roles = plan_roles(clips, args.turns, args.seed, args.min_speech, args.portrait) if args.turns else None
     with output_lock(args.out, folder=True):  # one run per folder; a run that fails early leaves none behind
         if roles is not None:
@@ -261,6 +257,7 @@ def run_real(args: argparse.Namespace) -> None:
 def run_listening(args: argparse.Namespace) -> None:
     import torch
 
+    from infp import SAMPLE_RATE
     from infp.audio.io import load_mono
     from infp.data.contact import write_png
     from infp.data.portraits import IMAGE_SUFFIXES, read_image
@@ -281,12 +278,12 @@ def run_listening(args: argparse.Namespace) -> None:
     listeners = read_listeners(args.listeners)
     speech = load_mono(args.speech)
     if args.speech_seconds is not None:
-        speech = speech[: int(args.speech_seconds * 16000)]
+        speech = speech[: int(args.speech_seconds * SAMPLE_RATE)]
     portraits = [(f.name, read_image(f)) for f in files]
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
     with output_lock(args.out, folder=True):
         report, contact = evaluate_listening(_pipeline(args, device), portraits, listeners, speech, args.out,
-                                             _expression(args), args.frames, not args.no_video, not args.quiet,
+                                             expression(args), args.frames, not args.no_video, not args.quiet,
                                              steps=args.steps, guidance=args.guidance, seed=args.seed, overlap=args.overlap)
         write_png(args.out / "listening_contact.png", contact)
         _write_report(args.out, "listening", report)

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from infp.commands import check_device, frame_size, generation_arguments, non_negative_int
+from infp.commands import check_device, expression, frame_size, generation_arguments, non_negative_int
 
 log = logging.getLogger("infp")
 
@@ -42,8 +42,7 @@ def _generate(args: argparse.Namespace, out: Path, conversation, name: str, imag
     start = time.perf_counter()
     pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device, args.dtype, args.speech_model,
                                         args.expression_space)
-    expression = "keep" if args.keep_expression else "neutral"
-    portrait = pipe.prepare(image, name, args.face_index, expression)
+    portrait = pipe.prepare(image, name, args.face_index, expression(args))
     log.info("portrait: %s", portrait.check.line(portrait.expression))
     for warning in portrait.check.warnings():
         log.warning("portrait: %s", warning)

@@ -171,7 +171,7 @@ def run_expression(args: argparse.Namespace) -> None:
     if args.out.exists() and any(args.out.iterdir()) and not (args.out / "config.json").is_file():
         raise InfpError("--out is a folder that holds something other than a checkpoint; give a new path", args.out)
     fit = train_expression(args.data, args.out, args.imitator, args.every, args.mouth_quantile, args.eye_quantile,
-                           args.device)
+                           args.device, progress=not args.quiet)
     log.info("wrote %s: %d frames of %d clips; R^2 on %d held-back clips: %s", args.out, fit.frames, fit.clips,
              fit.held_clips, ", ".join(f"{k} {v:.2f}" for k, v in fit.r2_held.items()))
 

@@ -62,14 +62,14 @@ def imitator_fingerprint(path: str | Path) -> str:
 ENCODER_FIELDS = ("representation", "motion_dim", "motion_input", "motion_channels", "size")
 
 
-def _representations(clip: Clip, size: int, kind: str, progress_bar=None) -> Iterator[np.ndarray | None]:
+def representations(clip: Clip, size: int, kind: str, progress_bar=None, every: int = 1) -> Iterator[np.ndarray | None]:
     """E_m's input for each decoded frame, streamed, resized as stage 1 saw it (`pairs.load_clip_frames`);
-    None where the clip has no face."""
+    None where the clip has no face, and with `every` > 1 for the frames between every `every`-th."""
     points = clip.landmarks().astype(np.float32) * (size / clip.meta.size)
     for i, frame in enumerate(clip.frames()):
         if progress_bar is not None:
             progress_bar.update(1)
-        if i >= len(points) or not np.isfinite(points[i]).all():
+        if i % every or i >= len(points) or not np.isfinite(points[i]).all():
             yield None
             continue
         if frame.shape[0] != size:
@@ -85,7 +85,7 @@ def compute_latents(clip: Clip, imitator: Imitator, batch_size: int = 64, progre
     """
     rt = ImitatorRuntime(imitator, batch=batch_size)
     out = [np.zeros((0, imitator.cfg.motion_dim), np.float32)]
-    reps = _representations(clip, imitator.cfg.size, imitator.cfg.representation, progress_bar)
+    reps = representations(clip, imitator.cfg.size, imitator.cfg.representation, progress_bar)
     while chunk := list(itertools.islice(reps, batch_size)):
         rows = np.full((len(chunk), imitator.cfg.motion_dim), np.nan, np.float32)
         face = np.array([r is not None for r in chunk])

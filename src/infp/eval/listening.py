@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 
 from infp import FPS, SAMPLE_RATE
-from infp.data.contact import label, pick, sheet
+from infp.data.contact import pick, sheet
 from infp.errors import InfpError
-from infp.eval.real import MouthActivity, mouth_activity, pool_activity, ratio
+from infp.eval.real import MouthActivity, mouth_activity, pool_activity, ratio, tile
 from infp.face.expression import mouth_opening
 
 log = logging.getLogger(__name__)
@@ -196,17 +196,10 @@ def evaluate_listening(pipe, portraits: list[tuple[str, np.ndarray]], listeners:
         results.append(PortraitResult(name, portrait.check.mouth, portrait.check.eyes, portrait.expression, listen, speak,
                                       ratio(listen.mean, reference.mean), ratio(listen.speed, reference.speed),
                                       ratio(speak.speed, listen.speed)))
-        rows.append([_tile(portrait.face.crop, stem[:22])] + [_tile(f, "listening") for f in listen_frames]
-                    + [_tile(f, "speaking") for f in speak_frames])
+        rows.append([tile(portrait.face.crop, stem[:22], TILE)] + [tile(f, "listening", TILE) for f in listen_frames]
+                    + [tile(f, "speaking", TILE) for f in speak_frames])
         log.info("%s: listening lip gap %.4f (%.2fx real), activity %.4f (%.2fx); speaking activity %.4f", name,
                  listen.mean, results[-1].gap_ratio, listen.speed, results[-1].activity_ratio, speak.speed)
     report = ListeningReport(real, reference, len(partner) / SAMPLE_RATE, len(speech) / SAMPLE_RATE, results)
     return report, sheet(rows, TILE)
 
-
-def _tile(frame: np.ndarray, text: str) -> np.ndarray:
-    import cv2
-
-    if frame.shape[:2] != (TILE, TILE):
-        frame = cv2.resize(frame, (TILE, TILE), interpolation=cv2.INTER_AREA)
-    return label(frame, text)

@@ -494,9 +494,10 @@ def _rendered(render, z: np.ndarray, idx: np.ndarray, batch: int = 25) -> Iterat
         yield from render(z[idx[i: i + batch]])
 
 
-def _tile(frame: np.ndarray, text: str) -> np.ndarray:
-    if frame.shape[0] != TILE or frame.shape[1] != TILE:
-        frame = cv2.resize(frame, (TILE, TILE), interpolation=cv2.INTER_AREA)
+def tile(frame: np.ndarray, text: str, size: int = TILE) -> np.ndarray:
+    """A contact-sheet frame: resized to `size` and labelled."""
+    if frame.shape[0] != size or frame.shape[1] != size:
+        frame = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
     return label(frame, text)
 
 
@@ -558,10 +559,10 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
     roles = [contrast(mouth_activity(x.mouth, talk, s.every), mouth_activity(x.mouth, ~talk, s.every)) for x in (real, gen)]
     contact = [int(idx[i]) for i in at]
     real_kept = _frames_at(clip.frames(), contact)  # decoded again: a whole clip's frames need not fit in memory
-    rows = [[_tile(real_kept[t], f"real {t / fps:.1f}s") for t in contact],
-            [_tile(gen_kept[i], f"generated {idx[i] / fps:.1f}s") for i in at]]
+    rows = [[tile(real_kept[t], f"real {t / fps:.1f}s") for t in contact],
+            [tile(gen_kept[i], f"generated {idx[i] / fps:.1f}s") for i in at]]
     if ceiling is not None:
-        rows.append([_tile(ceiling_kept[i], f"ceiling {idx[i] / fps:.1f}s") for i in at])
+        rows.append([tile(ceiling_kept[i], f"ceiling {idx[i] / fps:.1f}s") for i in at])
     if rows[0]:
         rows[0][0] = _captioned(rows[0][0], name)
     return ClipResult(name, clip.meta.kind, n, voiced, real_m, gen_m, ratios(gen_m, real_m), contact, *roles,
@@ -652,7 +653,7 @@ def evaluate_roles(pipe, plan: RolePlan, s: RealEvalSettings, video: Path | None
     ok = np.isfinite(mouth)
     picks = {k: pick(masks[k] & ok, np.where(ok, mouth, -np.inf), s.contact_frames) if s.contact_frames else []
              for k in ("speaking", "listening")}
-    rows = [[_tile(f, f"{k} {idx[i] / FPS:.1f}s") for f, i in zip(render(z[idx[c]]), c)] if c else []
+    rows = [[tile(f, f"{k} {idx[i] / FPS:.1f}s") for f, i in zip(render(z[idx[c]]), c)] if c else []
             for k, c in picks.items()]
     result = RoleResult(plan.portrait, plan.agent, plan.partner, plan.turns, len(agent) / SAMPLE_RATE,
                         float(ok.mean()) if len(ok) else NAN, contrast(act["speaking"], act["listening"]),

@@ -18,8 +18,8 @@ import torch
 from tqdm import tqdm
 
 from infp.data.clip import Clip
+from infp.data.motion import representations
 from infp.face.expression import eye_opening, mouth_opening
-from infp.face.hybrid import represent
 from infp.face.pose import head_pose
 from infp.models.expression_space import MEASURES, UNBOUNDED, ExpressionConfig, ExpressionSpace
 from infp.runtime import ImitatorRuntime
@@ -49,29 +49,18 @@ def sample_frames(runtime: ImitatorRuntime, clips: list[Clip], every: int = 3, b
     """Every `every`-th frame with a face of each clip, encoded and measured."""
     cfg = runtime.cfg
     zs, ms, ids = [], [], []
-    bar = tqdm(clips, desc="encoding frames", unit="clip", disable=not progress)
-    for c, clip in enumerate(bar):
-        points = clip.landmarks()
-        reps, pts = [], []
-        for j, frame in enumerate(clip.frames()):
-            if j >= len(points):
-                break
-            if j % every or not np.isfinite(points[j]).all():
-                continue
-            p = points[j].astype(np.float32)
-            if frame.shape[0] != cfg.size:  # the clip was written at another size: scale crop and points alike
-                import cv2
-
-                p = p * np.float32(cfg.size / frame.shape[0])
-                frame = cv2.resize(frame, (cfg.size, cfg.size), interpolation=cv2.INTER_AREA)
-            reps.append(represent(frame, p, cfg.representation))
-            pts.append(p)
+    for c, clip in enumerate(tqdm(clips, desc="encoding frames", unit="clip", disable=not progress)):
+        reps, rows = [], []
+        for j, rep in enumerate(representations(clip, cfg.size, cfg.representation, every=every)):
+            if rep is not None:
+                reps.append(rep)
+                rows.append(j)
         if not reps:
             continue
         for s in range(0, len(reps), batch):
             zs.append(runtime.encode_motion(np.stack(reps[s : s + batch])).float().cpu().numpy())
-        ms.append(measures(np.stack(pts)))
-        ids.append(np.full(len(pts), c))
+        ms.append(measures(clip.landmarks()[rows]))  # ratios and angles: the same at any crop size
+        ids.append(np.full(len(rows), c))
     if not zs:
         raise ValueError("no frame with a face in the clips")
     return Frames(np.concatenate(zs), np.concatenate(ms), np.concatenate(ids))
