@@ -103,3 +103,17 @@ def tiny_models(tmp_path_factory) -> Path:
     model.save_pretrained(root / "m", diffusion=DiffusionConfig().to_dict(),
                           training={"imitator_fingerprint": imitator_fingerprint(root / "imi")})
     return root
+
+
+@pytest.fixture(scope="session")
+def pipe(tiny_models):
+    """`InfpPipeline` on the tiny checkpoints, on the CPU."""
+    from infp.pipeline import InfpPipeline
+
+    return InfpPipeline.from_pretrained(tiny_models / "m", tiny_models / "imi", device="cpu")
+
+
+@pytest.fixture(scope="session")
+def portrait(pipe, astronaut):
+    """The astronaut prepared by the tiny `pipe`."""
+    return pipe.prepare(astronaut, "astronaut")

@@ -9,10 +9,13 @@ import torch
 
 from infp.diffusion import CondDropout, DiffusionConfig, denoising_loss, generate
 from infp.diffusion.sampling import (
+    LIVE_LOOKAHEAD,
     Span,
     WindowedGenerator,
     sample_window,
     window_blend,
+    window_overlap,
+    window_schedule,
     window_spans,
 )
 from infp.diffusion.training import MotionBatch, min_snr_weights
@@ -223,17 +226,32 @@ def _spy_windows(monkeypatch, m: MotionGenerator) -> tuple[list, list]:
 
 
 def test_window_schedule():
-    assert window_spans(30, 12) == [Span(0, 0), Span(12, 12), Span(18, 24)]  # the last moved back to end at 30
-    assert window_spans(36, 12) == [Span(0, 0), Span(12, 12), Span(24, 24)]
-    assert window_spans(30, 12, overlap=4) == [Span(0, 0), Span(8, 12), Span(16, 20), Span(18, 28)]
-    assert window_spans(5, 12) == [Span(0, 0)] and window_spans(0, 12) == []
+    assert window_spans(30, 12) == [Span(0, 0, 12), Span(12, 12, 24), Span(18, 24, 30)]  # the last moved back to end at 30
+    assert window_spans(36, 12) == [Span(0, 0, 12), Span(12, 12, 24), Span(24, 24, 36)]
+    assert window_spans(30, 12, overlap=4) == [Span(0, 0, 12), Span(8, 12, 20), Span(16, 20, 28), Span(18, 28, 30)]
+    assert window_spans(5, 12) == [Span(0, 0, 5)] and window_spans(0, 12) == []
+    # look-ahead: each window keeps all but its last 2 frames; the last window keeps everything to the end
+    assert window_spans(30, 12, overlap=4, lookahead=2) == [Span(0, 0, 10), Span(6, 10, 16), Span(12, 16, 22),
+                                                             Span(18, 22, 30)]
     for n in (12, 13, 47, 100):
         for overlap in (0, 3, 8):
-            spans = window_spans(n, 12, overlap)
-            ends = [s.start + 12 for s in spans]
-            assert ends[-1] == n and all(e <= n for e in ends), "every window is full length, inside the conversation"
-            assert [s.new for s in spans] == [0, *ends[:-1]], "each window's new frames start where the last ended"
-            assert all(s.new - s.start >= overlap for s in spans[1:]), "each holds at least `overlap` frames"
+            for look in (0, 2):
+                spans = window_spans(n, 12, overlap, look)
+                assert spans[-1].start + 12 == n and all(s.start + 12 <= n for s in spans), \
+                    "every window is full length, inside the conversation"
+                assert [s.new for s in spans] == [0, *(s.end for s in spans[:-1])], "each keeps from where the last ended"
+                assert spans[-1].end == n, "the last keeps everything to the end"
+                assert all(s.end == s.start + 12 - look for s in spans[:-1]), "the others leave out the look-ahead"
+                assert all(s.new - s.start >= overlap for s in spans[1:]), "each holds at least `overlap` frames"
+
+
+def test_live_schedule_is_the_short_hop():
+    overlap, look = window_schedule(CFG, live=True)
+    assert (overlap, look) == (CFG.window - CFG.context, LIVE_LOOKAHEAD)
+    assert window_schedule(CFG) == (window_overlap(CFG), 0)
+    m = _model()
+    with pytest.raises(InfpError, match="overlap"):
+        WindowedGenerator(m, DiffusionConfig(), torch.zeros(CFG.motion_dim), overlap=CFG.window - 1, live=True)
 
 
 @pytest.mark.parametrize("overlap", [0, 4])
@@ -247,7 +265,7 @@ def test_windows_continue_from_the_previous_windows_latents(monkeypatch, overlap
     assert len(contexts) == len(held) == len(spans)
     torch.testing.assert_close(contexts[0], first.expand(c, -1), atol=1e-5, rtol=1e-5)
     assert held[0] is None
-    for ctx, kept, (s, new) in zip(contexts[1:], held[1:], spans[1:]):
+    for ctx, kept, (s, new, _) in zip(contexts[1:], held[1:], spans[1:]):
         torch.testing.assert_close(ctx, z[s - c : s], atol=1e-5, rtol=1e-5)  # the latents just before the window
         if new == s:  # a window that shares no frames holds none
             assert kept is None
@@ -324,14 +342,19 @@ def test_short_and_empty_conversations():
         generate(m, DiffusionConfig(), _rows(5), _rows(6), torch.zeros(CFG.motion_dim), steps=2)
 
 
-def test_streaming_windows_equal_offline_generation():
+@pytest.mark.parametrize("live", [False, True])
+def test_streaming_windows_equal_offline_generation(live):
     m = _model()
-    n = 2 * CFG.window
+    n = 2 * CFG.window + 3
     a, p, first = _rows(n), _rows(n, 1), torch.randn(CFG.motion_dim)
-    offline = generate(m, DiffusionConfig(), a, p, first, steps=3, seed=4)
-    gen = WindowedGenerator(m, DiffusionConfig(), first, steps=3, seed=4)
+    offline = generate(m, DiffusionConfig(), a, p, first, steps=3, seed=4, live=live)
+    gen = WindowedGenerator(m, DiffusionConfig(), first, steps=3, seed=4, live=live)
     k, w = CFG.audio_per_frame, CFG.window
-    online = torch.cat([gen.window(a[k * s : k * (s + w)], p[k * s : k * (s + w)], s) for s, _ in gen.spans(n)])
+    spans = gen.spans(n)
+    # pushed windows keep their default frames (all but the look-ahead); only the last is told where to end
+    online = torch.cat([gen.window(a[k * s : k * (s + w)], p[k * s : k * (s + w)], s, e if i == len(spans) - 1 else None)
+                        for i, (s, _, e) in enumerate(spans)])
+    assert online.shape == (n, CFG.motion_dim)
     torch.testing.assert_close(online, offline, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="does not continue"):
         gen.window(a[: k * w], p[: k * w], 0)  # 24 frames are done: a window from 0 cannot add to them

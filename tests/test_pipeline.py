@@ -18,16 +18,6 @@ from infp.pipeline.stream import SAMPLES_PER_FRAME
 from infp.video import probe, read_frames
 
 
-@pytest.fixture(scope="module")
-def pipe(tiny_models) -> InfpPipeline:
-    return InfpPipeline.from_pretrained(tiny_models / "m", tiny_models / "imi", device="cpu")
-
-
-@pytest.fixture(scope="module")
-def portrait(pipe, astronaut):
-    return pipe.prepare(astronaut, "astronaut")
-
-
 def _channels(path) -> int:
     import av
 
@@ -106,13 +96,13 @@ def test_several_faces_need_an_index(pipe, astronaut):
         pipe.prepare(np.full((200, 200, 3), 128, np.uint8), "grey")
 
 
-@pytest.mark.parametrize("overlap", [0, 5])
-def test_stream_equals_offline_and_memory_is_bounded(pipe, portrait, overlap):
+@pytest.mark.parametrize("overlap, live", [(0, False), (5, False), (None, True)])
+def test_stream_equals_offline_and_memory_is_bounded(pipe, portrait, overlap, live):
     agent, partner = _voice(3.3, 1, (0.0, 1.5)), _voice(3.3, 2, (1.6, 3.3))
-    offline = pipe.motion(portrait, agent, partner, seed=3, steps=3, overlap=overlap)
+    offline = pipe.motion(portrait, agent, partner, seed=3, steps=3, overlap=overlap, live=live)
     n_frames = -(-len(agent) // SAMPLES_PER_FRAME)
     assert offline.shape == (n_frames, 16) and np.isfinite(offline).all()
-    stream = pipe.motion_stream(portrait, Settings(seed=3, steps=3, overlap=overlap))
+    stream = pipe.motion_stream(portrait, Settings(seed=3, steps=3, overlap=overlap, live=live))
     rng, parts, k, longest = np.random.default_rng(0), [], 0, 0
     while k < len(agent):
         n = int(rng.integers(50, 3000))
@@ -261,5 +251,6 @@ def test_cli_bench_times_motion_pipeline_and_stream(caplog):
     err = caplog.text
     assert "motion (tiny, cpu" in err and "x real time" in err
     assert "pipeline (tiny + tiny (untrained), cpu" in err and "frames/s" in err
-    assert "stream (tiny + tiny (untrained), cpu" in err and "latency audio -> frame mean" in err
+    assert "stream (tiny + tiny (untrained), cpu" in err and "latency audio -> frame mean" in err and "p95" in err
+    assert "MB" in err and "look-ahead 0" in err
     assert "flops (tiny, 64 px" in err and "flops (base, 256 px" in err and "GFLOP" in err

@@ -50,12 +50,13 @@ def run(args: argparse.Namespace) -> None:
         if set(args.what) == {"flops"}:
             return
     settings = {"steps": args.steps, "guidance": args.guidance, "overlap": args.overlap}
+    live = {what: (args.schedule or ("live" if what == "stream" else "offline")) == "live" for what in args.what}
     pipe, name = _pipeline(args, args.device)
     if "motion" in args.what:
         from infp.eval.bench import bench_motion
 
         r = bench_motion(pipe.stage2.model, pipe.stage2.diffusion, args.seconds, args.steps, args.guidance,
-                         overlap=args.overlap)
+                         overlap=args.overlap, live=live["motion"])
         log.warning("%s", r.line())  # results are shown even with --quiet
     if "pipeline" in args.what or "stream" in args.what:
         from infp.data.portraits import default_portrait
@@ -63,9 +64,10 @@ def run(args: argparse.Namespace) -> None:
 
         portrait = pipe.prepare(default_portrait()[1], "astronaut")
         if "pipeline" in args.what:
-            log.warning("%s", bench_pipeline(pipe, portrait, name, args.seconds, **settings).line())
+            log.warning("%s", bench_pipeline(pipe, portrait, name, args.seconds, live=live["pipeline"], **settings).line())
         if "stream" in args.what:
-            log.warning("%s", bench_stream(pipe, portrait, name, args.seconds, **settings).line())
+            log.warning("%s", bench_stream(pipe, portrait, name, args.seconds, max_lag_s=args.max_lag, live=live["stream"],
+                                           **settings).line())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,4 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps (default 20)")
     s.add_argument("--guidance", type=guidance, default=3.0, help="classifier-free guidance scale (default 3; 1 = off)")
     s.add_argument("--overlap", type=non_negative_int, default=None, help="frames each window shares with the one before (default 30 of 50)")
+    s.add_argument("--schedule", choices=["offline", "live"], default=None,
+                   help="window schedule: offline (a window every 20 frames) or live (every 8, with 80 ms of "
+                   "look-ahead) (default: live for the stream, offline for the rest)")
+    s.add_argument("--max-lag", type=positive_float, default=None,
+                   help="the live session drops frames later than this many seconds (default 1)")
     s.set_defaults(func=run)

@@ -205,8 +205,8 @@ def run_motion(args: argparse.Namespace) -> None:
     if len(synthetic) < len(clips):
         log.info("eval motion: %d real clip(s) left out (no ground truth)", len(clips) - len(synthetic))
     synthetic = synthetic[: args.max_clips]
-    settings = MotionEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.style, not args.no_render,
-                                  args.video, progress=not args.quiet)
+    settings = MotionEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.live, args.style,
+                                  not args.no_render, args.video, progress=not args.quiet)
     info = {"imitator": str(imitator_path), "imitator_fingerprint": fingerprint, "device": device.type,
             "checkpoints": {c.name: f"{c.path} ({c.model.cfg.preset}, memory {'on' if c.model.cfg.use_memory else 'off'}, "
                             f"style {'on' if c.model.cfg.use_style else 'off'})" for c in checkpoints}}
@@ -234,7 +234,7 @@ def run_real(args: argparse.Namespace) -> None:
         if out == c.path.resolve() or c.path.resolve() in out.parents:
             raise InfpError("--out is inside a clip folder; give a folder of its own", args.out)
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
-    settings = RealEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.every, args.max_seconds,
+    settings = RealEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.live, args.every, args.max_seconds,
                                 args.frames, not args.no_video, args.min_speech, args.turns, args.ceiling,
                                 expression(args))
     roles = plan_roles(clips, args.turns, args.seed, args.min_speech, args.portrait) if args.turns else None
@@ -284,7 +284,8 @@ def run_listening(args: argparse.Namespace) -> None:
     with output_lock(args.out, folder=True):
         report, contact = evaluate_listening(_pipeline(args, device), portraits, listeners, speech, args.out,
                                              expression(args), args.frames, not args.no_video, not args.quiet,
-                                             steps=args.steps, guidance=args.guidance, seed=args.seed, overlap=args.overlap)
+                                             steps=args.steps, guidance=args.guidance, seed=args.seed, overlap=args.overlap,
+                                             live=args.live)
         write_png(args.out / "listening_contact.png", contact)
         _write_report(args.out, "listening", report)
     print(report.markdown(), end="")
@@ -345,6 +346,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--guidance", type=float, default=3.0, help="classifier-free guidance scale (default 3)")
     m.add_argument("--overlap", type=int, default=None,
                    help="frames each window shares with the one before (default: 60%% of the window, 30 of 50)")
+    m.add_argument("--live", action="store_true",
+                   help="the live schedule: a window every 8 frames with 80 ms of look-ahead (what live streaming uses)")
     m.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     m.add_argument("--style", choices=["none", "clip"], default="none",
                    help="style reference: none (the neutral style, s_m = 0) or the clip's own true latents "

@@ -47,7 +47,7 @@ def _generate(args: argparse.Namespace, out: Path, conversation, name: str, imag
     for warning in portrait.check.warnings():
         log.warning("portrait: %s", warning)
     video = pipe(portrait, conversation, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                 overlap=args.overlap, paste=not args.crop_only, size=args.size)
+                 overlap=args.overlap, live=args.live, paste=not args.crop_only, size=args.size)
     video.write(out, audio=args.mix, progress=not args.quiet)
     took = time.perf_counter() - start
     log.info("wrote %s: %d frames (%.1f s of conversation) in %.1f s (%.2fx real time, %s)", out, len(video),

@@ -25,8 +25,12 @@ median step of 0.28; its freely sampled windows are smooth across the same frame
 keeps the window's own smooth motion and starts it from where the held frames end (docs/stage2.md).
 
 The schedule (`window_spans`) is one rule for offline and live generation alike: windows every
-`window - overlap` frames, and a last one moved back to end at the conversation's last frame, holding
-every frame before that which is already generated.
+`window - overlap - lookahead` frames, and a last one moved back to end at the conversation's last
+frame, holding every frame before that which is already generated. A window keeps its frames up to
+`lookahead` frames before its end; those last frames, which have heard a little of the audio after
+the frames kept, are sampled again by the next window. Offline: overlap 30 of 50, no look-ahead (a
+window every 0.8 s). Live (`live=True`): a window every 8 frames with 2 frames (80 ms) of look-ahead,
+so a frame waits at most 10 frames of audio (plus compute) instead of 20 (DyStream looks 60 ms ahead).
 """
 
 from __future__ import annotations
@@ -45,13 +49,15 @@ from infp.models.motion_generator import Condition, MotionGenerator
 # 20 and 30 of 50 frames gave window-join jumps of 3.2, 2.2, 2.3 and 1.7 times the median step.
 OVERLAP_SHARE = 0.6
 BLEND_FRAMES = 10  # relative models: new frames fade from the held frames into their own motion over these
+LIVE_LOOKAHEAD = 2  # frames (80 ms) a live window looks past the frames it keeps
 
 
 class Span(NamedTuple):
-    """One window of the schedule: its frames [start, start + window), the new ones from `new`."""
+    """One window of the schedule: its frames [start, start + window), the new ones kept [new, end)."""
 
     start: int
     new: int
+    end: int
 
 
 def window_overlap(cfg, overlap: int | None = None) -> int:
@@ -68,14 +74,26 @@ def window_blend(cfg) -> int:
     return BLEND_FRAMES if cfg.relative else 0
 
 
-def window_spans(n: int, window: int, overlap: int = 0) -> list[Span]:
-    """The windows that generate n frames: every `window - overlap` frames, the last moved back to end
-    at frame n (a conversation shorter than a window: one window from 0, padded by the caller)."""
+def window_schedule(cfg, overlap: int | None = None, live: bool = False) -> tuple[int, int]:
+    """(overlap, lookahead) of a model (`MotionConfig`): offline the default overlap and no look-ahead;
+    live, LIVE_LOOKAHEAD frames of look-ahead and, unless `overlap` is given, the largest overlap
+    (window - context), which makes a window every context - LIVE_LOOKAHEAD = 8 frames."""
+    lookahead = LIVE_LOOKAHEAD if live else 0
+    if overlap is None and live:
+        overlap = cfg.window - cfg.context
+    return window_overlap(cfg, overlap), lookahead
+
+
+def window_spans(n: int, window: int, overlap: int = 0, lookahead: int = 0) -> list[Span]:
+    """The windows that generate n frames: every `window - overlap - lookahead` frames, each keeping
+    its frames up to `lookahead` before its end, the last moved back to end at frame n and keeping
+    all (a conversation shorter than a window: one window from 0, padded by the caller)."""
     spans, done = [], 0
     while done < n:
         start = 0 if not done else min(done - overlap, n - window)
-        spans.append(Span(start, done))
-        done = start + window
+        end = min(n, start + window) if start + window >= n else start + window - lookahead
+        spans.append(Span(start, done, end))
+        done = end
     return spans
 
 
@@ -123,22 +141,22 @@ class WindowedGenerator:
     """Stateful window-by-window generation (offline and streaming share it).
 
     `first_latent` (motion_dim,) is the portrait's own latent; `style_reference` (R, motion_dim) raw
-    latents of the person, or None for the neutral style; `overlap` None: the default (`window_overlap`). Latents
-    in and out are raw (unnormalised).
+    latents of the person, or None for the neutral style; `overlap` None: the default (`window_schedule`);
+    `live`: the live schedule's look-ahead. Latents in and out are raw (unnormalised).
     It keeps the last `context + window` generated latents: what a window may hold or read as context.
     """
 
     def __init__(
         self, model: MotionGenerator, diffusion: DiffusionConfig, first_latent: torch.Tensor,
         style_reference: torch.Tensor | None = None, steps: int = 20, guidance: float = 3.0, seed: int = 0,
-        overlap: int | None = None,
+        overlap: int | None = None, live: bool = False,
     ):
         cfg = model.cfg
-        overlap = window_overlap(cfg, overlap)
-        if not 0 <= overlap <= cfg.window - cfg.context:
-            raise InfpError(f"the window overlap must be between 0 and window - context = {cfg.window - cfg.context} "
-                            f"frames for this model, got {overlap}")
-        self.model, self.guidance, self.overlap = model, guidance, overlap
+        overlap, lookahead = window_schedule(cfg, overlap, live)
+        if not 0 <= overlap <= min(cfg.window - cfg.context, cfg.window - lookahead - 1):
+            raise InfpError(f"the window overlap must be between 0 and {min(cfg.window - cfg.context, cfg.window - lookahead - 1)} "
+                            f"frames for this model{' live' if live else ''}, got {overlap}")
+        self.model, self.guidance, self.overlap, self.lookahead = model, guidance, overlap, lookahead
         self.blend = window_blend(cfg)
         self.device = model.latent_mean.device
         self.scheduler = diffusion.sampling_scheduler(steps)
@@ -156,23 +174,27 @@ class WindowedGenerator:
 
     def spans(self, n: int) -> list[Span]:
         """The schedule for n frames in all (see `window_spans`)."""
-        return window_spans(n, self.model.cfg.window, self.overlap)
+        return window_spans(n, self.model.cfg.window, self.overlap, self.lookahead)
 
     @torch.no_grad()
-    def window(self, agent: torch.Tensor, partner: torch.Tensor, start: int) -> torch.Tensor:
+    def window(self, agent: torch.Tensor, partner: torch.Tensor, start: int, end: int | None = None) -> torch.Tensor:
         """agent/partner (per_frame * W, F) feature rows of frames [start, start + W) -> the
-        (start + W - done, motion_dim) raw latents of its new frames; the frames before `done` are held."""
+        (end - done, motion_dim) raw latents of its new frames kept (`end` None: all but the
+        look-ahead, start + W - lookahead); the frames before `done` are held."""
         c, w = self.model.cfg.context, self.model.cfg.window
+        end = start + w - self.lookahead if end is None else end
         if not 0 <= self.done - start < w or start < 0:
             raise ValueError(f"a window from frame {start} does not continue the {self.done} frames generated")
+        if not self.done < end <= start + w:
+            raise ValueError(f"a window from frame {start} cannot keep frames {self.done} to {end}")
         first = self.history.shape[0] - self.done  # history index of frame 0
         context = self.history[first + start - c : first + start][None]
         known = self.history[first + start :][None] if start < self.done else None
         cond = self.model.condition(agent[None].to(self.device), partner[None].to(self.device), self.style, context)
         x = sample_window(self.model, self.scheduler, cond, self.guidance, self.generator, known, self.blend)[0]  # (W, z)
-        fresh = x[self.done - start :]
+        fresh = x[self.done - start : end - start]
         self.history = torch.cat([self.history, fresh])[-(c + w) :]
-        self.done = start + w
+        self.done = end
         return self.model.denormalize(fresh)
 
 
@@ -180,12 +202,12 @@ class WindowedGenerator:
 def generate(
     model: MotionGenerator, diffusion: DiffusionConfig, agent: torch.Tensor, partner: torch.Tensor,
     first_latent: torch.Tensor, style_reference: torch.Tensor | None = None, steps: int = 20,
-    guidance: float = 3.0, seed: int = 0, progress: bool = False, overlap: int | None = None,
+    guidance: float = 3.0, seed: int = 0, progress: bool = False, overlap: int | None = None, live: bool = False,
 ) -> torch.Tensor:
     """Motion latents (T, motion_dim) for a whole conversation of T frames.
 
     `agent`/`partner` are (per_frame * T, F) feature rows of the two tracks, windowed by
-    `window_spans` (`overlap` None: the default (`window_overlap`)). A conversation shorter than one window repeats
+    `window_spans` (`overlap`, `live`: see `window_schedule`). A conversation shorter than one window repeats
     its last frame's features to fill it.
     """
     cfg = model.cfg
@@ -193,10 +215,10 @@ def generate(
     if agent.shape != partner.shape or agent.shape[0] % k:
         raise ValueError(f"feature rows {tuple(agent.shape)} / {tuple(partner.shape)} are not two equal multiples of {k}")
     n = agent.shape[0] // k
-    gen = WindowedGenerator(model, diffusion, first_latent, style_reference, steps, guidance, seed, overlap)
+    gen = WindowedGenerator(model, diffusion, first_latent, style_reference, steps, guidance, seed, overlap, live)
     if n < w:  # shorter than one window: repeat the last frame's features (the track's end)
         pad = lambda x: torch.cat([x, x[-k:].repeat(w - n, 1)]) if n else x.new_zeros(w * k, x.shape[1])
-        return gen.window(pad(agent), pad(partner), 0)[:n]
-    out = [gen.window(agent[k * s : k * (s + w)], partner[k * s : k * (s + w)], s)
-           for s, _ in tqdm(gen.spans(n), desc="motion", unit="window", disable=not progress)]
+        return gen.window(pad(agent), pad(partner), 0, w)[:n]
+    out = [gen.window(agent[k * s : k * (s + w)], partner[k * s : k * (s + w)], s, e)
+           for s, _, e in tqdm(gen.spans(n), desc="motion", unit="window", disable=not progress)]
     return torch.cat(out)

@@ -28,7 +28,7 @@ from infp import FPS
 from infp.data.behaviour import speech_level
 from infp.data.clip import Clip
 from infp.data.motion import SAMPLES_PER_FRAME, compute_latents, track_activity
-from infp.diffusion.sampling import generate, window_overlap
+from infp.diffusion.sampling import generate, window_schedule
 from infp.diffusion.schedule import DiffusionConfig
 from infp.errors import InfpError
 from infp.eval.behaviour import pearson
@@ -216,6 +216,7 @@ class MotionEvalSettings:
     guidance: float = 3.0
     seed: int = 0
     overlap: int | None = None  # frames each window shares with the one before (None: diffusion.sampling's default)
+    live: bool = False  # the live schedule (diffusion.sampling.window_schedule)
     style: str = "none"  # "none": the neutral style; "clip": the clip's own GT latents as the reference
     render: bool = True
     videos: int = 1  # write the generated videos of the first N clips (needs render)
@@ -254,7 +255,7 @@ def _generate(ck: Checkpoint, tracks, z_gt: np.ndarray, first: int, s: MotionEva
     agent, partner = feats[f.name]
     ref = torch.from_numpy(z_gt[np.isfinite(z_gt).all(1)][: ck.model.cfg.style_frames]) if s.style == "clip" else None
     z = generate(ck.model, ck.diffusion, agent, partner, torch.from_numpy(z_gt[first]), ref, s.steps, s.guidance, s.seed,
-                 overlap=s.overlap)
+                 overlap=s.overlap, live=s.live)
     return z.float().cpu().numpy()
 
 
@@ -357,7 +358,7 @@ def evaluate_motion(checkpoints: list[Checkpoint], imitator: Imitator, clips: li
         raise InfpError(f"no clip could be evaluated: {'; '.join(f'{k}: {v}' for k, v in list(skipped.items())[:3])}")
     s = settings
     info = {"clips": len(kept), "seconds": sum(len(k.target) for k in kept) / FPS, "steps": s.steps,
-            "guidance": s.guidance, "seed": s.seed, "overlap": s.overlap, "style": s.style, **(info or {})}
+            "guidance": s.guidance, "seed": s.seed, "overlap": s.overlap, "live": s.live, "style": s.style, **(info or {})}
     return _report(kept, checkpoints, s, info, skipped)
 
 
@@ -372,7 +373,7 @@ def _report(kept: list[_Evaluated], checkpoints: list[Checkpoint], s: MotionEval
     columns = ([GT_VIDEO, GT_RENDERED, *(f"{n} (rendered)" for n in names)] if s.render else [GT_VIDEO]) + [
         GT_PROBE, *(f"{n} (probe)" for n in names)]
     # each checkpoint's joins are its own sampler's; the GT columns use the first checkpoint's frames
-    tiling = {c: (ck.model.cfg.window, window_overlap(ck.model.cfg, s.overlap))
+    tiling = {c: (ck.model.cfg.window, *window_schedule(ck.model.cfg, s.overlap, s.live))
               for ck in checkpoints for c in (f"{ck.name} (rendered)", f"{ck.name} (probe)")}
     first = tiling[f"{checkpoints[0].name} (probe)"]
     results = []

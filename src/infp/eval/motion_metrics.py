@@ -36,10 +36,10 @@ def turn_changes(agent: np.ndarray, partner: np.ndarray) -> np.ndarray:
     return held[1:][np.diff(state[held]) != 0]
 
 
-def window_joins(n: int, window: int, overlap: int = 0) -> np.ndarray:
+def window_joins(n: int, window: int, overlap: int = 0, lookahead: int = 0) -> np.ndarray:
     """The first new frame of every window after the first, as `diffusion.sampling.window_spans`
     tiles n frames: where a window's own frames meet those it continues."""
-    return np.array([s.new for s in window_spans(n, window, overlap)[1:]], int)
+    return np.array([s.new for s in window_spans(n, window, overlap, lookahead)[1:]], int)
 
 
 def step_sizes(x: np.ndarray) -> np.ndarray:

@@ -242,6 +242,7 @@ class RealEvalSettings:
     guidance: float = 3.0
     seed: int = 0
     overlap: int | None = None  # frames each window shares with the one before (None: the sampler's default)
+    live: bool = False  # the live schedule (diffusion.sampling.window_schedule)
     every: int = 1  # render and measure every k-th frame
     max_seconds: float | None = None  # the first S seconds of each clip (None: all)
     contact_frames: int = 6  # frames per clip on the contact sheet
@@ -340,7 +341,7 @@ class RealReport:
             f"{'every frame' if s.every == 1 else f'every {s.every}th frame'} measured)"
             + (f"; {len(self.skipped)} skipped" if self.skipped else ""),
             f"- generation: stage 2 `{self.checkpoint}`, stage 1 `{self.imitator}`, {s.steps} DDIM steps, guidance "
-            f"{s.guidance:g}, seed {s.seed}, window overlap {'default' if s.overlap is None else s.overlap}, {self.device}",
+            f"{s.guidance:g}, seed {s.seed}, window overlap {'default' if s.overlap is None else s.overlap}{', live schedule' if s.live else ''}, {self.device}",
             "- portrait: each clip's first frame; A_self: the clip's own speech (agent.wav); A_other: silence",
             "- both videos measured by MediaPipe Face Mesh (tracking mode) on the face crops",
             f"- real_contact.png: per clip, real frames above the generated ones at the same times"
@@ -541,7 +542,7 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
     if own is not None and not np.isfinite(own).all():
         return "its landmarks have no face, so there is no motion of its own to render (--ceiling)"
     z = pipe.motion(portrait, agent, np.zeros_like(agent), steps=s.steps, guidance=s.guidance, seed=s.seed,
-                    overlap=s.overlap)[:n]
+                    overlap=s.overlap, live=s.live)[:n]
     real = series(real_lm)
     ok = np.isfinite(real.mouth)  # contact frames: spread over the clip, in each stretch the real mouth's widest
     at = pick(ok, np.where(ok, real.mouth, -np.inf), s.contact_frames) if s.contact_frames else []
@@ -644,7 +645,8 @@ def evaluate_roles(pipe, plan: RolePlan, s: RealEvalSettings, video: Path | None
         raise InfpError("no face found in the portrait for --turns", plan.portrait) from None
     agent, partner = plan.tracks
     n = frame_count(len(agent))
-    z = pipe.motion(portrait, agent, partner, steps=s.steps, guidance=s.guidance, seed=s.seed, overlap=s.overlap)[:n]
+    z = pipe.motion(portrait, agent, partner, steps=s.steps, guidance=s.guidance, seed=s.seed, overlap=s.overlap,
+                    live=s.live)[:n]
     idx = np.arange(0, len(z), s.every)
     render = pipe.renderer(portrait, Settings(paste=False, size=TILE))
     mouth = series(measure_landmarks(_rendered(render, z, idx), video, plan.tracks if video else None)).mouth

@@ -34,6 +34,7 @@ from infp.models import Imitator
 from infp.models.expression_space import ExpressionSpace
 from infp.models.imitator import Calibration
 from infp.pipeline.check import PortraitCheck, check_face
+from infp.pipeline.live import MAX_FRAMES, MAX_LAG_S, LiveSession
 from infp.pipeline.neutral import load_expression_space, rest_state
 from infp.pipeline.portrait import FaceCrop, find_face
 from infp.guard import LATENT_MAX, check_finite
@@ -64,6 +65,7 @@ class Settings:
     guidance: float = 3.0  # classifier-free guidance on the audio (1 = off)
     seed: int = 0
     overlap: int | None = None  # frames each window shares with (and holds from) the one before (None: the default, 60%)
+    live: bool = False  # the live schedule: a window every 8 frames, 2 frames of look-ahead (diffusion.sampling)
     paste: bool = True  # paste the animated crop back into the portrait (False: the crop only)
     size: int | None = None  # output: longer side when pasting, crop side otherwise (None: see Framing)
 
@@ -124,8 +126,10 @@ class InfpPipeline:
         m = self.stage2
         check_finite(portrait.latent, f"stage 1 (the imitator) encoded the portrait to NaN or infinite values; {DAMAGED}")
         gen = WindowedGenerator(m.model, m.diffusion, portrait.start, None, settings.steps, settings.guidance, settings.seed,
-                                settings.overlap)
-        return MotionStream(gen, m.featurizer, context_frames=m.featurizer.context_frames)
+                                settings.overlap, settings.live)
+        # live, the call starts after `overlap` frames of silence: its first window ends a hop in, not 2 s in
+        return MotionStream(gen, m.featurizer, context_frames=m.featurizer.context_frames,
+                            preroll=gen.overlap if settings.live else 0)
 
     def renderer(self, portrait: Portrait, settings: Settings = Settings()):
         """latents (k, motion_dim) -> k frames: the crop at `settings.size`, or the portrait with the
@@ -150,6 +154,13 @@ class InfpPipeline:
         """A live session: `push(agent_chunk, partner_chunk)` -> frames ready; `finish()` -> the rest."""
         s = Settings(**settings)
         return StreamSession(self.motion_stream(portrait, s), self.renderer(portrait, s))
+
+    def live(self, portrait: Portrait, max_lag_s: float = MAX_LAG_S, max_frames: int = MAX_FRAMES, **settings) -> LiveSession:
+        """A live conversation on a worker thread (`pipeline.live`): `push` audio as it happens, collect
+        timestamped frames; frames later than `max_lag_s` are dropped. The live schedule (a window every
+        8 frames, 80 ms of look-ahead) unless `live=False` is given."""
+        s = Settings(**{"live": True, **settings})
+        return LiveSession(self.motion_stream(portrait, s), self.renderer(portrait, s), max_lag_s, max_frames)
 
     def __call__(self, portrait: Portrait, agent: np.ndarray | Conversation | ConversationFile,
                  partner: np.ndarray | None = None, **settings) -> Generation:

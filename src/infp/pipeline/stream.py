@@ -4,8 +4,9 @@ generation alike (offline pushes the whole conversation at once, so the two give
 Stage 2 generates `window` frames at a time (2 s), each window continuing from the last `context`
 latents of the one before (INFP Sec. 3.2) and, with an overlap, holding the frames it shares with
 it. A window is generated as soon as its audio, plus one frame of look-ahead for the feature windows
-that straddle its end, has arrived, so a frame leaves at most one window (plus compute) after its
-audio came in. Audio is kept only from one window before the frames generated (what the last window
+that straddle its end, has arrived, so a frame leaves at most one hop of the schedule plus its
+look-ahead (`diffusion.sampling.window_schedule`: 20 frames offline, 8 + 2 live) after its audio
+came in, plus compute. Audio is kept only from one window before the frames generated (what the last window
 may need): memory does not grow with the conversation's length.
 
 The features of a window are computed from its own stretch of audio with one frame of audio either
@@ -57,21 +58,31 @@ class MotionStream:
     Windows follow `diffusion.sampling.window_spans`, as offline generation does: the last one, known
     only at `finish`, is moved back to end at the last frame, so the audio of up to one window before
     the frames generated is kept for it.
+
+    `preroll` frames of silence come before the conversation and are generated but not returned: with
+    the live schedule (`InfpPipeline.motion_stream` sets it to the overlap) the first window then ends
+    a hop after the call starts instead of a whole window (2 s) after it.
     """
 
-    def __init__(self, generator: WindowedGenerator, featurizer, context_frames: int = 1):
+    def __init__(self, generator: WindowedGenerator, featurizer, context_frames: int = 1, preroll: int = 0):
         self.gen, self.featurizer = generator, featurizer
         self.window = generator.model.cfg.window
         self.per_frame = generator.model.cfg.audio_per_frame
         self.margin = context_frames
-        self.buffer = np.zeros((2, context_frames * SAMPLES_PER_FRAME), np.float32)  # silence before the start
+        self.buffer = np.zeros((2, (context_frames + preroll) * SAMPLES_PER_FRAME), np.float32)  # silence before the start
         self.buffer_start = -context_frames * SAMPLES_PER_FRAME  # sample index of buffer[:, 0]
-        self.samples = 0  # samples received per track
+        self.preroll = preroll
+        self.samples = preroll * SAMPLES_PER_FRAME  # samples received per track, the pre-roll's silence included
         self.finished = False
 
     @property
     def frames_ready(self) -> int:
-        return min(self.gen.done, frame_count(self.samples))  # a padded short conversation's window is cut
+        # a padded short conversation's window is cut
+        return max(0, min(self.gen.done, frame_count(self.samples)) - self.preroll)
+
+    def _conversation_frames(self, z: np.ndarray, first: int) -> np.ndarray:
+        """The rows of latents of frames [first, first + len(z)) that belong to the conversation."""
+        return z[max(0, self.preroll - first) :]
 
     def push(self, agent, partner) -> list[np.ndarray]:
         """Add audio of both tracks; the (k, motion_dim) latents of every window now complete."""
@@ -83,9 +94,11 @@ class MotionStream:
         self.buffer = np.concatenate([self.buffer, np.stack([a, p])], axis=1)
         self.samples += a.shape[0]
         out = []
-        while self.samples >= (self._next_start() + self.window + self.margin) * SAMPLES_PER_FRAME:
+        # at least one frame past the window: a window that ends the conversation keeps its look-ahead,
+        # and only `finish` knows which one that is
+        while self.samples >= (self._next_start() + self.window + max(self.margin, 1)) * SAMPLES_PER_FRAME:
             out.append(self._window(self._next_start()))
-        return out
+        return [z for z in out if len(z)]
 
     def finish(self) -> list[np.ndarray]:
         """The last window (audio padded with silence only when the whole conversation is shorter than
@@ -94,18 +107,23 @@ class MotionStream:
             return []
         self.finished = True
         n, out = frame_count(self.samples), []
-        for start, _ in self.gen.spans(n):
-            if start + self.window > self.gen.done:  # not generated while pushing
-                out.append(self._window(start))
+        for start, _, end in self.gen.spans(n):
+            if end > self.gen.done:  # not generated while pushing
+                out.append(self._window(start, end))
         if 0 < n < self.window:  # one window padded with silence: only its first n frames are the conversation
-            out[-1] = out[-1][:n]
-        return out
+            out[-1] = out[-1][: n - self.preroll]
+        return [z for z in out if len(z)]
+
+    @property
+    def hop(self) -> int:
+        """Frames between windows: how much new audio each window waits for."""
+        return self.window - self.gen.overlap - self.gen.lookahead
 
     def _next_start(self) -> int:
         done = self.gen.done
         return done - self.gen.overlap if done else 0
 
-    def _window(self, f0: int) -> np.ndarray:
+    def _window(self, f0: int, end: int | None = None) -> np.ndarray:
         w, m = self.window, self.margin
         lo, hi = (f0 - m) * SAMPLES_PER_FRAME, (f0 + w + m) * SAMPLES_PER_FRAME
         seg = self.buffer[:, lo - self.buffer_start : hi - self.buffer_start]
@@ -113,12 +131,13 @@ class MotionStream:
             seg = np.pad(seg, ((0, 0), (0, hi - lo - seg.shape[1])))
         k = self.per_frame
         agent, partner = (torch.from_numpy(np.asarray(self.featurizer(t), np.float32)[k * m : k * (m + w)]) for t in seg)
-        z = self.gen.window(agent, partner, f0).float().cpu().numpy()  # (new frames, motion_dim)
+        first = self.gen.done
+        z = self.gen.window(agent, partner, f0, end).float().cpu().numpy()  # (new frames, motion_dim)
         # keep the audio a last window moved back to end at the conversation's end may need
         drop = (self.gen.done - w + 1 - m) * SAMPLES_PER_FRAME - self.buffer_start
         if drop > 0:
             self.buffer, self.buffer_start = self.buffer[:, drop:], self.buffer_start + drop
-        return z
+        return self._conversation_frames(z, first)
 
 
 class StreamSession:
