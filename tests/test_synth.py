@@ -324,3 +324,15 @@ def test_measured_mouth_follows_the_agent_not_the_partner(tmp_path: Path) -> Non
     assert result.mouth_vs_agent > 0.5
     assert result.mouth_vs_agent > result.mouth_vs_partner
     assert result.mouth_speaking > result.mouth_listening
+
+
+def test_espeak_reads_text_as_text_never_as_options(tmp_path):
+    """`infp call` speaks what a visitor types: a text that looks like espeak-ng's options is spoken,
+    not obeyed (as an argument, "-w FILE" would make espeak-ng write FILE)."""
+    import shutil
+
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("needs espeak-ng")
+    target = tmp_path / "written.wav"
+    audio = EspeakVoice("en", 50, 170).say(f"-w {target} hello")
+    assert not target.exists() and len(audio) > SAMPLE_RATE // 2

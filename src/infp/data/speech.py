@@ -75,8 +75,10 @@ class EspeakVoice:
         exe = shutil.which("espeak-ng")
         if exe is None:
             raise InfpError("espeak-ng is not installed (apt-get install espeak-ng), or pass real speech with --speech DIR")
-        cmd = [exe, "-v", self.voice, "-p", str(self.pitch), "-s", str(self.speed), "--stdout", text]
-        wav = subprocess.run(cmd, capture_output=True, check=True).stdout
+        # the text goes in on stdin: as an argument, a text starting with "-" would be read as options
+        # (e.g. "-w FILE" writes a file), and `infp call` speaks what a visitor types
+        cmd = [exe, "-v", self.voice, "-p", str(self.pitch), "-s", str(self.speed), "--stdout", "--stdin"]
+        wav = subprocess.run(cmd, input=text.encode(), capture_output=True, check=True).stdout
         # espeak-ng writes a 22.05 kHz 16-bit mono WAV; its header's size fields are unset on a
         # pipe, so read the samples after the 44-byte header directly.
         x = np.frombuffer(wav[44 : 44 + (len(wav) - 44) // 2 * 2], dtype="<i2").astype(np.float32) / 32768
