@@ -143,3 +143,27 @@ def test_a_refused_microphone_is_told_in_the_page(call_server):
     finally:
         driver.quit()
     assert _api(call_server, "say", {"text": "hello"})[0] == 409, "no call was started"
+
+
+def test_a_page_closed_mid_call_hangs_up(call_server, tmp_path):
+    """The visitor closes the page mid-call: the call ends and the line is free again."""
+    from selenium.webdriver.common.by import By
+
+    mic = tmp_path / "noise.wav"
+    save_wav(mic, (0.05 * np.random.default_rng(0).normal(size=16000 * 5)).astype(np.float32))
+    driver = _chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-audio-capture={mic}")
+    try:
+        driver.get(call_server)
+        driver.find_element(By.ID, "start").click()
+        deadline = time.time() + 30
+        while "seconds" not in _api(call_server, "stats")[1]:
+            assert time.time() < deadline, "the call did not start"
+            time.sleep(0.2)
+        driver.get("about:blank")  # the page goes away mid-call
+        deadline = time.time() + 15
+        while _api(call_server, "stats")[1] != {"call": None}:
+            assert time.time() < deadline, "the call was not hung up when its page closed"
+            time.sleep(0.2)
+    finally:
+        driver.quit()

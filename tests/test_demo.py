@@ -37,16 +37,17 @@ def server(tiny_models, tmp_path_factory):
     pytest.importorskip("selenium")
     if not (CHROMIUM and DRIVER):
         pytest.skip("needs Debian's chromium and chromium-driver (make system installs them)")
-    from infp.demo.app import build_app
+    from infp.demo.app import build_app, call_routes
     from infp.pipeline import InfpPipeline
 
     pipe = InfpPipeline.from_pretrained(tiny_models / "m", tiny_models / "imi", device="cpu")
-    app = build_app(lambda: pipe, tmp_path_factory.mktemp("demo_out"))
+    routes = call_routes(lambda: pipe)
+    app = build_app(lambda: pipe, tmp_path_factory.mktemp("demo_out"), call=bool(routes))
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-               allowed_paths=[str(app.infp_out_dir)])
+               allowed_paths=[str(app.infp_out_dir)], app_kwargs={"routes": routes})
     assert isinstance(app, gr.Blocks)
     yield f"http://127.0.0.1:{port}/"
     app.close()
@@ -141,3 +142,8 @@ def test_live_tab_streams_frames(server, browser, media):
     _wait(lambda: browser.find_elements(By.CSS_SELECTOR, "#live_frame img"), 60)
     assert _wait(lambda: "done: 50 frames" in browser.find_element(By.ID, "live_note").text, 60)
     assert "first frame after" not in browser.find_element(By.ID, "live_note").text  # the note moved on
+    # the live tab links to the microphone call, served by the same server
+    link = browser.find_element(By.CSS_SELECTOR, "#call_link a")
+    assert link.get_attribute("href").endswith("/call/")
+    browser.get(link.get_attribute("href"))
+    assert _wait(lambda: browser.find_elements(By.ID, "start")) and "talk to the avatar" in browser.page_source

@@ -133,3 +133,28 @@ def test_example_live_call_runs(tmp_path, tiny_models, monkeypatch):
     runpy.run_path(str(Path(__file__).parents[1] / "examples" / "live_call.py"), run_name="__main__")
     info = probe(out)
     assert info.n_frames == 50 and out.stat().st_size > 0
+
+
+def test_memory_is_flat_over_twenty_sessions_in_a_row(pipe, portrait):
+    """Each session's worker, queues and audio go with it: 20 calls in a row leave memory where two left it."""
+    import gc
+
+    from infp.eval.bench import resident_mb
+
+    agent, partner = _tracks(2.0)
+
+    def one_call():
+        session = pipe.live(portrait, steps=2, paste=False)
+        for k in range(0, len(agent), 3200):
+            session.push(agent[k : k + 3200], partner[k : k + 3200])
+        session.close()
+        assert not session._worker.is_alive()
+
+    for _ in range(2):
+        one_call()
+    gc.collect()
+    before = resident_mb()
+    for _ in range(20):
+        one_call()
+    gc.collect()
+    assert resident_mb() - before < 20, f"{before:.0f} -> {resident_mb():.0f} MB"

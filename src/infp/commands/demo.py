@@ -23,13 +23,13 @@ def run(args: argparse.Namespace) -> None:
     # folder, deleted when the server stops (Ctrl-C or SIGTERM)
     scratch = Path(tempfile.mkdtemp(prefix="infp_demo_"))
     gradio_dir = os.environ.setdefault("GRADIO_TEMP_DIR", str(scratch / "gradio"))  # read when Gradio loads
-    app = None
+    app, routes = None, []
     try:
         try:
             import gradio  # noqa: F401
         except ImportError:
             raise InfpError("the web demo needs Gradio: pip install 'infp[demo]' (or: pip install gradio)") from None
-        from infp.demo.app import build_app
+        from infp.demo.app import build_app, call_routes
         from infp.pipeline import InfpPipeline
 
         def load() -> InfpPipeline:
@@ -38,15 +38,18 @@ def run(args: argparse.Namespace) -> None:
         if not args.lazy:
             pipe = load()  # a bad checkpoint fails here, before the server starts
             load = lambda: pipe  # noqa: E731
-        app = build_app(load, scratch / "out")
+        routes = call_routes(load)
+        app = build_app(load, scratch / "out", call=bool(routes))
         if args.host not in ("127.0.0.1", "localhost"):
             log.warning("serving on %s: anyone who can reach this machine can use the demo", args.host)
         try:
             app.launch(server_name=args.host, server_port=args.port, allowed_paths=[str(app.infp_out_dir)],
-                       show_error=True, quiet=args.quiet)
+                       show_error=True, quiet=args.quiet, app_kwargs={"routes": routes})
         except OSError as e:  # the port was taken between the check and the launch
             raise InfpError(f"cannot serve on {args.host}:{args.port}: {e}") from None
     finally:
+        for route in routes:
+            route.app.state.close_call()  # a call still on: its session's worker stops before the process ends
         if app is not None:
             app.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -4,7 +4,9 @@
   of both tracks drawn under it.
 - Live tab: the conversation is fed to a streaming session at the pace it would arrive from a call;
   frames are shown as they are generated, with the audio started when the first frame is ready, so
-  picture and sound keep the same delay (about one 2-s window plus compute).
+  picture and sound keep the same delay (about one 2-s window plus compute). With `call`, it also links
+  to the live call at /call/ (`infp.demo.call`: the visitor's microphone in, face and voice back over
+  WebRTC), served by the same server (`call_routes`).
 
 One pipeline serves every visitor; Gradio's queue runs one generation at a time and lets the others
 wait. User errors (no face, a mono file, unreadable audio...) are shown in the page; the server keeps
@@ -105,8 +107,9 @@ def _is_generator(fn) -> bool:
     return inspect.isgeneratorfunction(fn)
 
 
-def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = None):
-    """The Gradio Blocks app. `load_pipeline()` returns an `InfpPipeline` (called once, on first use)."""
+def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = None, call: bool = False):
+    """The Gradio Blocks app. `load_pipeline()` returns an `InfpPipeline` (called once, on first use).
+    `call`: the live tab links to the microphone call served beside it at /call/ (`call_routes`)."""
     import gradio as gr
 
     from infp.audio.io import save_wav
@@ -189,6 +192,10 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
                     plot = gr.Image(show_label=False, elem_id="activity", interactive=False, height=110)
                     note = gr.Markdown(elem_id="note")
                 with gr.Tab("Live", id="live"):
+                    if call:
+                        gr.Markdown("**Talk to the avatar with your microphone:** [open a live call](/call/) "
+                                    "(WebRTC; it listens while you talk and says what you type). Below: a "
+                                    "conversation file replayed as if it came from a call.", elem_id="call_link")
                     start = gr.Button("Start live session", variant="primary", elem_id="start_live")
                     live_frame = gr.Image(label="Live", elem_id="live_frame", interactive=False, streaming=True)
                     live_audio = gr.Audio(label="Conversation (plays with the first frame)", autoplay=True,
@@ -199,6 +206,23 @@ def build_app(load_pipeline: Callable[[], object], out_dir: str | Path | None = 
     app.queue(default_concurrency_limit=1, max_size=32)
     app.infp_out_dir = out_dir
     return app
+
+
+def call_routes(load_pipeline: Callable[[], object]) -> list:
+    """The live call (`infp.demo.call`, with the packaged portrait) mounted at /call/ of the demo's
+    server (`launch(app_kwargs={"routes": ...})`); [] when aiortc is not installed."""
+    try:
+        import aiortc  # noqa: F401
+    except ImportError:
+        log.warning("the live call needs aiortc (pip install 'infp[demo]'): the demo serves without it")
+        return []
+    from starlette.routing import Mount
+
+    from infp.data.portraits import default_portrait
+    from infp.demo.call import build_call_app
+
+    name, image = default_portrait()
+    return [Mount("/call", app=build_call_app(load_pipeline, image, name))]
 
 
 def _feed(session, conversation, frames: queue.Queue) -> None:

@@ -250,5 +250,11 @@ def build_call_app(load_pipeline: Callable[[], object], image: np.ndarray, name:
             await hang_up()
         return {"ok": True}
 
+    def close_call() -> None:
+        """Stop a call's session from outside the server's loop (the server is stopping)."""
+        if state["call"] is not None:
+            state["call"].session.close(10.0)
+
     app.router.on_shutdown.append(hang_up)
+    app.state.close_call = close_call
     return app
