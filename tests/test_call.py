@@ -63,6 +63,24 @@ def _chromium(*flags: str):
     return webdriver.Chrome(options=opts, service=webdriver.ChromeService(executable_path=DRIVER))
 
 
+def _calling(url: str, mic) -> object:
+    """A Chromium whose microphone plays the file `mic`, on the call page, the call started."""
+    from selenium.webdriver.common.by import By
+
+    driver = _chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                       f"--use-file-for-fake-audio-capture={mic}")
+    driver.get(url)
+    driver.find_element(By.ID, "start").click()
+    return driver
+
+
+def _until(condition, seconds: float, failure: str) -> None:
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, failure
+        time.sleep(0.2)
+
+
 def _api(url: str, path: str, body: dict | None = None) -> tuple[int, dict]:
     req = urllib.request.Request(url + path, data=None if body is None else json.dumps(body).encode(),
                                  headers={"Content-Type": "application/json"})
@@ -95,15 +113,9 @@ def test_a_call_in_chromium_listens_to_the_microphone_and_speaks_typed_words(cal
 
     mic = tmp_path / "mic.wav"  # a real voice (held out from stage-2 training), looped by Chromium as the microphone
     save_wav(mic, load_mono(shared_data / "audio" / "hl_driving_4.wav")[: 16000 * 30])
-    driver = _chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                       f"--use-file-for-fake-audio-capture={mic}")
+    driver = _calling(call_server, mic)
     try:
-        driver.get(call_server)
-        driver.find_element(By.ID, "start").click()
-        deadline = time.time() + 30
-        while _api(call_server, "stats")[1].get("frames_delivered", 0) == 0:
-            assert time.time() < deadline, "no frame generated within 30 s"
-            time.sleep(0.2)
+        _until(lambda: _api(call_server, "stats")[1].get("frames_delivered", 0) > 0, 30, "no frame within 30 s")
         shown = driver.execute_script("return window.framesShown")
         time.sleep(2)
         assert driver.execute_script("return window.framesShown") - shown >= 30, "frames arrive continuously"
@@ -147,23 +159,12 @@ def test_a_refused_microphone_is_told_in_the_page(call_server):
 
 def test_a_page_closed_mid_call_hangs_up(call_server, tmp_path):
     """The visitor closes the page mid-call: the call ends and the line is free again."""
-    from selenium.webdriver.common.by import By
-
     mic = tmp_path / "noise.wav"
     save_wav(mic, (0.05 * np.random.default_rng(0).normal(size=16000 * 5)).astype(np.float32))
-    driver = _chromium("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                       f"--use-file-for-fake-audio-capture={mic}")
+    driver = _calling(call_server, mic)
     try:
-        driver.get(call_server)
-        driver.find_element(By.ID, "start").click()
-        deadline = time.time() + 30
-        while "seconds" not in _api(call_server, "stats")[1]:
-            assert time.time() < deadline, "the call did not start"
-            time.sleep(0.2)
+        _until(lambda: "seconds" in _api(call_server, "stats")[1], 30, "the call did not start")
         driver.get("about:blank")  # the page goes away mid-call
-        deadline = time.time() + 15
-        while _api(call_server, "stats")[1] != {"call": None}:
-            assert time.time() < deadline, "the call was not hung up when its page closed"
-            time.sleep(0.2)
+        _until(lambda: _api(call_server, "stats")[1] == {"call": None}, 15, "not hung up when its page closed")
     finally:
         driver.quit()
