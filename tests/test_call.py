@@ -38,7 +38,8 @@ def call_server(astronaut):
     from infp.pipeline import InfpPipeline
 
     pipe = InfpPipeline.from_pretrained(device="cpu")
-    app = build_call_app(lambda: pipe, astronaut, "astronaut", steps=6)
+    # frames up to 3 s late are still shown: a busy machine shows the mouth late rather than not at all
+    app = build_call_app(lambda: pipe, astronaut, "astronaut", steps=6, max_lag_s=3.0)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -125,12 +126,12 @@ def test_a_call_in_chromium_listens_to_the_microphone_and_speaks_typed_words(cal
         status, said = _api(call_server, "say", {"text": "Hello there. I am the avatar, and I am talking to you "
                                                          "now, with my own voice, for a few seconds."})
         assert status == 200 and said["queued_s"] > 3
-        time.sleep(1.5)
+        time.sleep(3.5)  # the words start at once (they go out with the microphone's audio); their frames come later
         speaking = _mouths(driver, 12, 0.2)
         assert np.isfinite(listening).mean() > 0.8 and np.isfinite(speaking).mean() > 0.8
         # closed while only the microphone speaks (real listeners rest at 0.029 of face height), open with its voice
         assert np.nanmean(listening) < 0.03, listening
-        assert np.nanmean(speaking) > 1.3 * np.nanmean(listening), (listening, speaking)
+        assert np.nanmean(speaking) > 1.3 * np.nanmean(listening), (listening, speaking, _api(call_server, "stats")[1])
 
         status, busy = _api(call_server, "offer", {"sdp": "v=0", "type": "offer"})
         assert status == 409 and "another call" in busy["error"]

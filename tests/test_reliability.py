@@ -213,6 +213,13 @@ MATRIX = [
      "--port: must be a whole number from 1 to 65535"),
     ("demo busy port", lambda m, media, tmp: (["demo", "--lazy", "--port", _busy_port(tmp)], None), "error",
      "cannot serve on 127.0.0.1:"),
+    # the live call, before anything loads
+    ("call steps 0", lambda m, media, tmp: (["call", "--steps", "0"], None), "flag",
+     "--steps: must be a whole number from 1 to 1000"),
+    ("call busy port", lambda m, media, tmp: (["call", "--port", _busy_port(tmp)], None), "error",
+     "cannot serve on 127.0.0.1:"),
+    ("call missing portrait", lambda m, media, tmp: (["call", "--portrait", tmp / "nope.png", "--checkpoint", m / "m",
+                                                      "--imitator", m / "imi"], None), "error", "file not found"),
     # training flags
     ("train lr nan", lambda m, media, tmp: (["train", "motion", "--data", tmp, "--out", tmp / "run", "--lr", "nan"],
                                             tmp / "run"), "flag", "--lr: must be a finite number"),

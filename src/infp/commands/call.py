@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import check_device, port, positive_int
+from infp.commands import check_device, port, sampling_steps
 
 log = logging.getLogger("infp")
 
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--portrait", type=Path, default=None, help="the avatar's photo (default: the packaged astronaut)")
     c.add_argument("--agent-audio", type=Path, default=None,
                    help="a recording the avatar says when the call starts (it also says what is typed in the page)")
-    c.add_argument("--steps", type=positive_int, default=10, help="DDIM steps per window (default 10, for 2 CPU cores)")
+    c.add_argument("--steps", type=sampling_steps, default=10, help="DDIM steps per window (default 10, for 2 CPU cores)")
     c.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; a "
                    "browser allows the microphone only on localhost or https)")
     c.add_argument("--port", type=port, default=7861, help="port, 1 to 65535 (default 7861)")

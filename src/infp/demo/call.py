@@ -62,7 +62,9 @@ class Call:
     def __init__(self, session, still: np.ndarray, voice: AgentVoice):
         self.session, self.voice = session, voice
         self.latest = still  # what the video track sends until the first frame comes
-        self.voice_out: deque[np.ndarray] = deque()  # the agent's audio of delivered frames, not yet sent
+        # the agent's audio of delivered frames, not yet sent: at most 4 s (the oldest go first if the
+        # audio track ever stops taking it)
+        self.voice_out: deque[np.ndarray] = deque(maxlen=4 * FPS)
         self.frames_in = 0  # frames the session delivered
         self.frames_sent = 0
         self.mic_seconds = 0.0
