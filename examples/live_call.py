@@ -57,7 +57,7 @@ def main() -> None:
     viewer = threading.Thread(target=reader)
     viewer.start()
     start, last = time.perf_counter(), 0
-    for k, (a, b) in enumerate(paced_chunks(agent, partner, 0.04)):
+    for a, b in paced_chunks(agent, partner, 0.04):
         session.push(a, b)
         if (second := int(time.perf_counter() - start)) > last:
             last, s = second, session.stats

@@ -19,7 +19,6 @@ import fractions
 import logging
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -34,16 +33,20 @@ AUDIO_PACKET = SAMPLE_RATE // 50  # 20 ms of the agent's voice per audio frame
 VOICE = ("en+m3", 50, 165)  # espeak-ng voice, pitch, words per minute of typed text
 
 
-class AgentVoice:
-    """What the agent still has to say (16 kHz float32), taken as the call's audio arrives. Thread-safe."""
+class Samples:
+    """A queue of 16 kHz float32 samples, taken n at a time with silence where it runs short; with
+    `max_seconds`, the oldest are dropped past that. Thread-safe."""
 
-    def __init__(self):
+    def __init__(self, max_seconds: float | None = None):
         self._queued = np.zeros(0, np.float32)
+        self._max = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
         self._lock = threading.Lock()
 
-    def say(self, audio: np.ndarray) -> None:
+    def put(self, audio: np.ndarray) -> None:
         with self._lock:
             self._queued = np.concatenate([self._queued, np.asarray(audio, np.float32)])
+            if self._max is not None:
+                self._queued = self._queued[-self._max :]
 
     def take(self, n: int) -> np.ndarray:
         """The next n samples, silence where nothing is queued."""
@@ -59,13 +62,13 @@ class AgentVoice:
 class Call:
     """One visitor's call: the live session fed by the microphone, read by the two outgoing tracks."""
 
-    def __init__(self, session, still: np.ndarray, voice: AgentVoice):
-        self.session, self.voice = session, voice
+    def __init__(self, session, still: np.ndarray, voice: Samples):
+        self.session = session
+        self.voice = voice  # what the agent still has to say, taken as the microphone's audio arrives
         self.latest = still  # what the video track sends until the first frame comes
         # the agent's audio of delivered frames, not yet sent: at most 4 s (the oldest go first if the
         # audio track ever stops taking it)
-        self.voice_out: deque[np.ndarray] = deque(maxlen=4 * FPS)
-        self.frames_in = 0  # frames the session delivered
+        self.voice_out = Samples(max_seconds=4)
         self.frames_sent = 0
         self.mic_seconds = 0.0
         self.started = time.time()
@@ -74,8 +77,7 @@ class Call:
         """Take the frames the session has delivered: keep the newest, queue their audio."""
         for f in self.session.frames():
             self.latest = f.image
-            self.voice_out.append(f.agent_audio)
-            self.frames_in += 1
+            self.voice_out.put(f.agent_audio)
 
     async def listen(self, track) -> None:
         """Push the microphone into the session until its track ends."""
@@ -92,17 +94,6 @@ class Call:
                 mic = f.to_ndarray().reshape(-1).astype(np.float32)
                 self.session.push(self.voice.take(len(mic)), mic)
                 self.mic_seconds += len(mic) / SAMPLE_RATE
-
-    def take_voice(self, n: int) -> np.ndarray:
-        parts, have = [], 0
-        while self.voice_out and have < n:
-            x = self.voice_out.popleft()
-            if have + len(x) > n:
-                self.voice_out.appendleft(x[n - have :])
-                x = x[: n - have]
-            parts.append(x)
-            have += len(x)
-        return np.pad(np.concatenate(parts) if parts else np.zeros(0, np.float32), (0, n - have))
 
     def stats(self) -> dict:
         s = self.session.stats
@@ -146,7 +137,7 @@ def _tracks(call: Call):
 
         async def recv(self):
             n = await self.tick()
-            pcm = np.clip(call.take_voice(AUDIO_PACKET) * 32767, -32768, 32767).astype(np.int16)
+            pcm = np.clip(call.voice_out.take(AUDIO_PACKET) * 32767, -32768, 32767).astype(np.int16)
             frame = av.AudioFrame.from_ndarray(pcm[None], format="s16", layout="mono")
             frame.sample_rate, frame.pts = SAMPLE_RATE, n * AUDIO_PACKET
             frame.time_base = fractions.Fraction(1, SAMPLE_RATE)
@@ -201,9 +192,9 @@ def build_call_app(load_pipeline: Callable[[], object], image: np.ndarray, name:
             except Exception as e:  # noqa: BLE001 - shown in the page; the server keeps serving
                 log.exception("cannot start a call")
                 return JSONResponse({"error": f"cannot start the call: {e}"}, status_code=500)
-            voice = AgentVoice()
+            voice = Samples()
             if agent_audio is not None:
-                voice.say(agent_audio)
+                voice.put(agent_audio)
             call = Call(pipe.live(portrait, **settings), still, voice)
             pc = RTCPeerConnection()
             state["call"], state["pc"] = call, pc
@@ -239,7 +230,7 @@ def build_call_app(load_pipeline: Callable[[], object], image: np.ndarray, name:
                 return JSONResponse({"error": str(e)}, status_code=500)
             if state["call"] is None:  # hung up while the words were synthesised
                 return JSONResponse({"error": "the call has ended"}, status_code=409)
-            state["call"].voice.say(audio)
+            state["call"].voice.put(audio)
         return {"queued_s": round(state["call"].voice.seconds_left, 2)}
 
     @app.get("/stats")

@@ -165,7 +165,7 @@ class LiveSession:
                 item = self._inbox.get()
                 if item is None:
                     for z in self.motion.finish():
-                        self._turn_out(z, final=True)
+                        self._turn_out(z)
                     return
                 a, p, total, t = item
                 self._arrivals.add(total, t)
@@ -178,7 +178,7 @@ class LiveSession:
             with self._ready:
                 self._ready.notify_all()
 
-    def _turn_out(self, z: np.ndarray, final: bool = False) -> None:
+    def _turn_out(self, z: np.ndarray) -> None:
         """Render the (k, motion_dim) latents of frames [_next, _next + k): as many as can be ready
         within `max_lag_s` of their audio at the render cost measured so far, spread evenly over the
         window (a lower frame rate rather than a frozen stretch), the rest dropped."""
