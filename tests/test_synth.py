@@ -336,3 +336,18 @@ def test_espeak_reads_text_as_text_never_as_options(tmp_path):
     target = tmp_path / "written.wav"
     audio = EspeakVoice("en", 50, 170).say(f"-w {target} hello")
     assert not target.exists() and len(audio) > SAMPLE_RATE // 2
+
+
+def test_held_out_languages_and_a_typo_refused(tmp_path):
+    """`--languages` voices a held-out set in languages training never heard; the default draws the same
+    voices as before the option existed; a language espeak-ng lacks is one line, nothing written."""
+    from infp.cli import main
+    from infp.data.speech import ESPEAK_LANGS
+
+    a, b = np.random.default_rng(3), np.random.default_rng(3)
+    assert EspeakVoice.random(a) == EspeakVoice.random(b, ESPEAK_LANGS)
+    rng = np.random.default_rng(0)
+    langs = {EspeakVoice.random(rng, ("pt", "nl", "pl")).voice.split("+")[0] for _ in range(40)}
+    assert langs == {"pt", "nl", "pl"}
+    assert main(["-q", "synth", "--out", str(tmp_path / "x"), "--languages", "pt", "klingon"]) == 2
+    assert not (tmp_path / "x").exists()

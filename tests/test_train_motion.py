@@ -118,3 +118,26 @@ def test_ema_warms_up(synth_clips, imitator, tmp_path):
     ema = load_file(str(tmp_path / "run" / "checkpoint" / "model.safetensors"))["denoiser.out.weight"]
     raw = load_file(str(tmp_path / "run" / "state" / "model.safetensors"))["denoiser.out.weight"]
     assert raw.norm() > 0 and ema.norm() > 0.5 * raw.norm()
+
+
+def test_a_one_track_model_hears_silence_on_the_other_track(synth_clips, imitator, tmp_path):
+    """The switching baseline's speaker (--hears agent) is trained with the partner's track replaced by the
+    features of digital silence, which is what it gets at generation time; its checkpoint records it."""
+    from infp.audio.mel import LogMel
+    from infp.data.motion import WindowBatch
+    from infp.train.motion import _to_batch, silence_features
+
+    silence = silence_features(LogMel())
+    assert torch.allclose(silence, torch.from_numpy(LogMel()(torch.zeros(640 * 8).numpy())[10]))
+    model = MotionGenerator(motion_preset("tiny"))
+    z = torch.zeros(2, model.cfg.window, model.cfg.motion_dim)
+    b = WindowBatch(torch.randn(2, 8, 80), torch.randn(2, 8, 80), z, z[:, :2], z[:, :3], torch.zeros(2, dtype=torch.bool))
+    speaker = _to_batch(model, b, "cpu", "agent", silence)
+    assert torch.equal(speaker.agent, b.agent) and (speaker.partner == silence).all()
+    listener = _to_batch(model, b, "cpu", "partner", silence)
+    assert torch.equal(listener.partner, b.partner) and (listener.agent == silence).all()
+    out = tmp_path / "speaker"
+    main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(out),
+          "--preset", "tiny", "--steps", "2", "--batch-size", "2", "--one-sided-steps", "1", "--device", "cpu",
+          "--hears", "agent"])
+    assert json.loads((out / "checkpoint" / "config.json").read_text())["training"]["hears"] == "agent"

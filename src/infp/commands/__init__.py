@@ -79,11 +79,17 @@ frame_size = number(int, lo=SIZE_MIN, hi=SIZE_MAX, what="pixels")
 port = number(int, lo=1, hi=65535)
 
 
-def generation_arguments(p: argparse.ArgumentParser) -> None:
-    """The checkpoints and sampling settings of a generation (`infp generate`, `infp eval real`)."""
+def generation_arguments(p: argparse.ArgumentParser, many: bool = False) -> None:
+    """The checkpoints and sampling settings of a generation (`infp generate`, `infp eval real`); `many`:
+    --checkpoint takes several stage-2 checkpoints (a list), named by --names."""
     from pathlib import Path
 
-    p.add_argument("--checkpoint", type=Path, default=None, help="stage-2 (motion) checkpoint directory (default: bundled)")
+    if many:
+        p.add_argument("--checkpoint", type=Path, nargs="+", default=None,
+                       help="stage-2 (motion) checkpoint directories, each evaluated (default: the bundled one)")
+        p.add_argument("--names", nargs="+", default=None, help="one name per checkpoint (default: folder names)")
+    else:
+        p.add_argument("--checkpoint", type=Path, default=None, help="stage-2 (motion) checkpoint directory (default: bundled)")
     p.add_argument("--imitator", type=Path, default=None,
                    help="stage-1 checkpoint the motion model was trained with (default: bundled)")
     p.add_argument("--speech-model", type=Path, default=None,

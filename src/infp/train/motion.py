@@ -61,6 +61,9 @@ class MotionTrainConfig:
     whiten_keep: float = 0.999
     real_fraction: float | None = None  # share of windows from real clips (None: in proportion to windows)
     gain_db: float = 0.0  # per-track random gain of up to this many dB (log-mel features)
+    # which tracks the model hears: "both" (INFP), or one of them, the other always silence: the
+    # speaker ("agent") and listener ("partner") models of the explicit-switching baseline (ViCo / DIM)
+    hears: str = "both"
     log_every: int = 10
     sample_every: int = 500  # steps between held-fixed validation losses
     save_every: int = 500
@@ -89,9 +92,24 @@ def visible_directions(imitator: Imitator, mean: np.ndarray, cov: np.ndarray, mi
     return kept
 
 
-def _to_batch(model: MotionGenerator, b: WindowBatch, device) -> MotionBatch:
+HEARS = ("both", "agent", "partner")
+
+
+def silence_features(featurizer) -> torch.Tensor:
+    """(F,) the features of one frame of digital silence: what a deaf track always shows."""
+    rows = featurizer(np.zeros(16000, np.float32))
+    return torch.from_numpy(np.asarray(rows[len(rows) // 2], np.float32))
+
+
+def _to_batch(model: MotionGenerator, b: WindowBatch, device, hears: str = "both",
+              silence: torch.Tensor | None = None) -> MotionBatch:
     z = lambda x: model.normalize(x.to(device))
-    return MotionBatch(b.agent.to(device), b.partner.to(device), z(b.target), z(b.context), z(b.style))
+    agent, partner = b.agent.to(device), b.partner.to(device)
+    if hears == "agent":  # one-track models: the other track is silence, in training as in generation
+        partner = silence.to(partner).expand_as(partner)
+    elif hears == "partner":
+        agent = silence.to(agent).expand_as(agent)
+    return MotionBatch(agent, partner, z(b.target), z(b.context), z(b.style))
 
 
 class MotionTrainer(RunLoop):
@@ -99,9 +117,10 @@ class MotionTrainer(RunLoop):
 
     def __init__(self, model_cfg: MotionConfig, diffusion: DiffusionConfig, cfg: MotionTrainConfig, out: Path,
                  samplers: tuple[WindowSampler | None, WindowSampler], stats: tuple[np.ndarray, np.ndarray],
-                 card: dict, cpu: bool, dtype: str = "float32", kept: np.ndarray | None = None):
+                 card: dict, cpu: bool, dtype: str = "float32", kept: np.ndarray | None = None,
+                 silence: torch.Tensor | None = None):
         super().__init__(cfg, out, cpu, dtype)
-        self.diffusion, self.card = diffusion, card
+        self.diffusion, self.card, self.silence = diffusion, card, silence
         self.one_sided, self.full = samplers
         self.noise = diffusion.training_scheduler()
         model = MotionGenerator(model_cfg)
@@ -122,7 +141,8 @@ class MotionTrainer(RunLoop):
     def train_step(self, step: int) -> dict[str, float]:
         rng = np.random.default_rng([self.cfg.seed, step, self.acc.process_index])
         raw = self.acc.unwrap_model(self.model)
-        batch = _to_batch(raw, self.sampler(step).sample(rng, self.cfg.batch_size), self.acc.device)
+        batch = _to_batch(raw, self.sampler(step).sample(rng, self.cfg.batch_size), self.acc.device, self.cfg.hears,
+                          self.silence)
         with self.autocast():
             loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout,
                                   self.cfg.velocity_weight, self.cfg.snr_gamma)
@@ -139,7 +159,7 @@ class MotionTrainer(RunLoop):
     def samples(self) -> None:
         """The EMA model's loss on a fixed batch, with fixed noise and no dropout: a steady curve to watch."""
         ema = self.ema.module.eval()
-        batch = _to_batch(ema, self.val, self.acc.device)
+        batch = _to_batch(ema, self.val, self.acc.device, self.cfg.hears, self.silence)
         loss = denoising_loss(ema, batch, self.noise, torch.Generator().manual_seed(self.cfg.seed), CondDropout(0, 0, 0),
                               self.cfg.velocity_weight, self.cfg.snr_gamma)
         self.acc.log({"val/ema_loss": loss.item()}, step=self.step)
@@ -185,8 +205,11 @@ def train_motion(
     full = WindowSampler(loaded.clips, **window)
     one_sided = WindowSampler(loaded.clips, one_sided=True, **window) if cfg.one_sided_steps else None
     log.info("stage-2 data: %s", full.describe())
+    if cfg.hears not in HEARS:
+        raise InfpError(f"hears must be one of {', '.join(HEARS)}, got {cfg.hears!r}")
     card = {"imitator_fingerprint": fingerprint, "imitator_preset": imitator.cfg.preset,
-            "data": [str(d) for d in data], "clips": len(loaded.clips), "skipped": len(loaded.skipped)}
+            "data": [str(d) for d in data], "clips": len(loaded.clips), "skipped": len(loaded.skipped),
+            "hears": cfg.hears}
     write_run(out, {"model": model_cfg.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(cfg),
                     "data": [str(d) for d in data], "imitator": str(Path(imitator_dir).resolve()),
                     "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None,
@@ -197,7 +220,8 @@ def train_motion(
     log.info("latent whitening fitted on the %s", f"{len(real)} real clips" if real else "training clips")
     stats = latent_moments(real or loaded.clips)
     kept = visible_directions(imitator, *stats, cfg.whiten_px) if imitator.keypoint_decoder is not None else None
-    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), stats, card, cpu, dtype, kept)
+    trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), stats, card, cpu, dtype, kept,
+                            silence_features(featurizer))
     if resume:
         trainer.load()
     return trainer.run(progress)
