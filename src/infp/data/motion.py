@@ -77,15 +77,17 @@ def representations(clip: Clip, size: int, kind: str, progress_bar=None, every: 
         yield represent(frame, points[i], kind)
 
 
-def compute_latents(clip: Clip, imitator: Imitator, batch_size: int = 64, progress_bar=None) -> np.ndarray:
-    """(T, motion_dim) float32 latents of the decoded frames; NaN rows where the clip has no face.
+def compute_latents(clip: Clip, imitator: Imitator, batch_size: int = 64, progress_bar=None,
+                    max_frames: int | None = None) -> np.ndarray:
+    """(T, motion_dim) float32 latents of the decoded frames (the first `max_frames` of them when
+    given); NaN rows where the clip has no face.
 
     At most one batch of frames is held at a time. `progress_bar`, when given, advances by one per
     decoded frame. E_m runs in eval mode (`ImitatorRuntime`); the imitator is left in the mode it was in.
     """
     rt = ImitatorRuntime(imitator, batch=batch_size)
     out = [np.zeros((0, imitator.cfg.motion_dim), np.float32)]
-    reps = representations(clip, imitator.cfg.size, imitator.cfg.representation, progress_bar)
+    reps = itertools.islice(representations(clip, imitator.cfg.size, imitator.cfg.representation, progress_bar), max_frames)
     while chunk := list(itertools.islice(reps, batch_size)):
         rows = np.full((len(chunk), imitator.cfg.motion_dim), np.nan, np.float32)
         face = np.array([r is not None for r in chunk])

@@ -363,7 +363,7 @@ class ConversationEvalSettings:
     live: bool = False
     expression: str = "neutral"
     max_seconds: float | None = None  # the first S seconds of each clip
-    image_every: int = 5  # image metrics on every k-th frame (0: none)
+    image_every: int = 25  # image metrics on every k-th frame (0: none): LPIPS is a VGG16 pass per pair
     videos: int = 1  # write the generated videos of the first N clips
     plots: bool = True
     progress: bool = False

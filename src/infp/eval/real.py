@@ -576,7 +576,7 @@ def own_latents(pipe, clip: Clip, n: int) -> np.ndarray:
     from infp.data.motion import compute_latents
     from infp.face.track import fill_gaps
 
-    return fill_gaps(compute_latents(clip, pipe.stage1.model)[:n, None], max_gap=n)[0][:, 0]
+    return fill_gaps(compute_latents(clip, pipe.stage1.model, max_frames=n)[:n, None], max_gap=n)[0][:, 0]
 
 
 def labels(clips: list[Clip]) -> list[str]:
