@@ -8,6 +8,7 @@ import logging
 import shutil
 import time
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -151,11 +152,99 @@ def test_only_a_faceless_video_is_an_error(media: Path, tmp_path: Path) -> None:
         preprocess([tmp_path / "out"], tmp_path / "out2", CFG, progress=False)
 
 
-@pytest.mark.parametrize("layout", ["pair", "side-by-side", "stereo"])
-def test_unimplemented_layouts_say_so(media: Path, tmp_path: Path, capsys, layout: str) -> None:
-    assert main(["preprocess", str(media / "videos"), "--out", str(tmp_path / "o"), "--layout", layout]) == 2
-    assert f"infp: error: layout {layout} is not implemented yet; use --layout single" in capsys.readouterr().err
+def test_side_by_side_is_not_implemented_yet(media: Path, tmp_path: Path, capsys) -> None:
+    assert main(["preprocess", str(media / "videos"), "--out", str(tmp_path / "o"), "--layout", "side-by-side"]) == 2
+    assert "infp: error: layout side-by-side is not implemented yet; use single, pair or stereo" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def two_speakers(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """6 s of two real talking videos (256 px frames) and each one's own speech on the frame grid."""
+    out = []
+    for name in ("SadTalker_RD_Radio2_000.mp4", "SadTalker_WDA_BobMenendez_000.mp4"):
+        path = shared_data / "talking" / name
+        frames = read_frames(path, max_frames=6 * FPS)
+        frames = np.stack([cv2.resize(f, (256, 256), interpolation=cv2.INTER_AREA) for f in frames])
+        speech = load_mono(path)
+        out += [frames, np.pad(speech, (0, max(0, len(frames) * 640 - len(speech))))[: len(frames) * 640]]
+    return tuple(out)
+
+
+def _turns(frames: np.ndarray, own: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A conversation seen from one side: 1.5-s turns, this person first; while the other speaks, this
+    person's face holds still (the frame their turn ended on) and their channel is silent."""
+    n, turn = len(frames), int(1.5 * FPS)
+    mine = (np.arange(n) // turn) % 2 == 0
+    held = np.maximum.accumulate(np.where(mine, np.arange(n), 0))
+    voice_own = own * np.repeat(mine, 640)[: len(own)]
+    voice_other = other[: len(own)] * np.repeat(~mine, 640)[: len(own)]
+    return frames[held], voice_own, voice_other
+
+
+@pytest.mark.parametrize("agent_channel", [0, 1])
+def test_stereo_finds_the_on_screen_persons_channel(two_speakers, tmp_path: Path, agent_channel: int) -> None:
+    """A video of one person in a conversation with a two-channel recording, one voice per channel: the
+    agent track is the channel whose turns the lips move in, whichever channel it is."""
+    frames, own, other = _turns(two_speakers[0], two_speakers[1], two_speakers[3])
+    channels = [other, own] if agent_channel == 1 else [own, other]
+    src = write_video(tmp_path / "call.mp4", frames, audio=np.stack(channels))
+    stats = preprocess([src], tmp_path / "clips", replace(CFG, layout="stereo"), progress=False)
+    clip = Clip.open(tmp_path / "clips" / stats.sources[0].clips[0].id)
+    assert clip.meta.extra["agent_channel"] == agent_channel and clip.meta.extra["layout"] == "stereo"
+    r = clip.meta.extra["channel_mouth_r"]
+    assert r[agent_channel] > 0.3 > r[1 - agent_channel]
+    agent, partner = clip.tracks()
+    s = round(clip.meta.extra["start"] * FPS) * 640
+    n = len(agent)
+    # AAC is lossy: compare by correlation with what went in
+    assert np.corrcoef(agent, own[s: s + n])[0, 1] > 0.9 and np.corrcoef(partner, other[s: s + n])[0, 1] > 0.9
+
+
+def test_stereo_needs_two_channels(two_speakers, tmp_path: Path) -> None:
+    frames, own, _, _ = two_speakers
+    src = write_video(tmp_path / "mono.mp4", frames, audio=own)
+    with pytest.raises(InfpError, match="no usable source"):
+        preprocess([src], tmp_path / "clips", replace(CFG, layout="stereo"), progress=False)
+    record = json.loads((tmp_path / "clips" / "preprocess_stats.json").read_text())["sources"][0]
+    assert record["status"] == "skipped" and "not a two-channel recording (1 channel(s))" in record["reason"]
+
+
+def test_pair_gives_each_person_the_others_voice(two_speakers, tmp_path: Path) -> None:
+    frames_a, voice_a, frames_b, voice_b = two_speakers
+    n = min(len(frames_a), len(frames_b))
+    a = write_video(tmp_path / "talk_a.mp4", frames_a[:n], audio=voice_a[: n * 640])
+    b = write_video(tmp_path / "talk_b.mp4", frames_b[:n], audio=voice_b[: n * 640])
+    assert main(["-q", "preprocess", str(tmp_path / "talk_b.mp4"), str(a), "--out", str(tmp_path / "clips"),
+                 "--layout", "pair", "--size", "128"]) == 0
+    clips = {c.meta.id: c for c in list_clips(tmp_path / "clips")}
+    assert set(clips) == {"talk_a", "talk_b"}
+    for me, other, mine, theirs in (("talk_a", b, voice_a, voice_b), ("talk_b", a, voice_b, voice_a)):
+        clip = clips[me]
+        assert clip.meta.extra["partner_source"] == str(other.resolve())
+        agent, partner = clip.tracks()
+        s = round(clip.meta.extra["start"] * FPS) * 640
+        assert np.corrcoef(agent, mine[s: s + len(agent)])[0, 1] > 0.9
+        assert np.corrcoef(partner, theirs[s: s + len(partner)])[0, 1] > 0.9
+    # the partner's video changed: both clips of the pair are made again, nothing else
+    stats = preprocess([a, b], tmp_path / "clips", replace(CFG, layout="pair", size=128), progress=False)
+    assert [r.status for r in stats.sources] == ["cached", "cached"]
+    write_video(b, frames_b[:n], audio=0.5 * voice_b[: n * 640])
+    stats = preprocess([a, b], tmp_path / "clips", replace(CFG, layout="pair", size=128), progress=False)
+    assert [r.status for r in stats.sources] == ["written", "written"]
+
+
+def test_pair_refuses_an_odd_count_and_videos_of_different_length(two_speakers, tmp_path: Path, capsys) -> None:
+    frames_a, voice_a, frames_b, voice_b = two_speakers
+    a = write_video(tmp_path / "x_a.mp4", frames_a, audio=voice_a)
+    assert main(["preprocess", str(a), "--out", str(tmp_path / "o"), "--layout", "pair"]) == 2
+    assert "--layout pair takes the videos two at a time (one per person), got 1" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    b = write_video(tmp_path / "x_b.mp4", frames_b[: FPS], audio=voice_b[: FPS * 640])  # 1 s against 6 s
+    with pytest.raises(InfpError, match="no usable source"):
+        preprocess([a, b], tmp_path / "clips", replace(CFG, layout="pair"), progress=False)
+    reasons = [r["reason"] for r in json.loads((tmp_path / "clips" / "preprocess_stats.json").read_text())["sources"]]
+    assert all("the pair's videos differ in length by 5.00 s" in r for r in reasons), reasons
 
 
 def test_cli_end_to_end_with_workers(media: Path, tmp_path: Path) -> None:

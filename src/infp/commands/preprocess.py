@@ -32,7 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("sources", nargs="+", type=Path, metavar="SOURCE", help="video files or folders of videos")
     s.add_argument("--out", type=Path, required=True, help="output folder (one clip directory per face segment)")
     s.add_argument("--layout", choices=LAYOUTS, default="single",
-                   help="how the video holds the conversation; only 'single' (one person, the agent) so far")
+                   help="how the videos hold the conversation: single (one person, their own audio; the partner "
+                        "silent), pair (two videos, one per person, sorted by path and taken two at a time: each "
+                        "person's clip hears the other's video's audio), stereo (one person, a two-channel recording "
+                        "with one voice per channel; the on-screen person's channel is found by their lips); "
+                        "side-by-side is not implemented yet (default single)")
     s.add_argument("--workers", type=positive_int, default=1, help="videos processed in parallel (default 1)")
     s.add_argument("--size", type=positive_int, default=256, help="side of the face crops in pixels (default 256)")
     s.add_argument("--min-seconds", type=positive_float, default=1.0,

@@ -1,9 +1,11 @@
-"""`infp preprocess`: real single-person talking videos -> the project's clip format.
+"""`infp preprocess`: real talking videos -> the project's clip format.
 
 Per video: track the face at 25 fps (`face.track`), cut the video at long face gaps into segments,
 and write each segment of at least `min_seconds` as one clip (docs/clip-format.md): steady square
-crops, landmarks mapped into crop pixels, the video's own audio as the agent's track and silence as
-the partner's (one person on screen is the agent), and the hybrid representation of every crop.
+crops, landmarks mapped into crop pixels, the two tracks and the hybrid representation of every
+crop. The person on screen is the agent; the layout says where the tracks come from: `single` the
+video's own audio and silence, `pair` its audio and the partner video's, `stereo` the channel the
+on-screen lips follow and the other channel.
 
 Caching: after a video is done, a record `DIR/.preprocess/<id>.json` names its clips. A later run
 skips the video when the record matches the file (path, size, mtime), the settings and the
@@ -32,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from infp import FPS, SAMPLE_RATE, __version__
-from infp.audio.io import load_mono, save_wav
+from infp.audio.io import load_audio, save_wav
 from infp.data import contact
 from infp.data.clip import ClipMeta
 from infp.errors import InfpError, MediaError
@@ -157,9 +159,15 @@ def assign_ids(videos: list[Path], out: Path) -> list[str]:
 # ------------------------------------------------------------------------------------ caching
 
 
-def _fingerprint(path: Path, cfg: PreprocessConfig) -> dict:
+def _fingerprint(path: Path, cfg: PreprocessConfig, partner: Path | None = None) -> dict:
+    """What a video's clips depend on: the file, the settings, the preprocessor, and with --layout pair
+    the partner's video (its audio is the partner track)."""
     st = path.stat()
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "config": asdict(cfg), "version": PREPROCESS_VERSION}
+    out = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "config": asdict(cfg), "version": PREPROCESS_VERSION}
+    if partner is not None:
+        other = partner.stat()
+        out["partner"] = {"path": str(partner), "bytes": other.st_size, "mtime_ns": other.st_mtime_ns}
+    return out
 
 
 def _load_record(out: Path, base_id: str) -> SourceResult | None:
@@ -170,9 +178,9 @@ def _load_record(out: Path, base_id: str) -> SourceResult | None:
         return None
 
 
-def _cached(out: Path, path: Path, base_id: str, cfg: PreprocessConfig) -> SourceResult | None:
+def _cached(out: Path, path: Path, base_id: str, cfg: PreprocessConfig, partner: Path | None = None) -> SourceResult | None:
     rec = _load_record(out, base_id)
-    if rec is None or rec.source != str(path) or rec.fingerprint != _fingerprint(path, cfg):
+    if rec is None or rec.source != str(path) or rec.fingerprint != _fingerprint(path, cfg, partner):
         return None
     if any(not (out / c.id / "meta.json").is_file() for c in rec.clips):
         return None
@@ -209,19 +217,54 @@ def _fit(audio: np.ndarray, n: int) -> np.ndarray:
     return np.pad(audio[:n], (0, max(0, n - len(audio)))).astype(np.float32)
 
 
-def agent_audio(path: Path, info: VideoInfo, n_frames: int) -> tuple[np.ndarray, bool]:
-    """The video's own audio on its 25 fps frame grid, (n_frames * 640,), and whether it had any."""
-    n = n_frames * SPF
+def source_audio(path: Path, info: VideoInfo, n_frames: int) -> np.ndarray | None:
+    """The video's audio, every channel, on its 25 fps frame grid: (C, n_frames * 640); None without any."""
     if not info.has_audio:
-        return np.zeros(n, np.float32), False
+        return None
     try:
-        audio = load_mono(path)
+        audio = load_audio(path)
     except MediaError as e:
         log.warning("%s; using silence", e)
-        return np.zeros(n, np.float32), False
+        return None
     shift = round(_audio_delay(path) * SAMPLE_RATE)
-    audio = np.pad(audio, (shift, 0)) if shift > 0 else audio[-shift:]
-    return _fit(audio, n), True
+    audio = np.pad(audio, ((0, 0), (shift, 0))) if shift > 0 else audio[:, -shift:]
+    return np.stack([_fit(ch, n_frames * SPF) for ch in audio])
+
+
+def agent_audio(path: Path, info: VideoInfo, n_frames: int) -> tuple[np.ndarray, bool]:
+    """The video's own audio (channels mixed) on its 25 fps frame grid, (n_frames * 640,), and whether
+    it had any."""
+    audio = source_audio(path, info, n_frames)
+    return (np.zeros(n_frames * SPF, np.float32), False) if audio is None else (audio.mean(0).astype(np.float32), True)
+
+
+ACTIVITY_FRAMES = 9  # window of the mouth's activity and the voices' loudness when matching channels
+
+
+def mouth_activity(landmarks: np.ndarray, k: int = ACTIVITY_FRAMES) -> np.ndarray:
+    """(T,) how much the mouth moves around each frame: the std of its opening over k frames."""
+    from scipy.ndimage import uniform_filter1d
+
+    m = mouth_opening(np.asarray(landmarks, np.float64))
+    return np.sqrt(np.maximum(uniform_filter1d(m**2, k) - uniform_filter1d(m, k) ** 2, 0))
+
+
+def stereo_tracks(audio: np.ndarray, track: FaceTrack) -> tuple[np.ndarray, int, list[float]]:
+    """(agent, partner) (2, N) of a two-channel recording with one person per channel, the on-screen
+    person's channel (the agent) and each channel's Pearson r with the on-screen mouth. The agent's is
+    the channel whose loudness the mouth's activity follows: in a conversation the lips move in the
+    person's own turns and rest in the other's. (The opening itself follows the loudness poorly, frame
+    by frame: r 0.0-0.2 on real talking videos.)"""
+    from scipy.ndimage import uniform_filter1d
+
+    from infp.data.behaviour import speech_level
+    from infp.eval.behaviour import pearson
+
+    act = mouth_activity(track.landmarks)
+    act[~np.asarray(track.detected, bool)[: len(act)]] = np.nan  # interpolated frames say nothing
+    r = [pearson(act, uniform_filter1d(speech_level(ch)[: len(act)], ACTIVITY_FRAMES).astype(np.float64)) for ch in audio[:2]]
+    agent = int(np.nanargmax(np.nan_to_num(r, nan=-np.inf))) if np.isfinite(r).any() else 0
+    return np.stack([audio[agent], audio[1 - agent]]), agent, [round(float(x), 3) for x in r]
 
 
 def _dbfs(audio: np.ndarray) -> float:
@@ -234,12 +277,13 @@ def _jitter(track: FaceTrack, s: int, e: int) -> dict[str, float]:
     return {"raw_centre": raw.centre, "raw_size": raw.size, "centre": smooth.centre, "size": smooth.size}
 
 
-def _write_clip(dest: Path, frames, seg: tuple[int, int], track: FaceTrack, audio: np.ndarray,
+def _write_clip(dest: Path, frames, seg: tuple[int, int], track: FaceTrack, tracks: np.ndarray,
                 cfg: PreprocessConfig, extra: dict, bar: tqdm | None) -> ClipStats:
-    """Crop `frames` (the segment's source frames) into the clip directory `dest`."""
+    """Crop `frames` (the segment's source frames) into the clip directory `dest`; `tracks` (2, N): the
+    agent's and the partner's audio of the whole video."""
     s, e = seg
     n, size = e - s, cfg.size
-    agent, partner = audio[s * SPF: e * SPF], np.zeros(n * SPF, np.float32)
+    agent, partner = tracks[0, s * SPF: e * SPF], tracks[1, s * SPF: e * SPF]
     picks = contact.pick(np.ones(n, bool), mouth_opening(track.landmarks[s:e]), 6)
     lms = np.full((n, 478, 3), np.nan, np.float32)
     keep, written = {}, 0
@@ -275,10 +319,41 @@ def _write_clip(dest: Path, frames, seg: tuple[int, int], track: FaceTrack, audi
     return stats
 
 
-def process_video(path: Path, base_id: str, out: Path, cfg: PreprocessConfig, progress: bool = False) -> SourceResult:
-    """Track one video and write its clips; a video that cannot give any is a skipped result."""
+PAIR_TOLERANCE_S = 0.5  # the two videos of a pair may differ in length by this much (their last frames)
+
+
+def _tracks(path: Path, info: VideoInfo, track: FaceTrack, cfg: PreprocessConfig,
+            partner: Path | None) -> tuple[np.ndarray, dict] | str:
+    """(agent, partner) audio (2, N) of a video by its layout, with what each is (for meta.json), or
+    why the video gives no clip."""
+    n = len(track.found)
+    if cfg.layout == "stereo":
+        audio = source_audio(path, info, n)
+        if audio is None or len(audio) != 2:
+            return f"not a two-channel recording ({0 if audio is None else len(audio)} channel(s)); --layout stereo needs one person per channel"
+        tracks, channel, r = stereo_tracks(audio, track)
+        return tracks, {"agent": f"channel {channel} (the on-screen person: mouth ~ loudness r {r[channel]:.2f})",
+                        "partner": f"channel {1 - channel}", "agent_channel": channel, "channel_mouth_r": r}
+    agent, has_audio = agent_audio(path, info, n)
+    about = {"has_audio": has_audio, "agent": "the video's own audio" if has_audio else "silence (no audio stream)"}
+    if cfg.layout == "pair":
+        other = probe(partner)
+        gap = abs(other.duration - info.duration)
+        if gap > PAIR_TOLERANCE_S:
+            return (f"the pair's videos differ in length by {gap:.2f} s ({path.name} {info.duration:.2f} s, "
+                    f"{partner.name} {other.duration:.2f} s): cut both to the same start and end")
+        voice, has_partner = agent_audio(partner, other, n)
+        return np.stack([agent, voice]), {**about, "partner": f"the audio of {partner.name}" if has_partner else "silence",
+                                          "partner_source": str(partner)}
+    return np.stack([agent, np.zeros_like(agent)]), {**about, "partner": "silence"}
+
+
+def process_video(path: Path, base_id: str, out: Path, cfg: PreprocessConfig, progress: bool = False,
+                  partner: Path | None = None) -> SourceResult:
+    """Track one video and write its clips; a video that cannot give any is a skipped result.
+    `partner`: with --layout pair, the other person's video (its audio is the partner track)."""
     t0 = time.perf_counter()
-    result = SourceResult(str(path), base_id, "skipped", fingerprint=_fingerprint(path, cfg))
+    result = SourceResult(str(path), base_id, "skipped", fingerprint=_fingerprint(path, cfg, partner))
     try:
         info = probe(path)
         track = track_video(path, cfg.max_gap_s, progress=progress)
@@ -290,21 +365,24 @@ def process_video(path: Path, base_id: str, out: Path, cfg: PreprocessConfig, pr
         longest = max((e - s for s, e in zip(*runs(track.found))), default=0) / FPS
         why = "no face found" if longest == 0 else f"no face stretch of {cfg.min_seconds:g} s (longest {longest:.2f} s)"
         return replace(result, reason=why, frames=n_total, seconds_taken=time.perf_counter() - t0)
-    audio, has_audio = agent_audio(path, info, n_total)
-    extra = {
-        "source": str(path), "layout": cfg.layout, "source_fps": info.fps, "source_size": [info.width, info.height],
-        "has_audio": has_audio, "agent": "the video's own audio" if has_audio else "silence (no audio stream)",
-        "partner": "silence", "preprocessor": f"infp {__version__} preprocess v{PREPROCESS_VERSION}",
-    }
     try:
-        clips = _write_clips(path, out, base_id, segs, track, audio, cfg, extra, progress)
+        got = _tracks(path, info, track, cfg, partner)
+    except InfpError as e:  # the partner's video is unreadable
+        return replace(result, reason=_reason(e), fingerprint={})
+    if isinstance(got, str):
+        return replace(result, reason=got, frames=n_total, seconds_taken=time.perf_counter() - t0)
+    tracks, about = got
+    extra = {"source": str(path), "layout": cfg.layout, "source_fps": info.fps, "source_size": [info.width, info.height],
+             "has_audio": info.has_audio, **about, "preprocessor": f"infp {__version__} preprocess v{PREPROCESS_VERSION}"}
+    try:
+        clips = _write_clips(path, out, base_id, segs, track, tracks, cfg, extra, progress)
     except InfpError as e:  # the second decode failed: clips already written stay, unrecorded
         return replace(result, reason=_reason(e), fingerprint={})
     return replace(result, status="written", clips=clips, frames=n_total, seconds_taken=time.perf_counter() - t0)
 
 
 def _write_clips(path: Path, out: Path, base_id: str, segs: list[tuple[int, int]], track: FaceTrack,
-                 audio: np.ndarray, cfg: PreprocessConfig, extra: dict, progress: bool) -> list[ClipStats]:
+                 tracks: np.ndarray, cfg: PreprocessConfig, extra: dict, progress: bool) -> list[ClipStats]:
     """Decode the video a second time (frames are not held in memory) and write one clip per segment."""
     clips = []
     bar = tqdm(total=sum(e - s for s, e in segs), unit="frame", desc=f"{path.name} clips", disable=not progress, leave=False)
@@ -313,9 +391,21 @@ def _write_clips(path: Path, out: Path, base_id: str, segs: list[tuple[int, int]
         for k, (s, e) in enumerate(segs):
             next(itertools.islice(frames, s - t, s - t), None)  # consume the frames before the segment
             clip_id = base_id if len(segs) == 1 else f"{base_id}_s{k}"
-            clips.append(_write_clip(out / clip_id, itertools.islice(frames, e - s), (s, e), track, audio, cfg, extra, bar))
+            clips.append(_write_clip(out / clip_id, itertools.islice(frames, e - s), (s, e), track, tracks, cfg, extra, bar))
             t = e
     return clips
+
+
+def pair_up(videos: list[Path]) -> dict[Path, Path]:
+    """--layout pair: each video's partner. The videos, sorted by path, go two at a time (name the two
+    videos of a conversation so that they sort together: talk_a.mp4, talk_b.mp4)."""
+    if len(videos) % 2:
+        raise InfpError(f"--layout pair takes the videos two at a time (one per person), got {len(videos)}: "
+                        + ", ".join(p.name for p in videos))
+    out = {}
+    for a, b in zip(videos[::2], videos[1::2]):
+        out[a], out[b] = b, a
+    return out
 
 
 def _reason(e: InfpError) -> str:
@@ -342,23 +432,25 @@ def preprocess(
 ) -> PreprocessStats:
     """Preprocess every video among `sources` into clips under `out`; writes `out/preprocess_stats.json`.
 
-    Raises `InfpError` for an unimplemented layout, or when no source gives a clip.
+    Raises `InfpError` for an unimplemented layout, an odd number of videos for `pair`, or when no
+    source gives a clip.
     """
     if cfg.layout not in LAYOUTS:
         raise InfpError(f"unknown layout {cfg.layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if cfg.layout != "single":
-        raise InfpError(f"layout {cfg.layout} is not implemented yet; use --layout single")
+    if cfg.layout == "side-by-side":
+        raise InfpError("layout side-by-side is not implemented yet; use single, pair or stereo")
     t0 = time.perf_counter()
     out = Path(out)
     videos, results = expand_sources(sources)
     if not videos:
         raise InfpError(f"no video files among the sources: {', '.join(map(str, sources))}")
+    partners = pair_up(videos) if cfg.layout == "pair" else {}
     out.mkdir(parents=True, exist_ok=True)
     todo = []
     for path, base_id in zip(videos, assign_ids(videos, out)):
-        hit = _cached(out, path, base_id, cfg)
+        hit = _cached(out, path, base_id, cfg, partners.get(path))
         if hit is None:
-            todo.append((path, base_id, out, cfg))
+            todo.append((path, base_id, out, cfg, False, partners.get(path)))
             continue
         results.append(hit)
         if hit.status == "skipped":
@@ -371,8 +463,8 @@ def preprocess(
                 for r in pool.imap_unordered(_work, todo):
                     results.append(_finish(out, r, bar))
         else:
-            for job in todo:
-                results.append(_finish(out, process_video(*job, progress=progress and workers == 1), bar))
+            for path, base_id, out_, cfg_, _, partner in todo:
+                results.append(_finish(out, process_video(path, base_id, out_, cfg_, progress and workers == 1, partner), bar))
     order = {str(p): i for i, p in enumerate(videos)}
     results.sort(key=lambda r: (order.get(r.source, -1), r.source))
     stats = PreprocessStats(str(out), cfg, results, time.perf_counter() - t0)
