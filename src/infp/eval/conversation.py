@@ -342,7 +342,10 @@ def _kinds(clips: list[ClipEntry]) -> dict[str, int]:
 
 
 def _fmt(v: float) -> str:
-    return "n/a" if v is None or not math.isfinite(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    """3 decimals, 3 significant digits below 0.1 (expression features are fractions of the face)."""
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}" if abs(v) >= 0.1 or v == 0 else f"{v:.3g}"
 
 
 def _table(cols: list[str], rows: dict, values: dict) -> str:
