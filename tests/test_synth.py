@@ -306,6 +306,22 @@ def test_nods_never_overlap_the_agents_own_speech(conversations) -> None:
         assert not (beh.nod & conv.speaking(AGENT, backchannels=False)).any()
 
 
+def test_the_head_drifts_smoothly_and_calmer_while_listening(conversations) -> None:
+    """Real listeners turn their heads 0.12-0.24 deg a frame (MediaPipe, which adds its own jitter) at
+    0.4-1.5 deg std; the drift is smooth, and livelier while speaking."""
+    speed, spread = {"listen": [], "speak": []}, {"listen": [], "speak": []}
+    for _, beh in conversations:
+        for role, mask in (("listen", beh.partner_speaking & ~beh.agent_speaking & ~beh.nod),
+                           ("speak", beh.agent_speaking & ~beh.partner_speaking)):
+            both = mask[1:] & mask[:-1]
+            if both.sum() > FPS:
+                speed[role].append(np.abs(np.diff(beh.yaw))[both].mean())
+                spread[role].append(beh.yaw[mask].std())
+    assert len(speed["listen"]) >= 3 and len(speed["speak"]) >= 3
+    assert np.mean(speed["listen"]) < 0.12 and np.mean(spread["listen"]) < 1.5
+    assert np.mean(speed["speak"]) > np.mean(speed["listen"]) and np.mean(spread["speak"]) > np.mean(spread["listen"])
+
+
 def test_blinks_throughout(conversations) -> None:
     onsets = sum(int(((beh.blink[1:] > 0) & (beh.blink[:-1] == 0)).sum()) for _, beh in conversations)
     seconds = 20 * len(conversations)
