@@ -27,6 +27,7 @@ import tomllib
 from pathlib import Path
 
 BUNDLED = "bundled"
+INFP = [sys.executable, "-m", "infp"]  # this interpreter's infp: the script need not run in an activated venv
 COLUMNS = [  # (label, where in conversation.json, key)
     ("role contrast", "tracks", "role_contrast"), ("mouth ~ agent r", "tracks", "mouth_agent_r"),
     ("mouth ~ partner r", "tracks", "mouth_partner_r"), ("mouth ~ agent r, overlaps", "tracks", "mouth_agent_r_overlap"),
@@ -53,10 +54,10 @@ def load_recipes(folder: Path, only: list[str] | None) -> dict[str, dict]:
 def _train(stage: str, table: dict, out: Path, data_root: Path, extra: list[str], run) -> Path:
     """Train (or resume) one stage of a recipe; its checkpoint directory."""
     if (out / "run.json").is_file():
-        cmd = ["infp", "train", stage, "--out", str(out), "--resume"]
+        cmd = [*INFP, "train", stage, "--out", str(out), "--resume"]
     else:
         data = [str(data_root / d) for d in table["data"]]
-        cmd = ["infp", "train", stage, "--data", *data, "--out", str(out), *shlex.split(table["args"]), *extra]
+        cmd = [*INFP, "train", stage, "--data", *data, "--out", str(out), *shlex.split(table["args"]), *extra]
     run(cmd)
     return out / "checkpoint"
 
@@ -92,7 +93,7 @@ def evaluate(recipes: dict[str, dict], trained: dict[str, tuple[str, Path]], eva
         unified = [n for n in names if hears(recipes[n]["motion"]) == "both"]
         by_track = {hears(recipes[n]["motion"]): n for n in names if hears(recipes[n]["motion"]) != "both"}
         folder = out / ("bundled_stage1" if imitator == BUNDLED else f"stage1_{names[0]}")
-        cmd = ["infp", "eval", "conversation", "--data", *map(str, eval_dirs), "--out", str(folder)]
+        cmd = [*INFP, "eval", "conversation", "--data", *map(str, eval_dirs), "--out", str(folder)]
         if imitator != BUNDLED:
             cmd += ["--imitator", imitator]
         if unified:
