@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -51,7 +51,7 @@ from infp.eval.motion_metrics import (
     turn_changes,
     window_joins,
 )
-from infp.eval.real import mouth_activity, own_latents
+from infp.eval.real import _frames_at, _rendered, mouth_activity, own_latents
 from infp.face import topology as tp
 from infp.face.expression import eye_opening, mouth_opening
 from infp.face.pose import head_pose
@@ -410,11 +410,6 @@ def _fit(a: np.ndarray, n: int, fill: float = 0) -> np.ndarray:
     return a[:n] if len(a) >= n else np.concatenate([a, np.full((n - len(a),) + a.shape[1:], fill, a.dtype)])
 
 
-def _batches(render: Callable, z: np.ndarray, batch: int = 25) -> Iterator[np.ndarray]:
-    for i in range(0, len(z), batch):
-        yield from render(z[i : i + batch])
-
-
 def _scored(frames: Iterable[np.ndarray], real: Iterator[np.ndarray] | None, points: np.ndarray | None,
             scorer: ImageScorer | None, every: int) -> Iterator[np.ndarray]:
     """The generated frames, unchanged; every `every`-th one also goes to `scorer` with the real frame."""
@@ -534,17 +529,17 @@ def _generate(m: Model, clip: Clip, label: str, truth: _Truth, n: int, s: Conver
     if scorer is not None and lm is not None and s.image_every:
         scorer.start_clip(truth.first, lm[np.flatnonzero(np.isfinite(lm).all((1, 2)))[0]])  # identity's reference
         real = iter(clip.frames())
-    frames = _scored(_batches(render, z), real, lm, scorer, s.image_every)
+    frames = _scored(_rendered(render, z, np.arange(len(z))), real, lm, scorer, s.image_every)
     video = videos / f"{_safe(label)}_{_safe(m.name)}.mp4" if videos is not None else None
     out = measure_landmarks(frames, video, np.stack([truth.agent, truth.partner]) if video else None)
     return z, _fit(out, n, np.nan)
 
 
 def _frame_at(clip: Clip, t: int) -> np.ndarray:
-    for i, frame in enumerate(clip.frames()):
-        if i == t:
-            return frame
-    raise InfpError(f"the video has no frame {t}", clip.video)
+    frame = _frames_at(clip.frames(), [t]).get(t)
+    if frame is None:
+        raise InfpError(f"the video has no frame {t}", clip.video)
+    return frame
 
 
 def _safe(name: str) -> str:
