@@ -14,7 +14,7 @@ import argparse
 import math
 from collections.abc import Callable
 
-NAMES = ("generate", "synth", "preprocess", "train", "eval", "bench", "demo", "call", "weights")  # each subcommand module adds its name here
+NAMES = ("generate", "synth", "preprocess", "pack", "train", "eval", "bench", "demo", "call", "weights")  # each subcommand module adds its name here
 
 SEED_MAX = 2**32 - 1  # torch's CPU generator keeps 32 bits of a seed: seeds 2^32 apart would give the same video
 STEPS_MAX = 1000  # DDIM steps: no more than the diffusion's training timesteps

@@ -142,12 +142,15 @@ def run_motion(args: argparse.Namespace) -> None:
 
 def _common(s: argparse.ArgumentParser, steps: int, batch: int, lr: float) -> None:
     s.add_argument("--data", type=Path, nargs="+", default=None,
-                   help="folders of clips (from infp synth / preprocess); with --resume the run's own are used")
+                   help="folders of clips (from infp synth / preprocess) or packs of shards (infp pack: a folder, its "
+                        "index.json or an fsspec URL); with --resume the run's own are used")
     s.add_argument("--out", type=Path, required=True, help="run folder: state/, checkpoint/, logs/, ...")
     # None: not given (a new run takes the default, a resumed one what its run.json recorded)
     s.add_argument("--steps", type=positive_int, default=None,
                    help=f"total optimiser steps (default {steps}; with --resume: the run's own)")
-    s.add_argument("--batch-size", type=positive_int, default=None, help=f"examples per step and device (default {batch})")
+    s.add_argument("--batch-size", type=positive_int, default=None,
+                   help=f"examples per step, all processes together (split evenly over `accelerate launch`'s "
+                        f"processes; default {batch})")
     s.add_argument("--lr", type=number(float, above=0, hi=1), default=None, help=f"AdamW learning rate (default {lr:g})")
     s.add_argument("--seed", type=seed, default=None, help="0 to 2^32 - 1 (default 0)")
     s.add_argument("--save-every", type=positive_int, default=None,

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from infp.data.pairs import ClipFrames, PairBatch, PairSampler, load_clips
+from infp.data.shards import data_source, is_shards, shard_clips
 from infp.errors import InfpError
 from infp.models import Imitator, ImitatorConfig
 from infp.models.discriminator import DiscriminatorConfig
@@ -142,7 +143,7 @@ class Trainer(RunLoop):
 
     def batch(self, step: int) -> PairBatch:
         rng = np.random.default_rng([self.cfg.seed, step, self.acc.process_index])
-        b = self.sampler.sample(rng, self.cfg.batch_size)
+        b = self.sampler.sample(rng, self.local_batch)  # this process's share of the step's batch
         return PairBatch(*(t.to(self.acc.device) for t in b))
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -198,7 +199,8 @@ def train_imitation(data: list[Path], out: Path, model_cfg: ImitatorConfig, cfg:
                             keypoint_head=model_cfg.keypoint_head or start.keypoint_head,
                             correction_max=model_cfg.correction_max or start.correction_max)
         log.info("starting from the weights of %s (preset %s)", cfg.init_from, model_cfg.preset)
-    clips = [c for d in data for c in clips_in(d)]
+    data = [data_source(d) for d in data]  # a URL of shards stays a URL (pathlib folds `memory://` to `memory:/`)
+    clips = [c for d in data for c in (shard_clips(d, progress=progress) if is_shards(d) else clips_in(d))]
     frames = load_clips(clips, model_cfg.size, progress=progress, max_frames=cfg.max_frames)
     kinds = {k: sum(c.kind == k for c in frames) for k in ("real", "synthetic")}
     log.info("training on %d real and %d synthetic clip(s), %d frames", kinds["real"], kinds["synthetic"],

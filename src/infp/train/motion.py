@@ -25,6 +25,7 @@ from infp.data.motion import (
     latent_moments,
     load_motion_clips,
 )
+from infp.data.shards import data_source, is_shards, shard_clips
 from infp.diffusion.schedule import DiffusionConfig
 from infp.diffusion.training import CondDropout, MotionBatch, denoising_loss
 from infp.errors import InfpError
@@ -32,7 +33,7 @@ from infp.guard import check_checkpoint
 from infp.models import Imitator
 from infp.models.motion_config import MotionConfig
 from infp.models.motion_generator import MotionGenerator
-from infp.train.run import RunLoop, TrainResult, check_out, clips_in, resumed_plan, write_run
+from infp.train.run import Forward, RunLoop, TrainResult, check_out, clips_in, resumed_plan, write_run
 
 log = logging.getLogger(__name__)
 
@@ -141,10 +142,10 @@ class MotionTrainer(RunLoop):
     def train_step(self, step: int) -> dict[str, float]:
         rng = np.random.default_rng([self.cfg.seed, step, self.acc.process_index])
         raw = self.acc.unwrap_model(self.model)
-        batch = _to_batch(raw, self.sampler(step).sample(rng, self.cfg.batch_size), self.acc.device, self.cfg.hears,
+        batch = _to_batch(raw, self.sampler(step).sample(rng, self.local_batch), self.acc.device, self.cfg.hears,
                           self.silence)
-        with self.autocast():
-            loss = denoising_loss(self.model, batch, self.noise, self.generator(step), self.cfg.dropout,
+        with self.autocast():  # through the prepared model: with many processes, DDP averages the gradients
+            loss = denoising_loss(Forward(self.model, raw), batch, self.noise, self.generator(step), self.cfg.dropout,
                                   self.cfg.velocity_weight, self.cfg.snr_gamma)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(loss)
@@ -195,7 +196,8 @@ def train_motion(
     featurizer = featurizer_for(speech_model)
     model_cfg = replace(model_cfg, motion_dim=imitator.cfg.motion_dim, audio_features=featurizer.name,
                         audio_per_frame=featurizer.per_frame, audio_input_dim=featurizer.dim)
-    clips = [c for d in data for c in clips_in(d)]
+    data = [data_source(d) for d in data]  # a URL of shards stays a URL (pathlib folds `memory://` to `memory:/`)
+    clips = [c for d in data for c in (shard_clips(d, progress=progress) if is_shards(d) else clips_in(d))]
     cache_dir = Path(cache_dir or out / "cache").resolve()
     loaded = load_motion_clips(clips, imitator, fingerprint, featurizer, cache_dir,
                                progress=progress, min_speech=cfg.min_speech)
