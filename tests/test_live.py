@@ -158,3 +158,29 @@ def test_memory_is_flat_over_twenty_sessions_in_a_row(pipe, portrait):
         one_call()
     gc.collect()
     assert resident_mb() - before < 20, f"{before:.0f} -> {resident_mb():.0f} MB"
+
+
+def test_frames_are_handed_out_a_render_batch_at_a_time(pipe, portrait):
+    """A window's first frames are ready (and readable) before its last ones are rendered: the reader
+    sees each batch of `render_batch` frames while the worker renders the next."""
+    s = Settings(seed=0, steps=2, paste=False, live=True)
+    render = pipe.renderer(portrait, s)
+    seen = []  # frames the reader could collect when each render call began
+
+    session = None
+
+    def watched(z):
+        seen.append((len(z), session.stats.frames))
+        return render(z)
+
+    session = LiveSession(pipe.motion_stream(portrait, s), watched, max_lag_s=1e9, render_batch=3)
+    agent, partner = _tracks(2.0)
+    frames = _push_all(session, agent, partner)
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert all(k <= 3 for k, _ in seen)
+    delivered = [n for _, n in seen]
+    assert delivered == sorted(delivered) and len(set(delivered)) == len(delivered), \
+        "every render call starts after the previous batch was handed out"
+    assert sum(k for k, _ in seen) == len(frames)
+    with pytest.raises(ValueError, match="render_batch"):
+        LiveSession(pipe.motion_stream(portrait, s), render, render_batch=0)

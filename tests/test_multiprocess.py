@@ -221,3 +221,26 @@ def test_a_killed_two_process_run_resumes_exactly(stage, stage_flags, tmp_path):
     assert main(["-q", "train", stage, "--out", str(killed), "--resume", "--steps", str(end + 1), "--device", "cpu"]) == 0
     assert json.loads((killed / "checkpoint" / "config.json").read_text())["training"]["step"] == end + 1
     assert all(torch.isfinite(v).all() for v in _state(killed, "model").values())
+
+
+def test_workers_end_with_a_killed_launcher(stage_flags, tmp_path):
+    """kill -9 of the launcher alone: its workers (each in a session of its own) end too, instead of training
+    on as orphans that hold the run folder's lock."""
+    import psutil
+
+    out, log = tmp_path / "run", tmp_path / "run.log"
+    with log.open("w") as f:
+        proc = subprocess.Popen(_command(2, "motion", out, *stage_flags["motion"], "--steps", "100000", "--save-every", "2"),
+                                env=ENV, stdout=f, stderr=f)
+        try:
+            _wait_for_state(out, 2, proc, log)
+            workers = [p for p in psutil.Process(proc.pid).children(recursive=True) if "infp" in " ".join(p.cmdline())]
+            assert len(workers) == 2, [p.cmdline() for p in workers]
+            proc.kill()  # the launcher only
+            proc.wait()
+            _, alive = psutil.wait_procs(workers, timeout=30)
+        finally:
+            _kill_all(proc)
+    for p in alive:  # do not leave them to the rest of the suite
+        p.kill()
+    assert not alive, f"orphaned workers still running: {alive}"

@@ -74,11 +74,21 @@ def test_bfloat16_autocast_on_cpu_returns_float32(model, images):
     assert bf16.dtype == torch.bfloat16 and bf16.device.type == "cpu"
     z, zb = f32.encode_motion(images), bf16.encode_motion(images)
     assert zb.dtype == torch.float32
-    assert float((zb - z).abs().max()) < 0.05 * float(z.abs().max()) + 1e-3  # bf16 keeps ~3 significant digits
+    torch.testing.assert_close(zb, z, rtol=0, atol=0)  # E_m runs in float32 whatever the dtype: latents are stage 2's input
     app = bf16.encode_appearance(images[:1])
     out = bf16.render(app, zb[0], zb[1:])
     assert out.dtype == torch.float32 and 0 <= float(out.min()) and float(out.max()) <= 1
     assert float((out - f32.render(f32.encode_appearance(images[:1]), z[0], z[1:])).abs().mean()) < 0.05
+
+
+def test_auto_dtype_is_bfloat16_only_where_native(model, monkeypatch):
+    import infp.runtime as runtime
+
+    for native, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(runtime, "native_bfloat16", lambda device, native=native: native)
+        assert ImitatorRuntime(model, dtype="auto").dtype == expected
+    monkeypatch.undo()
+    assert isinstance(runtime.native_bfloat16(torch.device("cpu")), bool)
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [

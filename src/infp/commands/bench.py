@@ -23,13 +23,13 @@ def _pipeline(args: argparse.Namespace, device: str):
     from infp.pipeline.stages import MotionStage
 
     if args.preset is None and args.imitator_preset is None:
-        pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device)
+        pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, device, args.dtype)
         name = f"{pipe.imitator.cfg.preset} + {pipe.stage2.model.cfg.preset}"
         return pipe, name if args.checkpoint or args.imitator else f"bundled: {name}"
     imitator = Imitator(imitator_preset(args.imitator_preset or "base"))
     cfg = motion_preset(args.preset or "small", motion_dim=imitator.cfg.motion_dim)
     stage2 = MotionStage(Path("untrained"), MotionGenerator(cfg).eval(), DiffusionConfig(), LogMel())
-    return InfpPipeline(imitator, stage2, device), f"{imitator.cfg.preset} + {cfg.preset} (untrained)"
+    return InfpPipeline(imitator, stage2, device, args.dtype), f"{imitator.cfg.preset} + {cfg.preset} (untrained)"
 
 
 def run(args: argparse.Namespace) -> None:
@@ -82,6 +82,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", type=Path, default=None, help="a stage-2 checkpoint directory (default: bundled)")
     s.add_argument("--imitator", type=Path, default=None, help="a stage-1 checkpoint directory (default: bundled)")
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    s.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
+                   help="stage 1's compute type (autocast; auto: bfloat16 where the CPU or GPU computes it natively, "
+                   "else float32; float16 needs a GPU; default float32)")
     s.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--seconds", type=positive_float, default=20.0, help="conversation length to generate (default 20)")
     s.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps (default 20)")

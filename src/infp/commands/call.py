@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> None:
 
     name, image = (args.portrait.stem, read_image(args.portrait)) if args.portrait else default_portrait()
     agent = load_mono(args.agent_audio) if args.agent_audio else None
-    pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device)  # a bad checkpoint fails here
+    pipe = InfpPipeline.from_pretrained(args.checkpoint, args.imitator, args.device, args.dtype)  # a bad checkpoint fails here
     app = build_call_app(lambda: pipe, image, name, agent, steps=args.steps)
     if args.host not in ("127.0.0.1", "localhost"):
         log.warning("serving on %s: anyone who can reach this machine can call the avatar", args.host)
@@ -49,4 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--checkpoint", type=Path, default=None, help="stage-2 checkpoint directory (default: bundled)")
     c.add_argument("--imitator", type=Path, default=None, help="stage-1 checkpoint directory (default: bundled)")
     c.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: the GPU when there is one")
+    c.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto",
+                   help="stage 1's compute dtype (default auto: bfloat16 where the CPU or GPU computes it natively, "
+                   "rendering a fifth faster on such a CPU; else float32)")
     c.set_defaults(func=run)

@@ -74,6 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--mix", choices=["mix", "stereo"], default="mix",
                    help="soundtrack: both voices mixed (default) or stereo (agent left, partner right)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: the GPU when there is one")
-    g.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                   help="compute dtype (bfloat16/float16 speed up a GPU; default float32)")
+    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
+                   help="stage 1's compute dtype (autocast; auto: bfloat16 where the CPU or GPU computes it natively, "
+                   "else float32; float16 needs a GPU; default float32)")
     g.set_defaults(func=run)

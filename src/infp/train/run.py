@@ -19,6 +19,8 @@ import json
 import logging
 import os
 import random
+import signal
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -133,6 +135,23 @@ def _check_launch() -> None:
                     "(docs/training-at-scale.md)")
 
 
+def _end_with_launcher() -> None:
+    """A worker of a launch (torchrun / `accelerate launch` set LOCAL_RANK) gets SIGTERM when its launcher
+    dies, even by kill -9: torchrun starts each worker in a session of its own, so without this an orphaned
+    worker trains on, holding the run folder's lock. Linux only (prctl PR_SET_PDEATHSIG)."""
+    if "LOCAL_RANK" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # PR_SET_PDEATHSIG
+        log.warning("could not ask to end with the launcher (prctl errno %d)", ctypes.get_errno())
+        return
+    if parent == 1 or os.getppid() != parent:  # the launcher died before the request
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 class Forward:
     """A prepared model's forward (through Accelerate's wrapper: DDP averages the gradients of what it
     computes) with the bare module's other methods and attributes, for code that calls both: the
@@ -173,6 +192,7 @@ class RunLoop:
         if dtype not in TRAIN_DTYPES:
             raise InfpError(f"unknown training dtype {dtype!r}; choose from {', '.join(TRAIN_DTYPES)}")
         self.dtype = dtype
+        _end_with_launcher()
         self.acc = Accelerator(cpu=cpu, log_with="tensorboard",
                                project_config=ProjectConfiguration(project_dir=str(out), logging_dir=str(self.out / "logs")))
         _check_launch()
