@@ -39,7 +39,7 @@ from infp.data.clip import Clip
 from infp.data.motion import SAMPLES_PER_FRAME
 from infp.diffusion.sampling import window_schedule
 from infp.errors import InfpError, NoFaceError
-from infp.eval.behaviour import pearson
+from infp.eval.behaviour import fit_rows, pearson
 from infp.eval.dyadic import DYADIC_ROWS, DyadicScores, dyadic_scores
 from infp.eval.motion import measure_landmarks
 from infp.eval.motion_metrics import (
@@ -394,20 +394,14 @@ def clip_roles(clip: Clip, n: int) -> tuple[Roles, np.ndarray, np.ndarray]:
     """(roles, agent samples, partner samples) of a clip's first n frames."""
     from infp.audio.vad import voice_activity
 
-    agent, partner = (_fit(t, n * SAMPLES_PER_FRAME) for t in clip.tracks())
+    agent, partner = (fit_rows(t, n * SAMPLES_PER_FRAME) for t in clip.tracks())
     va, vp = (np.asarray(voice_activity(t), bool)[:n] for t in (agent, partner))
-    va, vp = _fit(va, n), _fit(vp, n)
+    va, vp = fit_rows(va, n), fit_rows(vp, n)
     utt = clip.meta.extra.get("utterances")
     floor = floor_from_utterances(utt, n) if utt is not None else (va, vp)
     beh = clip.behaviour()
     nod = beh.nod[:n].astype(bool) if beh is not None and len(beh) >= n else None
     return Roles(speech_level(agent)[:n], speech_level(partner)[:n], va, vp, turn_changes(*floor), nod), agent, partner
-
-
-def _fit(a: np.ndarray, n: int, fill: float = 0) -> np.ndarray:
-    """`a` cut or padded with `fill` to n rows (a decoder may give a frame more or less than meta.n_frames)."""
-    a = np.asarray(a)
-    return a[:n] if len(a) >= n else np.concatenate([a, np.full((n - len(a),) + a.shape[1:], fill, a.dtype)])
 
 
 def _scored(frames: Iterable[np.ndarray], real: Iterator[np.ndarray] | None, points: np.ndarray | None,
@@ -439,7 +433,7 @@ def _truth(clip: Clip, n: int, pipe, portrait: tuple[str, np.ndarray] | None) ->
         if portrait is None:
             return "audio only (no video.mp4) and no --portrait to animate"
         return _Truth(roles, agent, partner, portrait[1], None, None)
-    lm = _fit(clip.landmarks().astype(np.float64), n, np.nan)  # frames past the stored ones have no face
+    lm = fit_rows(clip.landmarks().astype(np.float64), n, np.nan)  # frames past the stored ones have no face
     faces = np.flatnonzero(np.isfinite(lm).all((1, 2)))
     if not len(faces):
         return "no frame with a face"
@@ -532,7 +526,7 @@ def _generate(m: Model, clip: Clip, label: str, truth: _Truth, n: int, s: Conver
     frames = _scored(_rendered(render, z, np.arange(len(z))), real, lm, scorer, s.image_every)
     video = videos / f"{_safe(label)}_{_safe(m.name)}.mp4" if videos is not None else None
     out = measure_landmarks(frames, video, np.stack([truth.agent, truth.partner]) if video else None)
-    return z, _fit(out, n, np.nan)
+    return z, fit_rows(out, n, np.nan)
 
 
 def _frame_at(clip: Clip, t: int) -> np.ndarray:

@@ -31,7 +31,7 @@ from infp.data.motion import SAMPLES_PER_FRAME, compute_latents, track_activity
 from infp.diffusion.sampling import generate, window_schedule
 from infp.diffusion.schedule import DiffusionConfig
 from infp.errors import InfpError
-from infp.eval.behaviour import pearson
+from infp.eval.behaviour import fit_rows, pearson
 from infp.eval.motion_metrics import (
     Probe,
     fit_probe,
@@ -229,11 +229,11 @@ def _prepare(clip: Clip, imitator: Imitator) -> tuple | str:
     beh, n = clip.behaviour(), clip.meta.n_frames
     if beh is None or len(beh) != n:
         return "no ground truth (behaviour.npz): not a synthetic clip"
-    z = _fit(compute_latents(clip, imitator), n, np.nan)
+    z = fit_rows(compute_latents(clip, imitator), n, np.nan)
     faces = np.flatnonzero(np.isfinite(z).all(1))
     if len(faces) < 2:
         return f"{len(faces)} frame(s) with a face (< 2)"
-    tracks = tuple(_fit(t, n * SAMPLES_PER_FRAME, 0.0) for t in clip.tracks())
+    tracks = tuple(fit_rows(t, n * SAMPLES_PER_FRAME, 0.0) for t in clip.tracks())
     va, vp = (np.asarray(track_activity(t), bool)[:n] for t in tracks)
     utt = clip.meta.extra.get("utterances")
     agent, partner = (floor_from_utterances(utt, n) if utt is not None
@@ -241,11 +241,6 @@ def _prepare(clip: Clip, imitator: Imitator) -> tuple | str:
     truth = ClipTruth(speech_level(tracks[0])[:n], speech_level(tracks[1])[:n], va, vp & ~va, beh.nod.astype(bool),
                       turn_changes(agent, partner))
     return truth, beh, tracks, z, int(faces[0])
-
-
-def _fit(a: np.ndarray, n: int, fill: float) -> np.ndarray:
-    """Trim or pad `a` to n rows (a decoder may yield a frame more or less than meta.n_frames)."""
-    return a[:n] if len(a) >= n else np.concatenate([a, np.full((n - len(a),) + a.shape[1:], fill, a.dtype)])
 
 
 def _generate(ck: Checkpoint, tracks, z_gt: np.ndarray, first: int, s: MotionEvalSettings, feats: dict) -> np.ndarray:
@@ -313,7 +308,7 @@ def _evaluate_clip(clip: Clip, label: str, checkpoints: list[Checkpoint], imitat
     if isinstance(got, str):
         return got
     truth, beh, tracks, z_gt, first = got
-    sig = {GT_VIDEO: landmark_signals(_fit(clip.landmarks().astype(np.float64), len(z_gt), np.nan))}
+    sig = {GT_VIDEO: landmark_signals(fit_rows(clip.landmarks().astype(np.float64), len(z_gt), np.nan))}
     latents, feats = {GT_PROBE: z_gt}, {}
     source = load_clip_frames(clip, imitator.cfg.size, first + 1).frames[first]
 

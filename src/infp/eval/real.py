@@ -40,7 +40,7 @@ from infp.data.behaviour import speech_level
 from infp.data.clip import Clip
 from infp.data.contact import label, pick, sheet
 from infp.errors import InfpError, NoFaceError
-from infp.eval.behaviour import pearson
+from infp.eval.behaviour import fit_rows, pearson
 from infp.eval.turns import GAP_S, LEVEL_DBFS, OVERLAP_S, Speech, Turn, build_conversation, role_masks
 from infp.face.expression import eye_opening, mouth_opening
 from infp.face.pose import head_pose
@@ -344,7 +344,7 @@ class RealReport:
             f"{s.guidance:g}, seed {s.seed}, window overlap {'default' if s.overlap is None else s.overlap}{', live schedule' if s.live else ''}, {self.device}",
             "- portrait: each clip's first frame; A_self: the clip's own speech (agent.wav); A_other: silence",
             "- both videos measured by MediaPipe Face Mesh (tracking mode) on the face crops",
-            f"- real_contact.png: per clip, real frames above the generated ones at the same times"
+            "- real_contact.png: per clip, real frames above the generated ones at the same times"
             + (", stage 1's ceiling below them" if s.ceiling else "") + f" ({s.contact_frames} "
             "frames: in each stretch of the clip the one where the real mouth is widest)", "",
             "Generated / real (1 = moves as much as the real person; issue 20 aims at 0.8-1.25):", "",
@@ -466,10 +466,6 @@ def open_clips(paths: Iterable[Path], need: tuple[str, ...] = ("video.mp4", "age
     return clips
 
 
-def _fit(a: np.ndarray, n: int) -> np.ndarray:
-    return a[:n] if len(a) >= n else np.pad(a, (0, n - len(a)))
-
-
 def _sampled(frames: Iterable[np.ndarray], n: int, every: int, keep: set[int], kept: dict[int, np.ndarray]) -> Iterator[np.ndarray]:
     """Frames 0, every, 2 every, ... below n; those at indices in `keep` also go to `kept`."""
     for t, frame in enumerate(frames):
@@ -521,7 +517,7 @@ def evaluate_clip(pipe, clip: Clip, name: str, s: RealEvalSettings, video: Path 
 
     fps = clip.meta.fps
     n = clip.meta.n_frames if s.max_seconds is None else min(clip.meta.n_frames, int(round(s.max_seconds * fps)))
-    agent = _fit(load_mono(clip.path / "agent.wav"), n * SAMPLES_PER_FRAME)
+    agent = fit_rows(load_mono(clip.path / "agent.wav"), n * SAMPLES_PER_FRAME)
     vad = np.asarray(voice_activity(agent), bool)[:n]
     voiced = float(vad.mean()) if n else 0.0
     if voiced < s.min_speech:
