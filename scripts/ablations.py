@@ -8,7 +8,8 @@ report them in one table, through `infp eval conversation` (issue 22; docs/evalu
 A recipe: `description`, an optional `[imitation]` table (stage 1 trained again: `data`, `args` of
 `infp train imitation`) and a `[motion]` table (`data`, `args` of `infp train motion`; on the recipe's
 own stage 1 when it has one, else the bundled one). `data` names folders under --data-root. Runs go
-to RUNS/<recipe>/{imitation,motion}; a run already there is resumed (`--resume`: it continues to its
+to RUNS/<recipe>/{imitation,motion}, stage 2's latents and features to one cache, RUNS/motion-cache,
+unless a recipe names its own `--cache`; a run already there is resumed (`--resume`: it continues to its
 own recorded plan, or returns at once when done), so the command can be stopped and run again. `--use
 NAME=DIR` takes a stage-2 checkpoint made by the recipe elsewhere instead of training it. Recipes
 whose motion hears one track (`--hears agent` / `--hears partner`) form the explicit-switching
@@ -78,6 +79,8 @@ def train_all(recipes: dict[str, dict], runs: Path, data_root: Path, use: dict[s
             out[name] = (imitator, use[name])
             continue
         extra = [] if imitator == BUNDLED else ["--imitator", imitator]
+        if "--cache" not in shlex.split(r["motion"]["args"]):  # latents and features once for every recipe on
+            extra += ["--cache", str(runs / "motion-cache")]  # the same data (keyed by clip and E_m: safe to share)
         out[name] = (imitator, _train("motion", r["motion"], runs / name / "motion", data_root, extra, run))
     return out
 

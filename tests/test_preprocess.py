@@ -152,12 +152,6 @@ def test_only_a_faceless_video_is_an_error(media: Path, tmp_path: Path) -> None:
         preprocess([tmp_path / "out"], tmp_path / "out2", CFG, progress=False)
 
 
-def test_side_by_side_is_not_implemented_yet(media: Path, tmp_path: Path, capsys) -> None:
-    assert main(["preprocess", str(media / "videos"), "--out", str(tmp_path / "o"), "--layout", "side-by-side"]) == 2
-    assert "infp: error: layout side-by-side is not implemented yet; use single, pair or stereo" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
 @pytest.fixture(scope="module")
 def two_speakers(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """6 s of two real talking videos (256 px frames) and each one's own speech on the frame grid."""
@@ -171,11 +165,12 @@ def two_speakers(shared_data: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return tuple(out)
 
 
-def _turns(frames: np.ndarray, own: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A conversation seen from one side: 1.5-s turns, this person first; while the other speaks, this
-    person's face holds still (the frame their turn ended on) and their channel is silent."""
+def _turns(frames: np.ndarray, own: np.ndarray, other: np.ndarray,
+           first: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A conversation seen from one side: 1.5-s turns, this person first (or second); while the other
+    speaks, this person's face holds still (the frame their turn ended on) and their channel is silent."""
     n, turn = len(frames), int(1.5 * FPS)
-    mine = (np.arange(n) // turn) % 2 == 0
+    mine = (np.arange(n) // turn) % 2 == (0 if first else 1)
     held = np.maximum.accumulate(np.where(mine, np.arange(n), 0))
     voice_own = own * np.repeat(mine, 640)[: len(own)]
     voice_other = other[: len(own)] * np.repeat(~mine, 640)[: len(own)]
@@ -208,6 +203,53 @@ def test_stereo_needs_two_channels(two_speakers, tmp_path: Path) -> None:
         preprocess([src], tmp_path / "clips", replace(CFG, layout="stereo"), progress=False)
     record = json.loads((tmp_path / "clips" / "preprocess_stats.json").read_text())["sources"][0]
     assert record["status"] == "skipped" and "not a two-channel recording (1 channel(s))" in record["reason"]
+
+
+def _side_by_side(two_speakers) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Two real talking people side by side taking 1.5-s turns, one mixed track: (frames (T, 256, 512, 3),
+    mixed audio, left's voice, right's voice)."""
+    frames_a, voice_a, frames_b, voice_b = two_speakers
+    n = min(len(frames_a), len(frames_b))
+    left, own_a, _ = _turns(frames_a[:n], voice_a[: n * 640], voice_b[: n * 640])
+    right, own_b, _ = _turns(frames_b[:n], voice_b[: n * 640], voice_a[: n * 640], first=False)
+    return np.concatenate([left, right], axis=2), own_a + own_b, own_a, own_b
+
+
+def test_side_by_side_gives_each_person_their_own_turns(two_speakers, tmp_path: Path) -> None:
+    frames, mixed, own_a, own_b = _side_by_side(two_speakers)
+    src = write_video(tmp_path / "call.mp4", frames, audio=mixed)
+    assert main(["-q", "preprocess", str(src), "--out", str(tmp_path / "clips"), "--layout", "side-by-side",
+                 "--size", "128"]) == 0
+    clips = {c.meta.id: c for c in list_clips(tmp_path / "clips")}
+    assert set(clips) == {"call_left", "call_right"}
+    for me, mine, theirs in (("call_left", own_a, own_b), ("call_right", own_b, own_a)):
+        clip = clips[me]
+        assert clip.meta.extra["person"] == me.split("_")[1] and clip.meta.extra["layout"] == "side-by-side"
+        assert 0.35 < clip.meta.extra["speaking_fraction"] < 0.65  # half the turns each
+        agent, partner = clip.tracks()
+        s = round(clip.meta.extra["start"] * FPS) * 640
+        # the mixed track cut by who speaks: each side's own voice, not the other's
+        assert np.corrcoef(agent, mine[s: s + len(agent)])[0, 1] > 0.9
+        assert np.corrcoef(partner, theirs[s: s + len(partner)])[0, 1] > 0.9
+        assert abs(np.corrcoef(agent, theirs[s: s + len(agent)])[0, 1]) < 0.2
+        lms = clip.landmarks()
+        assert np.isfinite(lms[:, 0, 0]).mean() > 0.95 and np.nanmax(lms[..., 0]) < 128  # crops of its own half
+
+
+def test_side_by_side_skips_a_person_without_a_face(two_speakers, tmp_path: Path) -> None:
+    frames, mixed, own_a, _ = _side_by_side(two_speakers)
+    frames[:, :, 256:] = np.random.default_rng(0).integers(0, 255, frames[:, :, 256:].shape, dtype=np.uint8)
+    src = write_video(tmp_path / "alone.mp4", frames, audio=mixed)
+    stats = preprocess([src], tmp_path / "clips", replace(CFG, layout="side-by-side", size=128), progress=False)
+    r = stats.sources[0]
+    assert r.status == "written" and [c.id for c in r.clips] == ["alone_left"] and r.reason == "right person: no face found"
+
+
+def test_side_by_side_needs_sound(two_speakers, tmp_path: Path) -> None:
+    frames, _, _, _ = _side_by_side(two_speakers)
+    src = write_video(tmp_path / "mute.mp4", frames[:50])
+    with pytest.raises(InfpError, match="no audio stream: --layout side-by-side needs the conversation's sound"):
+        preprocess([src], tmp_path / "clips", replace(CFG, layout="side-by-side", size=128), progress=False)
 
 
 def test_pair_gives_each_person_the_others_voice(two_speakers, tmp_path: Path) -> None:

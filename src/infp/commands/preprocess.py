@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="how the videos hold the conversation: single (one person, their own audio; the partner "
                         "silent), pair (two videos, one per person, sorted by path and taken two at a time: each "
                         "person's clip hears the other's video's audio), stereo (one person, a two-channel recording "
-                        "with one voice per channel; the on-screen person's channel is found by their lips); "
-                        "side-by-side is not implemented yet (default single)")
+                        "with one voice per channel; the on-screen person's channel is found by their lips), side-by-side (two "
+                        "people, left and right halves, one mixed track: each becomes clips <id>_left / <id>_right, the "
+                        "track cut by whose mouth moves while someone speaks) (default single)")
     s.add_argument("--workers", type=positive_int, default=1, help="videos processed in parallel (default 1)")
     s.add_argument("--size", type=positive_int, default=256, help="side of the face crops in pixels (default 256)")
     s.add_argument("--min-seconds", type=positive_float, default=1.0,

@@ -34,6 +34,11 @@ class ConversationAudio:
     utterances: tuple[Utterance, ...]
     n_frames: int
 
+    def swapped(self) -> ConversationAudio:
+        """The same conversation seen from the partner's side."""
+        utts = tuple(Utterance(1 - u.speaker, u.start, u.end, u.backchannel) for u in self.utterances)
+        return ConversationAudio(self.partner, self.agent, utts, self.n_frames)
+
     def speaking(self, speaker: int, backchannels: bool = True) -> np.ndarray:
         """(T,) bool: frames overlapping an utterance of `speaker`."""
         out = np.zeros(self.n_frames, bool)

@@ -5,7 +5,9 @@ and write each segment of at least `min_seconds` as one clip (docs/clip-format.m
 crops, landmarks mapped into crop pixels, the two tracks and the hybrid representation of every
 crop. The person on screen is the agent; the layout says where the tracks come from: `single` the
 video's own audio and silence, `pair` its audio and the partner video's, `stereo` the channel the
-on-screen lips follow and the other channel.
+on-screen lips follow and the other channel. `side-by-side` has two people on screen (left and right
+halves) and one mixed track: each half becomes its own clips, the track cut by who speaks when
+(`data.separation`).
 
 Caching: after a video is done, a record `DIR/.preprocess/<id>.json` names its clips. A later run
 skips the video when the record matches the file (path, size, mtime), the settings and the
@@ -37,11 +39,12 @@ from infp import FPS, SAMPLE_RATE, __version__
 from infp.audio.io import load_audio, save_wav
 from infp.data import contact
 from infp.data.clip import ClipMeta
+from infp.data.separation import ACTIVITY_FRAMES, mouth_activity, split_tracks, who_speaks
 from infp.errors import InfpError, MediaError
 from infp.face.crop import box_jitter, crop_image, face_box, to_crop
 from infp.face.expression import mouth_opening
 from infp.face.hybrid import represent
-from infp.face.track import FaceTrack, track_video
+from infp.face.track import FaceTrack, region_of, track_video
 from infp.fsutil import atomic_dir, atomic_file
 from infp.timeline import runs
 from infp.video import VideoInfo, VideoWriter, iter_frames, probe
@@ -238,17 +241,6 @@ def agent_audio(path: Path, info: VideoInfo, n_frames: int) -> tuple[np.ndarray,
     return (np.zeros(n_frames * SPF, np.float32), False) if audio is None else (audio.mean(0).astype(np.float32), True)
 
 
-ACTIVITY_FRAMES = 9  # window of the mouth's activity and the voices' loudness when matching channels
-
-
-def mouth_activity(landmarks: np.ndarray, k: int = ACTIVITY_FRAMES) -> np.ndarray:
-    """(T,) how much the mouth moves around each frame: the std of its opening over k frames."""
-    from scipy.ndimage import uniform_filter1d
-
-    m = mouth_opening(np.asarray(landmarks, np.float64))
-    return np.sqrt(np.maximum(uniform_filter1d(m**2, k) - uniform_filter1d(m, k) ** 2, 0))
-
-
 def stereo_tracks(audio: np.ndarray, track: FaceTrack) -> tuple[np.ndarray, int, list[float]]:
     """(agent, partner) (2, N) of a two-channel recording with one person per channel, the on-screen
     person's channel (the agent) and each channel's Pearson r with the on-screen mouth. The agent's is
@@ -354,16 +346,16 @@ def process_video(path: Path, base_id: str, out: Path, cfg: PreprocessConfig, pr
     `partner`: with --layout pair, the other person's video (its audio is the partner track)."""
     t0 = time.perf_counter()
     result = SourceResult(str(path), base_id, "skipped", fingerprint=_fingerprint(path, cfg, partner))
+    if cfg.layout == "side-by-side":
+        return _process_side_by_side(path, base_id, out, cfg, progress, result, t0)
     try:
         info = probe(path)
         track = track_video(path, cfg.max_gap_s, progress=progress)
     except InfpError as e:
         return replace(result, reason=_reason(e), fingerprint={})  # unreadable: not recorded
     n_total = len(track.found)
-    segs = face_segments(track.found, max(1, int(np.ceil(cfg.min_seconds * FPS - 1e-6))))
+    segs, why = _segments(track, cfg)
     if not segs:
-        longest = max((e - s for s, e in zip(*runs(track.found))), default=0) / FPS
-        why = "no face found" if longest == 0 else f"no face stretch of {cfg.min_seconds:g} s (longest {longest:.2f} s)"
         return replace(result, reason=why, frames=n_total, seconds_taken=time.perf_counter() - t0)
     try:
         got = _tracks(path, info, track, cfg, partner)
@@ -372,21 +364,100 @@ def process_video(path: Path, base_id: str, out: Path, cfg: PreprocessConfig, pr
     if isinstance(got, str):
         return replace(result, reason=got, frames=n_total, seconds_taken=time.perf_counter() - t0)
     tracks, about = got
-    extra = {"source": str(path), "layout": cfg.layout, "source_fps": info.fps, "source_size": [info.width, info.height],
-             "has_audio": info.has_audio, **about, "preprocessor": f"infp {__version__} preprocess v{PREPROCESS_VERSION}"}
     try:
-        clips = _write_clips(path, out, base_id, segs, track, tracks, cfg, extra, progress)
+        clips = _write_clips(path, out, base_id, segs, track, tracks, cfg, _extra(path, info, cfg, about), progress)
     except InfpError as e:  # the second decode failed: clips already written stay, unrecorded
         return replace(result, reason=_reason(e), fingerprint={})
     return replace(result, status="written", clips=clips, frames=n_total, seconds_taken=time.perf_counter() - t0)
 
 
+def _segments(track: FaceTrack, cfg: PreprocessConfig) -> tuple[list[tuple[int, int]], str]:
+    """The track's face segments long enough for a clip, and why there is none when there is none."""
+    segs = face_segments(track.found, max(1, int(np.ceil(cfg.min_seconds * FPS - 1e-6))))
+    if segs:
+        return segs, ""
+    longest = max((e - s for s, e in zip(*runs(track.found))), default=0) / FPS
+    return [], "no face found" if longest == 0 else f"no face stretch of {cfg.min_seconds:g} s (longest {longest:.2f} s)"
+
+
+def _extra(path: Path, info: VideoInfo, cfg: PreprocessConfig, about: dict) -> dict:
+    return {"source": str(path), "layout": cfg.layout, "source_fps": info.fps, "source_size": [info.width, info.height],
+            "has_audio": info.has_audio, **about, "preprocessor": f"infp {__version__} preprocess v{PREPROCESS_VERSION}"}
+
+
+PEOPLE = {"left": (0.0, 0.5), "right": (0.5, 1.0)}  # --layout side-by-side: each person's half of the frame
+
+
+@dataclass(frozen=True)
+class TwoPeople:
+    """A side-by-side recording read for `--layout side-by-side`."""
+
+    info: VideoInfo
+    tracks: dict[str, FaceTrack]  # by person ("left", "right"), in their half's pixels
+    mixed: np.ndarray  # (N,) the recording's audio on the 25 fps grid (zeros without any)
+    has_audio: bool
+    speech: np.ndarray  # (T,) bool: someone speaks (Silero VAD on `mixed`)
+    speaks: np.ndarray  # (T, 2) bool: [left, right] speaking (`data.separation.who_speaks`)
+
+
+def read_two_people(path: Path, max_gap_s: float = 0.5, progress: bool = False) -> TwoPeople:
+    """Track both halves of a side-by-side recording and tell who speaks when (`data.separation`)."""
+    from infp.audio.vad import voice_activity
+
+    info = probe(path)
+    tracks = {who: track_video(path, max_gap_s, progress=progress, region=r) for who, r in PEOPLE.items()}
+    n = min(len(t.found) for t in tracks.values())
+    mixed, has_audio = agent_audio(path, info, n)
+    speech = voice_activity(mixed)[:n]
+    speaks = who_speaks(speech, tracks["left"].landmarks[:n], tracks["right"].landmarks[:n])
+    return TwoPeople(info, tracks, mixed, has_audio, speech, speaks)
+
+
+def _process_side_by_side(path: Path, base_id: str, out: Path, cfg: PreprocessConfig, progress: bool,
+                          result: SourceResult, t0: float) -> SourceResult:
+    """Two people, one mixed track: each person's clips (`<id>_left`, `<id>_right`) from their half, the
+    track cut by who speaks (`read_two_people`). A person without a usable face stretch is skipped
+    with the reason; the other's clips are kept."""
+    try:
+        if not probe(path).has_audio:  # before tracking anything
+            return replace(result, reason="no audio stream: --layout side-by-side needs the conversation's sound",
+                           seconds_taken=time.perf_counter() - t0)
+        two = read_two_people(path, cfg.max_gap_s, progress)
+    except InfpError as e:
+        return replace(result, reason=_reason(e), fingerprint={})
+    n = len(two.speech)
+    cut = split_tracks(two.mixed, two.speaks)  # (person, [self, other], N)
+    clips, skipped = [], []
+    for k, (who, region) in enumerate(PEOPLE.items()):
+        segs, why = _segments(two.tracks[who], cfg)
+        if not segs:
+            skipped.append(f"{who} person: {why}")
+            continue
+        about = {"person": who, "has_audio": True,
+                 "agent": f"the mixed track where the {who} person speaks (by mouth activity), silence elsewhere",
+                 "partner": "the mixed track where the other person speaks",
+                 "speech_fraction": round(float(two.speech.mean()), 4),
+                 "speaking_fraction": round(float(two.speaks[:, k].mean()), 4),
+                 "both_speaking_fraction": round(float(two.speaks.all(1).mean()), 4)}
+        try:
+            clips += _write_clips(path, out, f"{base_id}_{who}", segs, two.tracks[who], cut[k], cfg,
+                                  _extra(path, two.info, cfg, about), progress, region)
+        except InfpError as e:
+            return replace(result, reason=_reason(e), fingerprint={})
+    status = "written" if clips else "skipped"
+    return replace(result, status=status, clips=clips, reason="; ".join(skipped), frames=n,
+                   seconds_taken=time.perf_counter() - t0)
+
+
 def _write_clips(path: Path, out: Path, base_id: str, segs: list[tuple[int, int]], track: FaceTrack,
-                 tracks: np.ndarray, cfg: PreprocessConfig, extra: dict, progress: bool) -> list[ClipStats]:
-    """Decode the video a second time (frames are not held in memory) and write one clip per segment."""
+                 tracks: np.ndarray, cfg: PreprocessConfig, extra: dict, progress: bool,
+                 region: tuple[float, float] | None = None) -> list[ClipStats]:
+    """Decode the video a second time (frames are not held in memory) and write one clip per segment;
+    `region`: the strip of the frame the track was made in (`face.track.region_of`)."""
     clips = []
     bar = tqdm(total=sum(e - s for s, e in segs), unit="frame", desc=f"{path.name} clips", disable=not progress, leave=False)
-    with bar, contextlib.closing(iter_frames(path, fps=FPS)) as frames:
+    with bar, contextlib.closing(iter_frames(path, fps=FPS)) as source:
+        frames = ((t, region_of(f, region)) for t, f in source)
         t = 0
         for k, (s, e) in enumerate(segs):
             next(itertools.islice(frames, s - t, s - t), None)  # consume the frames before the segment
@@ -432,13 +503,11 @@ def preprocess(
 ) -> PreprocessStats:
     """Preprocess every video among `sources` into clips under `out`; writes `out/preprocess_stats.json`.
 
-    Raises `InfpError` for an unimplemented layout, an odd number of videos for `pair`, or when no
+    Raises `InfpError` for an unknown layout, an odd number of videos for `pair`, or when no
     source gives a clip.
     """
     if cfg.layout not in LAYOUTS:
         raise InfpError(f"unknown layout {cfg.layout!r}; choose one of {', '.join(LAYOUTS)}")
-    if cfg.layout == "side-by-side":
-        raise InfpError("layout side-by-side is not implemented yet; use single, pair or stereo")
     t0 = time.perf_counter()
     out = Path(out)
     videos, results = expand_sources(sources)
@@ -479,6 +548,8 @@ def _finish(out: Path, r: SourceResult, bar: tqdm) -> SourceResult:
     bar.update(1)
     if r.status == "skipped":
         log.warning("%s: skipped: %s", r.source, r.reason)
+    elif r.reason:  # written, but not all of it (a side-by-side person without a face)
+        log.warning("%s: %s", r.source, r.reason)
     if r.fingerprint:  # unreadable files have none and are not recorded
         _save_record(out, r)
     return r

@@ -20,7 +20,7 @@ from infp.audio.io import save_wav
 from infp.data import contact
 from infp.data.behaviour import Behaviour, simulate
 from infp.data.clip import ClipMeta
-from infp.data.conversation import ConversationAudio, make_conversation
+from infp.data.conversation import AGENT, PARTNER, ConversationAudio, make_conversation
 from infp.data.portraits import Portrait, load_portraits
 from infp.data.render import PortraitAnimator
 from infp.data.speech import ESPEAK_LANGS, EspeakVoice, Speaker, SpeechBank, check_languages
@@ -118,6 +118,22 @@ def _render(tmp: Path, portrait: Portrait, conv: ConversationAudio, beh: Behavio
         [contact.label(keep[t], f"listening {t / FPS:.1f}s") for t in listen_idx],
     ]
     return landmarks, contact.sheet([r for r in rows if r] or [[portrait.image]], portrait.image.shape[0])
+
+
+def synth_side_by_side(path: str | Path, portraits: tuple[Portrait, Portrait], seed: int, cfg: SynthConfig,
+                       bank: SpeechBank | None = None) -> np.ndarray:
+    """A recording of a synthetic conversation between two portraits side by side, with one mixed track
+    (what `infp preprocess --layout side-by-side` reads), written to `path`; returns who truly speaks,
+    (T, 2) bool [left, right], to score the speaker separation against (`data.separation.score`). Each
+    side behaves as `synth` has its agent behave (`data.behaviour`), from its own side of the schedule."""
+    rng = np.random.default_rng(seed)
+    conv = make_conversation(rng, cfg.seconds, *_speakers(rng, bank, cfg))
+    behaviours = [simulate(rng, conv), simulate(rng, conv.swapped())]
+    animators = [PortraitAnimator(p.image, p.points) for p in portraits]
+    with VideoWriter(path, fps=FPS, audio=np.clip(conv.agent + conv.partner, -1, 1)) as writer:
+        for t in range(conv.n_frames):
+            writer.write(np.concatenate([a.render(b.pose(t))[0] for a, b in zip(animators, behaviours, strict=True)], axis=1))
+    return np.stack([conv.speaking(AGENT), conv.speaking(PARTNER)], axis=1)
 
 
 def synthesize(

@@ -168,7 +168,8 @@ class StreamBench:
     window_s: float  # new audio per window (window - overlap - lookahead frames): the wait built into windowed generation
     lookahead: int  # frames of look-ahead past the frames each window keeps
     dropped: int  # frames not rendered because they were already later than the session's max_lag_s
-    memory_mb: tuple[float, float]  # resident memory of the process after the warm-up and at the end
+    memory_mb: tuple[float, float, float]  # resident memory after the warm-up, after the first minute (NaN in a
+    # shorter run: allocators grow to their working size in it) and at the end
 
     @property
     def frames(self) -> int:
@@ -190,7 +191,8 @@ class StreamBench:
                 f"median {np.median(lat):.2f} s, p95 {np.percentile(lat, 95):.2f} s, max {lat.max():.2f} s (a window every "
                 f"{self.window_s:.2f} s of audio, {self.lookahead} frame(s) of look-ahead); {self.dropped} of "
                 f"{self.frames} frames dropped late; {'keeps up with' if self.keeps_up else 'falls behind'} real time; "
-                f"memory {self.memory_mb[0]:.0f} -> {self.memory_mb[1]:.0f} MB")
+                f"memory {self.memory_mb[0]:.0f} -> {self.memory_mb[2]:.0f} MB"
+                + (f" ({self.memory_mb[1]:.0f} MB after the first minute)" if np.isfinite(self.memory_mb[1]) else ""))
 
 
 @torch.no_grad()
@@ -214,14 +216,17 @@ def bench_stream(pipe, portrait, name: str, seconds: float = 20.0, chunk_ms: flo
     memory = resident_mb()
     session = pipe.live(portrait, max_lag_s=lag, max_frames=10**9, **settings)
     latencies = []  # the frames themselves are not kept: a long run's memory is the session's own
-    for a, p in paced_chunks(agent, partner, chunk_ms / 1000):
+    minute = float("nan")
+    for k, (a, p) in enumerate(paced_chunks(agent, partner, chunk_ms / 1000)):
         session.push(a, p)
         latencies += [f.latency_s for f in session.frames()]
+        if k == round(60_000 / chunk_ms):
+            minute = resident_mb()
     latencies += [f.latency_s for f in session.close()]
     g = session.motion.gen
     return StreamBench(name, pipe.device.type, torch.get_num_threads(), len(agent) / SAMPLE_RATE, chunk_ms,
                        np.array(latencies), session.motion.hop / FPS, g.lookahead,
-                       session.stats.dropped_late, (memory, resident_mb()))
+                       session.stats.dropped_late, (memory, minute, resident_mb()))
 
 
 def resident_mb() -> float:

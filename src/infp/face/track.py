@@ -61,8 +61,18 @@ def fill_gaps(landmarks: np.ndarray, max_gap: int) -> tuple[np.ndarray, list[tup
     return out, long_gaps
 
 
-def track_video(path: str | Path, max_gap_s: float = 0.5, max_frames: int | None = None, progress: bool = False) -> FaceTrack:
-    """Track the largest face through a video resampled to 25 fps."""
+def region_of(frame: np.ndarray, region: tuple[float, float] | None) -> np.ndarray:
+    """The vertical strip [x0, x1) of a frame, as fractions of its width (None: the whole frame)."""
+    if region is None:
+        return frame
+    w = frame.shape[1]
+    return frame[:, int(round(region[0] * w)) : int(round(region[1] * w))]
+
+
+def track_video(path: str | Path, max_gap_s: float = 0.5, max_frames: int | None = None, progress: bool = False,
+                region: tuple[float, float] | None = None) -> FaceTrack:
+    """Track the largest face through a video resampled to 25 fps. `region`: only in that strip of
+    every frame (`region_of`; e.g. one person of a side-by-side recording), landmarks in its pixels."""
     info = probe(path)
     pts = []
     with FaceMesh(static=False) as mesh:
@@ -71,7 +81,7 @@ def track_video(path: str | Path, max_gap_s: float = 0.5, max_frames: int | None
         for i, (_, frame) in enumerate(tqdm(frames, total=total, unit="frame", disable=not progress, desc=Path(path).name)):
             if max_frames is not None and i >= max_frames:
                 break
-            faces = mesh.detect(frame)
+            faces = mesh.detect(np.ascontiguousarray(region_of(frame, region)))
             pts.append(faces[0].points if faces else np.full((478, 3), np.nan, np.float32))
     raw = np.stack(pts) if pts else np.zeros((0, 478, 3), np.float32)
     detected = np.isfinite(raw[:, 0, 0])
