@@ -129,6 +129,26 @@ def test_second_load_reads_the_cache_and_another_imitator_recomputes(world):
     np.testing.assert_allclose(other.clips[0].latents, world["load"].clips[0].latents, rtol=1e-4, atol=1e-4)
 
 
+def test_features_are_memory_mapped_and_an_old_cache_is_converted_not_recomputed(world):
+    """The features (most of stage 2's data) are read-only maps of the cache, so the processes of a
+    launch share one copy; a cache of the earlier format (one .npz per clip) is converted once."""
+    c = world["load"].clips[0]
+    assert isinstance(c.agent, np.memmap) and not c.agent.flags.writeable and not isinstance(c.latents, np.memmap)
+    latents = world["root"] / "cache" / f"latents-{imitator_fingerprint(world['root'] / 'imi')}"
+    (stem,) = {p.name.split(".")[0] for p in latents.glob(f"{c.id}-*.latents.npy")}
+    np.savez(latents / f"{stem}.npz", latents=np.load(latents / f"{stem}.latents.npy"))
+    (latents / f"{stem}.latents.npy").unlink()
+    spy, before = world["spy"], world["spy"].frames
+    again = load_motion_clips(world["clips"][:1], world["imitator"], latents.name.removeprefix("latents-"), LogMel(),
+                              world["root"] / "cache", progress=False)
+    assert spy.frames == before and (latents / f"{stem}.latents.npy").is_file() and not (latents / f"{stem}.npz").exists()
+    np.testing.assert_array_equal(again.clips[0].latents, c.latents)
+    (latents / f"{stem}.latents.npy").write_bytes(b"not an array")  # damaged: recomputed, not fatal
+    load_motion_clips(world["clips"][:1], world["imitator"], latents.name.removeprefix("latents-"), LogMel(),
+                      world["root"] / "cache", progress=False)
+    assert spy.frames == before + world["clips"][0].meta.n_frames
+
+
 def test_latent_stats(world):
     mean, std = latent_stats(world["load"].clips)
     rows = np.concatenate([c.latents for c in world["load"].clips])

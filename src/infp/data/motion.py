@@ -5,8 +5,8 @@ INFP Sec. 3.2 generates the stage-1 motion latents `E_m(hybrid(frame))` from the
 just before it (smooth joins) and on a style reference from the same person. The latents of every
 clip are computed once with a frozen imitator and cached under its weights' fingerprint; the audio
 features are cached under the featurizer's name; voice activity (for the one-sided warm-up) under
-its own folder. Windows are drawn from an explicit `np.random.Generator`, so a resumed run redraws
-the same batches.
+its own folder (one `.npy` file per array; the features, most of the data, memory-mapped). Windows
+are drawn from an explicit `np.random.Generator`, so a resumed run redraws the same batches.
 """
 
 from __future__ import annotations
@@ -138,26 +138,53 @@ def _clip_key(clip: Clip) -> str:
     return f"{clip.meta.id}-{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
 
 
-def _cached(path: Path, shapes: dict[str, tuple[int, ...]], compute) -> dict[str, np.ndarray]:
-    """The arrays in `path` when it holds them with the expected shapes; else `compute()`, checked
-    and written atomically (an interrupted run leaves no half file)."""
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in shapes}
-            if all(arrays[k].shape == shape for k, shape in shapes.items()):
-                return arrays
-            log.warning("recomputing %s: its arrays have unexpected shapes", path)
-        except (OSError, KeyError, ValueError) as e:
-            log.warning("recomputing unreadable cache file %s (%s)", path, e)
-    arrays = compute()
+def _cached(stem: Path, shapes: dict[str, tuple[int, ...]], compute, mmap: bool = False) -> dict[str, np.ndarray]:
+    """The arrays `STEM.<name>.npy` when every one is there with its expected shape; else `compute()`,
+    checked and written (each file atomically: an interrupted run leaves no half file). A `STEM.npz`
+    of the earlier format is converted once instead of recomputed. `mmap`: memory-mapped read-only, so
+    the processes of a launch share one copy in the page cache instead of holding one each (the audio
+    features: 2.6 KB a frame, about 46 GB at 200 h; each clip's two maps count against Linux's
+    `vm.max_map_count`, 65,530 by default)."""
+    files = {k: stem.with_name(f"{stem.name}.{k}.npy") for k in shapes}
+    arrays = _read(files, shapes, mmap)
+    if arrays is not None:
+        return arrays
+    arrays = _read_npz(stem.with_name(f"{stem.name}.npz"), shapes) or compute()
     for k, shape in shapes.items():
         if arrays[k].shape != shape:
-            raise InfpError(f"computed {k} has shape {arrays[k].shape}, expected {shape}", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    return arrays
+            raise InfpError(f"computed {k} has shape {arrays[k].shape}, expected {shape}", stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    for k, f in files.items():
+        with atomic_file(f) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, np.ascontiguousarray(arrays[k]))
+    stem.with_name(f"{stem.name}.npz").unlink(missing_ok=True)
+    return _read(files, shapes, mmap) or arrays
+
+
+def _read(files: dict[str, Path], shapes: dict[str, tuple[int, ...]], mmap: bool) -> dict[str, np.ndarray] | None:
+    if not all(f.is_file() for f in files.values()):
+        return None
+    try:
+        arrays = {k: np.load(f, mmap_mode="r" if mmap else None, allow_pickle=False) for k, f in files.items()}
+    except (OSError, ValueError) as e:
+        log.warning("recomputing unreadable cache file(s) %s (%s)", ", ".join(map(str, files.values())), e)
+        return None
+    if all(arrays[k].shape == shape for k, shape in shapes.items()):
+        return arrays
+    log.warning("recomputing %s: its arrays have unexpected shapes", ", ".join(map(str, files.values())))
+    return None
+
+
+def _read_npz(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray] | None:
+    """The arrays of a cache file of the earlier format (one `.npz` per clip), when it holds them."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in shapes}
+    except (OSError, KeyError, ValueError):
+        return None
+    return arrays if all(arrays[k].shape == shape for k, shape in shapes.items()) else None
 
 
 def _fit_length(a: np.ndarray, n: int, fill: float, what: str, clip: Clip) -> np.ndarray:
@@ -182,21 +209,22 @@ def _load_one(clip: Clip, imitator: Imitator, imitator_id: str, featurizer: Feat
     """The clip's stage-2 arrays, or why it is skipped. Activity comes first, so a skipped real clip
     never pays for its latents; it is cached on its own, so a new imitator does not rerun the VAD."""
     key, T = _clip_key(clip), clip.meta.n_frames
-    act = _cached(cache_dir / "activity" / f"{key}.npz", {"agent": (T,), "partner": (T,)},
+    act = _cached(cache_dir / "activity" / key, {"agent": (T,), "partner": (T,)},
                   lambda: dict(zip(("agent", "partner"), map(track_activity, _tracks(clip)))))
     agent_active, partner_active = act["agent"].astype(bool), act["partner"].astype(bool)
     speech = float(agent_active.mean()) if T else 0.0
     if clip.meta.kind == "real" and speech < min_speech:
         return f"agent track has speech in {speech:.0%} of frames (< {min_speech:.0%}): music or silence, not the subject"
-    latents = _cached(cache_dir / f"latents-{imitator_id}" / f"{key}.npz", {"latents": (T, imitator.cfg.motion_dim)},
+    latents = _cached(cache_dir / f"latents-{imitator_id}" / key, {"latents": (T, imitator.cfg.motion_dim)},
                       lambda: {"latents": _fit_length(compute_latents(clip, imitator), T, np.nan, "video.mp4", clip)})
     latents = latents["latents"]
     faces = int(np.isfinite(latents).all(1).sum())
     if faces < 2:
         return f"{faces} frame(s) with a face (< 2)"
     rows = (featurizer.per_frame * T, featurizer.dim)
-    feats = _cached(cache_dir / f"audio-{featurizer.name}" / f"{key}.npz", {"agent": rows, "partner": rows},
-                    lambda: {k: np.asarray(featurizer(t), np.float32) for k, t in zip(("agent", "partner"), _tracks(clip))})
+    feats = _cached(cache_dir / f"audio-{featurizer.name}" / key, {"agent": rows, "partner": rows},
+                    lambda: {k: np.asarray(featurizer(t), np.float32) for k, t in zip(("agent", "partner"), _tracks(clip))},
+                    mmap=True)  # most of stage 2's data: shared by a launch's processes
     return MotionClip(clip.meta.id, clip.meta.kind, latents, feats["agent"], feats["partner"], agent_active,
                       partner_active)
 
