@@ -46,13 +46,14 @@ def mouth_activity(landmarks: np.ndarray, k: int = ACTIVITY_FRAMES) -> np.ndarra
 def who_speaks(speech: np.ndarray, left: np.ndarray, right: np.ndarray, overlap: float = OVERLAP) -> np.ndarray:
     """(T, 2) bool, [left, right] speaking per frame, from (T,) bool speech in the mixed track and each
     face's (T, 478, 3) landmarks (NaN where the face is missing). See the module doc."""
+    speech = np.asarray(speech, bool)
     n = len(speech)
     act = np.nan_to_num(np.stack([mouth_activity(lm)[:n] for lm in (left, right)], 1), nan=0.0)  # (T, 2)
     act = uniform_filter1d(act, max(1, int(round(DECIDE_S * FPS))), axis=0)
     top = act.max(1, keepdims=True)
     lead = act == top
     both = act.min(1) >= overlap * top[:, 0]
-    out = (lead | both[:, None]) & np.asarray(speech, bool)[:, None]
+    out = (lead | both[:, None]) & speech[:, None]
     out[(top[:, 0] == 0) & speech] = False  # speech with no mouth moving on screen: nobody's
     return out
 
