@@ -45,7 +45,7 @@ def main() -> None:
     agent, partner = conv.agent[:n], conv.partner[:n]
     name, image = (args.portrait.stem, read_image(args.portrait)) if args.portrait else default_portrait()
 
-    pipe = InfpPipeline.from_pretrained()
+    pipe = InfpPipeline.from_pretrained(dtype="auto")  # bfloat16 rendering where the CPU has it natively
     portrait = pipe.prepare(image, name)
     session = pipe.live(portrait, steps=args.steps, paste=False, size=384)
 
