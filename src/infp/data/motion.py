@@ -158,7 +158,7 @@ def _cached(stem: Path, shapes: dict[str, tuple[int, ...]], compute, mmap: bool 
         with atomic_file(f) as tmp, open(tmp, "wb") as fh:
             np.save(fh, np.ascontiguousarray(arrays[k]))
     stem.with_name(f"{stem.name}.npz").unlink(missing_ok=True)
-    return _read(files, shapes, mmap) or arrays
+    return (_read(files, shapes, mmap) if mmap else None) or arrays  # a map of what was just written
 
 
 def _read(files: dict[str, Path], shapes: dict[str, tuple[int, ...]], mmap: bool) -> dict[str, np.ndarray] | None:

@@ -395,7 +395,6 @@ class TwoPeople:
     info: VideoInfo
     tracks: dict[str, FaceTrack]  # by person ("left", "right"), in their half's pixels
     mixed: np.ndarray  # (N,) the recording's audio on the 25 fps grid (zeros without any)
-    has_audio: bool
     speech: np.ndarray  # (T,) bool: someone speaks (Silero VAD on `mixed`)
     speaks: np.ndarray  # (T, 2) bool: [left, right] speaking (`data.separation.who_speaks`)
 
@@ -407,10 +406,10 @@ def read_two_people(path: Path, max_gap_s: float = 0.5, progress: bool = False) 
     info = probe(path)
     tracks = {who: track_video(path, max_gap_s, progress=progress, region=r) for who, r in PEOPLE.items()}
     n = min(len(t.found) for t in tracks.values())
-    mixed, has_audio = agent_audio(path, info, n)
+    mixed, _ = agent_audio(path, info, n)
     speech = voice_activity(mixed)[:n]
     speaks = who_speaks(speech, tracks["left"].landmarks[:n], tracks["right"].landmarks[:n])
-    return TwoPeople(info, tracks, mixed, has_audio, speech, speaks)
+    return TwoPeople(info, tracks, mixed, speech, speaks)
 
 
 def _process_side_by_side(path: Path, base_id: str, out: Path, cfg: PreprocessConfig, progress: bool,
