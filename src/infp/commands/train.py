@@ -113,8 +113,7 @@ def run_motion(args: argparse.Namespace) -> None:
 
     _refuse_recorded(args)
     overrides = {k: False for k, off in (("use_memory", args.no_memory), ("use_style", args.no_style)) if off}
-    overrides |= {k: True for k, on in (("audio_film", args.audio_film), ("relative", args.relative),
-                                        ("time_whitening", args.time_whitening)) if on}
+    overrides |= {k: True for k, on in (("audio_film", args.audio_film), ("relative", args.relative)) if on}
     if args.audio_dilation is not None:
         overrides["audio_dilation"] = args.audio_dilation
     if args.band_emphasis:
@@ -272,10 +271,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--band-emphasis", type=non_negative, default=0.0,
                    help="diffuse each window with its ~2 Hz (nod) band 1 + K times louder, inverted after "
                         "sampling; needs --relative (not in the paper; docs/stage2.md; default 0: off)")
-    m.add_argument("--time-whitening", action="store_true",
-                   help="diffuse each window with the training windows' temporal spectrum made flat, so sampling "
-                        "errors come out shaped like real motion, not as jitter; needs --relative, not with "
-                        "--band-emphasis (not in the paper; docs/stage2.md)")
     m.add_argument("--prediction", choices=["epsilon", "sample"], default="epsilon",
                    help="what the network predicts: the noise (the paper's loss, default) or the clean latents")
     m.add_argument("--velocity-weight", type=non_negative, default=1.0,

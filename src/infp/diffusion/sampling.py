@@ -111,9 +111,8 @@ def sample_window(
     anchor = 0 if cond.anchor is None else cond.anchor  # the network works in offsets from it (`relative`)
     k = 0 if known is None else known.shape[1]
     held = None if known is None or blend else known - anchor  # inpainted in the network's (offset) space
-    if held is not None and model.temporal is not None:
-        raise ValueError("a model filtered along time (band emphasis, time whitening) joins windows by blending "
-                         "(blend > 0), not by inpainting")
+    if held is not None and model.band is not None:
+        raise ValueError("a band-emphasised model joins windows by blending (blend > 0), not by inpainting")
     guided = guidance != 1.0
     if guided:  # one batched pass for the conditional and the unconditional prediction
         both = Condition(torch.cat([cond.f_m, model.null_audio.expand_as(cond.f_m)]), torch.cat([cond.prev, cond.prev]))

@@ -11,8 +11,7 @@ alternate from frame to frame cost no more than a steady offset, and a briefly t
 jittery motion (measured: three times the true head speed, almost all of it gone under a 1.5-frame
 Gaussian blur). For clean-latent prediction the term is the error in the latents' velocity; for noise
 prediction it is the same error weighted by the signal-to-noise ratio, since x0 - x0_hat is
-sqrt((1 - a_t) / a_t) (eps_hat - eps) at every frame of a window. A time-whitened model
-(`models/time_whitening.py`) predicting clean latents is scored on the latents, not on the whitened y.
+sqrt((1 - a_t) / a_t) (eps_hat - eps) at every frame of a window.
 
 Optional Min-SNR-gamma weighting (Hang et al. 2023; not in the paper), `snr_gamma`: the noise loss
 weights the error of the implied clean latents by the signal-to-noise ratio SNR(t), so the barely noised
@@ -67,8 +66,7 @@ def denoising_loss(
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(batch.target.shape, generator=generator).to(device)
     # (B, W, z): absolute, or offsets (`relative`), band-emphasised when the model is (`to_diffusion`)
-    clean_x = batch.target - model.anchor(batch.context)
-    clean = model.to_diffusion(clean_x)
+    clean = model.to_diffusion(batch.target - model.anchor(batch.context))
     x_t = noise_scheduler.add_noise(clean, noise, t)
     cond = ConditionInputs(batch.agent, batch.partner, batch.style, batch.context, coin(drop.style), coin(drop.audio),
                            coin(drop.context))
@@ -76,11 +74,6 @@ def denoising_loss(
     if kind not in ("epsilon", "sample"):
         raise ValueError(f"prediction type {kind!r} is not supported (epsilon or sample)")
     pred, target = model(x_t, t, cond), noise if kind == "epsilon" else clean  # (B, W, z)
-    if kind == "sample" and model.time is not None:
-        # time whitening shapes the noise only: the error is scored on the latents themselves, not on the
-        # whitened y, where the many fast modes (mostly E_m's frame-to-frame noise) would weigh as much as
-        # the few slow ones that carry the motion
-        pred, target = model.from_diffusion(pred), clean_x
     loss = F.mse_loss(pred, target, reduction="none").mean((1, 2))  # (B,)
     if velocity_weight:
         loss = loss + velocity_weight * F.mse_loss(pred.diff(dim=1), target.diff(dim=1), reduction="none").mean((1, 2))

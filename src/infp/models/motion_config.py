@@ -37,7 +37,6 @@ class MotionConfig:
     audio_film: bool = False  # each frame's f_m also enters its adaptive layer norm (not in the paper; denoiser.py)
     relative: bool = False  # a window is generated as offsets from the context's last latent (not in the paper)
     band_emphasis: float = 0.0  # windows are diffused with their ~2 Hz (nod) band 1 + this times louder (band_emphasis.py)
-    time_whitening: bool = False  # windows are diffused with the training windows' temporal spectrum flat (time_whitening.py)
     use_memory: bool = True  # ablation switch: False = no memory banks
     use_style: bool = True  # ablation switch: False = no style modulation
     preset: str = "custom"
@@ -56,10 +55,6 @@ class MotionConfig:
             # Absolute models join windows by inpainting held frames, which would have to be filtered
             # with the frames not yet generated; relative models blend after sampling.
             raise ValueError("band_emphasis needs relative windows (relative=True)")
-        if self.time_whitening and not self.relative:
-            raise ValueError("time_whitening needs relative windows (relative=True)")
-        if self.time_whitening and self.band_emphasis:
-            raise ValueError("time_whitening and band_emphasis are two ways of filtering the window: choose one")
 
     def to_dict(self) -> dict:
         return asdict(self)

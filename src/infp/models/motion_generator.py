@@ -29,7 +29,6 @@ from infp.models.denoiser import DiffusionTransformer
 from infp.models.motion_config import MotionConfig
 from infp.models.motion_guider import InteractiveMotionGuider
 from infp.models.style_encoder import StyleEncoder
-from infp.models.time_whitening import TimeWhitening
 
 KIND = "motion"
 
@@ -69,7 +68,6 @@ class MotionGenerator(nn.Module):
         self.style_encoder = StyleEncoder(cfg) if cfg.use_style else None
         self.denoiser = DiffusionTransformer(cfg)
         self.band = BandEmphasis(cfg.window, cfg.band_emphasis) if cfg.band_emphasis else None
-        self.time = TimeWhitening(cfg.window) if cfg.time_whitening else None  # fitted by the trainer
         self.null_audio = nn.Parameter(torch.zeros(1, 1, cfg.width))  # f_m of a dropped audio condition
         self.null_context = nn.Parameter(torch.zeros(1, cfg.context, cfg.width))
         self.register_buffer("latent_mean", torch.zeros(cfg.motion_dim))
@@ -133,20 +131,14 @@ class MotionGenerator(nn.Module):
         anchor in place: the offsets stay defined, only the network no longer sees where it is."""
         return context[:, -1:] if self.cfg.relative else torch.zeros_like(context[:, -1:])
 
-    @property
-    def temporal(self) -> BandEmphasis | TimeWhitening | None:
-        """The filter along time between a window and what is diffused, if any."""
-        return self.band if self.band is not None else self.time
-
     def to_diffusion(self, offsets: torch.Tensor) -> torch.Tensor:
         """(B, W, motion_dim) window (normalised, minus its anchor) -> what the diffusion noises and the
-        sampler generates: the same, with its nod band emphasised (`band_emphasis`), or whitened along
-        time (`time_whitening`)."""
-        return offsets if self.temporal is None else self.temporal(offsets)
+        sampler generates: the same, or with its nod band emphasised (`band_emphasis`)."""
+        return offsets if self.band is None else self.band(offsets)
 
     def from_diffusion(self, y: torch.Tensor) -> torch.Tensor:
         """The inverse of `to_diffusion`."""
-        return y if self.temporal is None else self.temporal.invert(y)
+        return y if self.band is None else self.band.invert(y)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: Condition | ConditionInputs) -> torch.Tensor:
         """The prediction (B, W, motion_dim) for the noisy normalised latents `x_t` (noise, or clean

@@ -93,22 +93,6 @@ def visible_directions(imitator: Imitator, mean: np.ndarray, cov: np.ndarray, mi
     return kept
 
 
-@torch.no_grad()
-def window_covariance(model: MotionGenerator, sampler: WindowSampler, rng: np.random.Generator,
-                      windows: int = 4096, batch: int = 256) -> torch.Tensor:
-    """(W, W) covariance along time of the windows the model is trained on (normalised offsets from
-    their anchors, all latent directions pooled; `models/time_whitening.py`)."""
-    w = model.cfg.window
-    cov, n = torch.zeros(w, w, dtype=torch.float64), 0
-    for _ in range(0, windows, batch):
-        b = sampler.sample(rng, batch)
-        x = model.normalize(b.target) - model.anchor(model.normalize(b.context))  # (B, W, z)
-        x = x[..., model.latent_color.abs().sum(1) > 0].double()  # the generated directions only
-        cov += torch.einsum("bvz,bwz->vw", x, x)
-        n += x.shape[0] * x.shape[2]
-    return cov / n
-
-
 HEARS = ("both", "agent", "partner")
 
 
@@ -145,10 +129,6 @@ class MotionTrainer(RunLoop):
         rule = (f"each moves the keypoints >= {cfg.whiten_px:g} px" if kept is not None
                 else f"{100 * cfg.whiten_keep:.1f}% of the variance")
         log.info("latents whitened onto %d of %d principal directions (%s)", n, model_cfg.motion_dim, rule)
-        if model.time is not None:
-            evals = model.time.fit(window_covariance(model, self.full, np.random.default_rng([cfg.seed, 2**30])))
-            log.info("windows whitened along time: their spectrum spans %.0f:1 (H's gain %.1f:1)",
-                     float(evals[0] / evals[-1]), float((evals[0] / evals[-1]).sqrt()))
         self.ema = self.track(model, warmup=True)
         opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, cfg.warmup)))
