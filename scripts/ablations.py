@@ -35,7 +35,8 @@ COLUMNS = [  # (label, where in conversation.json, key)
     ("mouth listening", "tracks", "mouth_listening"), ("nod r listening", "tracks", "nod_r_listening"),
     ("head speed", "tracks", "head_speed"), ("switch jump", "tracks", "switch_jump"), ("join jump", "tracks", "join_jump"),
     ("FD pose", "pose", "fd"), ("FD expression", "expression", "fd"), ("pFD expression", "expression", "paired_fd"),
-    ("rPCC expression", "expression", "rpcc"), ("SID expression", "expression", "sid"), ("LPIPS", "image", "lpips"),
+    ("rPCC expression", "expression", "rpcc"), ("SID expression", "expression", "sid"),
+    ("fast power latent", "latent", "fast"), ("LPIPS", "image", "lpips"),
 ]
 
 

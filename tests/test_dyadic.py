@@ -12,6 +12,8 @@ from infp.eval.dyadic import (
     DYADIC_ROWS,
     DyadicScores,
     dyadic_scores,
+    fast_power,
+    fast_power_ratio,
     frechet_distance,
     gaussian_stats,
     rpcc,
@@ -153,3 +155,17 @@ def test_nan_and_empty_give_nan():
 def test_rows_cover_fields():
     assert set(DYADIC_ROWS) == {f.name for f in fields(DyadicScores)}
     assert all(isinstance(label, str) and isinstance(text, str) for label, text in DYADIC_ROWS.values())
+
+
+def test_fast_power_counts_only_what_is_above_5_hz():
+    """A slow 1-Hz sway plus an 8-Hz tremor: the ratio is the tremors' power ratio, the sway does not count."""
+    t = np.arange(250) / 25
+    sway = np.sin(2 * np.pi * 1.0 * t)[:, None]  # (T, 1)
+    tremor = np.sin(2 * np.pi * 8.0 * t)[:, None]
+    gt, pred = sway + 0.1 * tremor, 3 * sway + 0.3 * tremor
+    assert fast_power(sway) < 1e-3 * fast_power(0.1 * tremor)
+    assert fast_power_ratio(gt, pred) == pytest.approx(9.0, rel=0.01)  # 3x the amplitude: 9x the power
+    assert fast_power_ratio(gt, gt + 5.0) == pytest.approx(1.0)  # an offset is not motion
+    assert math.isnan(fast_power_ratio(np.zeros((50, 2)), pred[:50].repeat(2, 1)))  # a still GT has no reference
+    s = dyadic_scores([np.hstack([gt, gt])], [np.hstack([pred, gt])], [np.zeros((250, 1))], k=2)
+    assert s.fast == pytest.approx((9 * 0.01 + 0.01) / (2 * 0.01), rel=0.02)  # summed over the dimensions

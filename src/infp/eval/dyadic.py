@@ -14,6 +14,10 @@ numpy/scipy so that our numbers sit next to theirs without torch or sklearn:
 - Var: DualTalk's variance, per clip the mean over dimensions of the variance over frames.
 - rPCC: |PCC(gt, other) - PCC(pred, other)|, how far the generated motion's correlation with
   the interlocutor is from the GT's.
+- Fast power (ours, not in DIM/DualTalk): the generated motion's power above 5 Hz over the GT's,
+  per clip (Hann-windowed periodogram of each mean-removed dimension, summed over dimensions).
+  Real motion holds little power there; a sampler's frame-to-frame jitter is a flat floor across
+  it (docs/stage2.md, "Frame-to-frame jitter"). 1 = as smooth as the GT.
 
 This project's adaptation: in DIM/DualTalk `other` is the partner's face motion. In infp the
 partner has no face in the clip format, so callers pass the per-frame loudness of the two audio
@@ -35,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 from scipy.cluster.vq import kmeans2, vq
+
+from infp import FPS
 
 NAN = float("nan")
 
@@ -174,6 +180,7 @@ class DyadicScores:
     var: float  # DualTalk Var of the generated motion
     var_gt: float  # DualTalk Var of the GT motion
     rpcc: float  # residual PCC against `other`, mean over clips
+    fast: float = NAN  # generated / GT power above 5 Hz, mean over clips (1 = as smooth as the GT)
 
 
 DYADIC_ROWS: dict[str, tuple[str, str]] = {
@@ -185,7 +192,25 @@ DYADIC_ROWS: dict[str, tuple[str, str]] = {
     "var": ("Var", "mean per-dim variance over frames of the generated motion; closer to Var GT is better."),
     "var_gt": ("Var GT", "the same variance of the GT motion, the reference for Var."),
     "rpcc": ("rPCC", "|PCC(GT, partner signal) - PCC(generated, partner signal)|; lower is better, 0 = GT's coupling."),
+    "fast": ("fast power", "generated / GT power above 5 Hz (frame-to-frame jitter); 1 = as smooth as the GT."),
 }
+
+
+FAST_HZ = 5.0  # above this, the "fast power" (module doc)
+
+
+def fast_power(x: np.ndarray, fps: float = FPS, above: float = FAST_HZ) -> float:
+    """Power of a (T, D) motion sequence above `above` Hz: each dimension's mean removed, Hann
+    window, periodogram (squared rFFT magnitudes / T), summed over frequencies and dimensions."""
+    a = _as_frames(x)
+    spec = np.abs(np.fft.rfft((a - a.mean(0)) * np.hanning(len(a))[:, None], axis=0)) ** 2 / len(a)  # (F, D)
+    return float(spec[np.fft.rfftfreq(len(a), 1 / fps) >= above].sum())
+
+
+def fast_power_ratio(gt: np.ndarray, pred: np.ndarray, fps: float = FPS) -> float:
+    """fast_power(pred) / fast_power(gt); NaN when the GT has none."""
+    g = fast_power(gt, fps)
+    return fast_power(pred, fps) / g if g > 0 else NAN
 
 
 def _mean(values: list[float]) -> float:
@@ -202,7 +227,7 @@ def dyadic_scores(
     cluster count (DIM: 40 for expression, 20 for pose); seed makes k-means deterministic."""
     if not len(gt) == len(pred) == len(other):
         raise ValueError(f"clip counts differ: gt {len(gt)}, pred {len(pred)}, other {len(other)}")
-    fd, pfd, mse, var, var_gt, rp = [], [], [], [], [], []
+    fd, pfd, mse, var, var_gt, rp, fast = [], [], [], [], [], [], []
     gt_frames: list[np.ndarray] = []
     pred_frames: list[np.ndarray] = []
     for g0, p0, o0 in zip(gt, pred, other):
@@ -217,6 +242,7 @@ def dyadic_scores(
         var.append(float(np.var(p, axis=0).mean()))
         var_gt.append(float(np.var(g, axis=0).mean()))
         rp.append(_rpcc_valid(g, p, o))
+        fast.append(fast_power_ratio(g, p))
         gt_frames.append(g)
         pred_frames.append(p)
     if gt_frames:
@@ -225,5 +251,5 @@ def dyadic_scores(
         s, s_gt = NAN, NAN
     return DyadicScores(
         fd=_mean(fd), paired_fd=_mean(pfd), mse=_mean(mse), sid=s, sid_gt=s_gt,
-        var=_mean(var), var_gt=_mean(var_gt), rpcc=_mean(rp),
+        var=_mean(var), var_gt=_mean(var_gt), rpcc=_mean(rp), fast=_mean(fast),
     )
