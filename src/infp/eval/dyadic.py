@@ -180,7 +180,7 @@ class DyadicScores:
     var: float  # DualTalk Var of the generated motion
     var_gt: float  # DualTalk Var of the GT motion
     rpcc: float  # residual PCC against `other`, mean over clips
-    fast: float = NAN  # generated / GT power above 5 Hz, mean over clips (1 = as smooth as the GT)
+    fast: float  # generated / GT power above 5 Hz, mean over clips (1 = as smooth as the GT)
 
 
 DYADIC_ROWS: dict[str, tuple[str, str]] = {
