@@ -113,6 +113,13 @@ def generation_arguments(p: argparse.ArgumentParser, many: bool = False) -> None
                    "the bundled one, when it was fitted on that imitator)")
 
 
+def dtype_argument(p: argparse.ArgumentParser) -> None:
+    """--dtype for commands that render (stage 1's autocast type)."""
+    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
+                   help="stage 1's compute dtype (autocast; auto: bfloat16 where the CPU or GPU computes it natively, "
+                   "else float32; float16 needs a GPU; default float32)")
+
+
 def expression(args: argparse.Namespace) -> str:
     """The portrait's resting state `generation_arguments` asked for (`InfpPipeline.prepare`)."""
     return "keep" if args.keep_expression else "neutral"

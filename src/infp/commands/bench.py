@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from infp.commands import guidance, non_negative_int, positive_float, positive_int, sampling_steps
+from infp.commands import dtype_argument, guidance, non_negative_int, positive_float, positive_int, sampling_steps
 
 log = logging.getLogger("infp")
 
@@ -82,9 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--checkpoint", type=Path, default=None, help="a stage-2 checkpoint directory (default: bundled)")
     s.add_argument("--imitator", type=Path, default=None, help="a stage-1 checkpoint directory (default: bundled)")
     s.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    s.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
-                   help="stage 1's compute type (autocast; auto: bfloat16 where the CPU or GPU computes it natively, "
-                   "else float32; float16 needs a GPU; default float32)")
+    dtype_argument(s)
     s.add_argument("--threads", type=positive_int, default=None, help="torch CPU threads (default: torch's choice)")
     s.add_argument("--seconds", type=positive_float, default=20.0, help="conversation length to generate (default 20)")
     s.add_argument("--steps", type=sampling_steps, default=20, help="DDIM steps (default 20)")

@@ -7,7 +7,7 @@ import logging
 import time
 from pathlib import Path
 
-from infp.commands import check_device, expression, frame_size, generation_arguments, non_negative_int
+from infp.commands import check_device, dtype_argument, expression, frame_size, generation_arguments, non_negative_int
 
 log = logging.getLogger("infp")
 
@@ -74,7 +74,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--mix", choices=["mix", "stereo"], default="mix",
                    help="soundtrack: both voices mixed (default) or stereo (agent left, partner right)")
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: the GPU when there is one")
-    g.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"], default="float32",
-                   help="stage 1's compute dtype (autocast; auto: bfloat16 where the CPU or GPU computes it natively, "
-                   "else float32; float16 needs a GPU; default float32)")
+    dtype_argument(g)
     g.set_defaults(func=run)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from infp import SAMPLES_PER_FRAME
 from infp.audio.mel import Featurizer, log_mel_gain
 from infp.data.clip import Clip
 from infp.errors import InfpError
@@ -32,10 +33,9 @@ from infp.face.hybrid import represent
 from infp.fsutil import atomic_file
 from infp.models import Imitator
 from infp.runtime import ImitatorRuntime
+from infp.timeline import fit_rows
 
 log = logging.getLogger(__name__)
-
-SAMPLES_PER_FRAME = 640  # 16 kHz / 25 fps (docs/clip-format.md)
 
 
 def imitator_fingerprint(path: str | Path) -> str:
@@ -189,12 +189,9 @@ def _read_npz(path: Path, shapes: dict[str, tuple[int, ...]]) -> dict[str, np.nd
 
 def _fit_length(a: np.ndarray, n: int, fill: float, what: str, clip: Clip) -> np.ndarray:
     """Trim or pad `a` to `n` rows: a decoder may yield a frame more or less than meta.n_frames."""
-    if len(a) == n:
-        return a
-    log.debug("%s: %s has %d rows for %d frames; trimmed/padded", clip.meta.id, what, len(a), n)
-    if len(a) > n:
-        return a[:n]
-    return np.concatenate([a, np.full((n - len(a),) + a.shape[1:], fill, a.dtype)])
+    if len(a) != n:
+        log.debug("%s: %s has %d rows for %d frames; trimmed/padded", clip.meta.id, what, len(a), n)
+    return fit_rows(a, n, fill)
 
 
 def _tracks(clip: Clip) -> tuple[np.ndarray, np.ndarray]:

@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from infp import FPS, SAMPLE_RATE, __version__
+from infp import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME, __version__
 from infp.audio.io import load_audio, save_wav
 from infp.data import contact
 from infp.data.clip import ClipMeta
@@ -46,7 +46,7 @@ from infp.face.expression import mouth_opening
 from infp.face.hybrid import represent
 from infp.face.track import FaceTrack, region_of, track_video
 from infp.fsutil import atomic_dir, atomic_file
-from infp.timeline import runs
+from infp.timeline import fit_rows, runs
 from infp.video import VideoInfo, VideoWriter, iter_frames, probe
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,6 @@ VIDEO_EXTS = frozenset({".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v"})
 LAYOUTS = ("single", "pair", "side-by-side", "stereo")
 RECORDS = ".preprocess"  # hidden: `list_clips` ignores dot-folders
 STATS = "preprocess_stats.json"
-SPF = SAMPLE_RATE // FPS  # audio samples per video frame (640)
 
 
 @dataclass(frozen=True)
@@ -216,10 +215,6 @@ def _audio_delay(path: Path) -> float:
     return starts[1] - starts[0]
 
 
-def _fit(audio: np.ndarray, n: int) -> np.ndarray:
-    return np.pad(audio[:n], (0, max(0, n - len(audio)))).astype(np.float32)
-
-
 def source_audio(path: Path, info: VideoInfo, n_frames: int) -> np.ndarray | None:
     """The video's audio, every channel, on its 25 fps frame grid: (C, n_frames * 640); None without any."""
     if not info.has_audio:
@@ -231,14 +226,16 @@ def source_audio(path: Path, info: VideoInfo, n_frames: int) -> np.ndarray | Non
         return None
     shift = round(_audio_delay(path) * SAMPLE_RATE)
     audio = np.pad(audio, ((0, 0), (shift, 0))) if shift > 0 else audio[:, -shift:]
-    return np.stack([_fit(ch, n_frames * SPF) for ch in audio])
+    return np.stack([fit_rows(ch, n_frames * SAMPLES_PER_FRAME).astype(np.float32) for ch in audio])
 
 
 def agent_audio(path: Path, info: VideoInfo, n_frames: int) -> tuple[np.ndarray, bool]:
     """The video's own audio (channels mixed) on its 25 fps frame grid, (n_frames * 640,), and whether
     it had any."""
     audio = source_audio(path, info, n_frames)
-    return (np.zeros(n_frames * SPF, np.float32), False) if audio is None else (audio.mean(0).astype(np.float32), True)
+    if audio is None:
+        return np.zeros(n_frames * SAMPLES_PER_FRAME, np.float32), False
+    return audio.mean(0).astype(np.float32), True
 
 
 def stereo_tracks(audio: np.ndarray, track: FaceTrack) -> tuple[np.ndarray, int, list[float]]:
@@ -275,7 +272,7 @@ def _write_clip(dest: Path, frames, seg: tuple[int, int], track: FaceTrack, trac
     agent's and the partner's audio of the whole video."""
     s, e = seg
     n, size = e - s, cfg.size
-    agent, partner = tracks[0, s * SPF: e * SPF], tracks[1, s * SPF: e * SPF]
+    agent, partner = tracks[:, s * SAMPLES_PER_FRAME : e * SAMPLES_PER_FRAME]
     picks = contact.pick(np.ones(n, bool), mouth_opening(track.landmarks[s:e]), 6)
     lms = np.full((n, 478, 3), np.nan, np.float32)
     keep, written = {}, 0

@@ -23,13 +23,6 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[ok], b[ok])[0, 1])
 
 
-def fit_rows(a: np.ndarray, n: int, fill: float = 0) -> np.ndarray:
-    """`a` cut or padded with `fill` to n rows (a video decoder may give a frame more or less than
-    meta.n_frames)."""
-    a = np.asarray(a)
-    return a[:n] if len(a) >= n else np.concatenate([a, np.full((n - len(a),) + a.shape[1:], fill, a.dtype)])
-
-
 @dataclass(frozen=True)
 class AudioFollowing:
     """Correlations of the measured mouth opening with each track's loudness, over a clip."""

@@ -33,13 +33,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from infp import FPS
+from infp import FPS, SAMPLES_PER_FRAME
 from infp.data.behaviour import speech_level
 from infp.data.clip import Clip
-from infp.data.motion import SAMPLES_PER_FRAME
 from infp.diffusion.sampling import window_schedule
 from infp.errors import InfpError, NoFaceError
-from infp.eval.behaviour import fit_rows, pearson
+from infp.eval.behaviour import pearson
 from infp.eval.dyadic import DYADIC_ROWS, DyadicScores, dyadic_scores
 from infp.eval.motion import measure_landmarks
 from infp.eval.motion_metrics import (
@@ -55,6 +54,7 @@ from infp.eval.real import _frames_at, _rendered, mouth_activity, own_latents
 from infp.face import topology as tp
 from infp.face.expression import eye_opening, mouth_opening
 from infp.face.pose import head_pose
+from infp.timeline import fit_rows
 
 log = logging.getLogger(__name__)
 NAN = float("nan")

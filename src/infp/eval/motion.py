@@ -24,14 +24,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from infp import FPS
+from infp import FPS, SAMPLES_PER_FRAME
 from infp.data.behaviour import speech_level
 from infp.data.clip import Clip
-from infp.data.motion import SAMPLES_PER_FRAME, compute_latents, track_activity
+from infp.data.motion import compute_latents, track_activity
 from infp.diffusion.sampling import generate, window_schedule
 from infp.diffusion.schedule import DiffusionConfig
 from infp.errors import InfpError
-from infp.eval.behaviour import fit_rows, pearson
+from infp.eval.behaviour import pearson
 from infp.eval.motion_metrics import (
     Probe,
     fit_probe,
@@ -49,6 +49,7 @@ from infp.face.expression import mouth_opening
 from infp.face.pose import head_pose
 from infp.models import Imitator
 from infp.models.motion_generator import MotionGenerator
+from infp.timeline import fit_rows
 
 log = logging.getLogger(__name__)
 NAN = float("nan")

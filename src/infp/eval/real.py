@@ -35,19 +35,19 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from infp import FPS, SAMPLE_RATE
+from infp import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from infp.data.behaviour import speech_level
 from infp.data.clip import Clip
 from infp.data.contact import label, pick, sheet
 from infp.errors import InfpError, NoFaceError
-from infp.eval.behaviour import fit_rows, pearson
+from infp.eval.behaviour import pearson
 from infp.eval.turns import GAP_S, LEVEL_DBFS, OVERLAP_S, Speech, Turn, build_conversation, role_masks
 from infp.face.expression import eye_opening, mouth_opening
 from infp.face.pose import head_pose
+from infp.timeline import fit_rows
 
 log = logging.getLogger(__name__)
 NAN = float("nan")
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 BLINK_CLOSE, BLINK_REOPEN = 0.5, 0.75  # eye opening relative to the clip's median: a blink starts below
 # 0.5x and ends back above 0.75x (on held-out real clips the lids dip to 0.1-0.45x in a blink)
 MIN_SPEECH = 0.2  # share of frames with voice (VAD) a clip's agent track needs, as in `infp train motion`

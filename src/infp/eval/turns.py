@@ -9,9 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infp import FPS, SAMPLE_RATE
-
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
+from infp import SAMPLE_RATE, SAMPLES_PER_FRAME
 
 
 @dataclass(frozen=True, eq=False)  # eq=False: arrays have no single truth value

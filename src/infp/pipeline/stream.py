@@ -22,11 +22,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 
-from infp import FPS, SAMPLE_RATE
+from infp import SAMPLE_RATE, SAMPLES_PER_FRAME
 from infp.audio.features import frame_count
 from infp.diffusion.sampling import WindowedGenerator
-
-SAMPLES_PER_FRAME = SAMPLE_RATE // FPS
 
 
 def _track(x, what: str) -> np.ndarray:
