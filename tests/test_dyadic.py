@@ -169,3 +169,20 @@ def test_fast_power_counts_only_what_is_above_5_hz():
     assert math.isnan(fast_power_ratio(np.zeros((50, 2)), pred[:50].repeat(2, 1)))  # a still GT has no reference
     s = dyadic_scores([np.hstack([gt, gt])], [np.hstack([pred, gt])], [np.zeros((250, 1))], k=2)
     assert s.fast == pytest.approx((9 * 0.01 + 0.01) / (2 * 0.01), rel=0.02)  # summed over the dimensions
+
+
+def test_fast_power_does_not_join_frames_across_a_face_gap():
+    """The head moved while the face was lost: the generated frames after the gap sit 2 higher. Joined,
+    that step would count as fast motion; split at the gap, each run's mean is its own."""
+    t = np.arange(250) / 25
+    sway, tremor = np.sin(2 * np.pi * 1.0 * t)[:, None], np.sin(2 * np.pi * 8.0 * t)[:, None]
+    gt, pred = sway + 0.1 * tremor, 3 * sway + 0.3 * tremor
+    moved = pred + 2.0 * (np.arange(250) >= 130)[:, None]
+    moved[120:130] = np.nan  # no face in these generated frames
+    assert fast_power_ratio(gt, moved) == pytest.approx(9.0, rel=0.05)
+    assert fast_power(np.nan_to_num(moved[np.isfinite(moved[:, 0])])) > 1.5 * fast_power(pred)  # what joining gave
+    short = pred.copy()
+    short[5::10] = np.nan  # only runs of 9 frames or fewer: too short to hold 5 Hz
+    assert math.isnan(fast_power_ratio(gt, short))
+    s = dyadic_scores([gt], [moved], [np.zeros((250, 1))], k=2)
+    assert s.fast == pytest.approx(9.0, rel=0.05)

@@ -15,7 +15,8 @@ numpy/scipy so that our numbers sit next to theirs without torch or sklearn:
 - rPCC: |PCC(gt, other) - PCC(pred, other)|, how far the generated motion's correlation with
   the interlocutor is from the GT's.
 - Fast power (ours, not in DIM/DualTalk): the generated motion's power above 5 Hz over the GT's,
-  per clip (Hann-windowed periodogram of each mean-removed dimension, summed over dimensions).
+  per clip (Hann-windowed periodogram of each mean-removed dimension, summed over dimensions and
+  over the clip's runs of frames measured in both; a face gap is not joined across).
   Real motion holds little power there; a sampler's frame-to-frame jitter is a flat floor across
   it (docs/stage2.md, "Frame-to-frame jitter"). 1 = as smooth as the GT.
 
@@ -41,6 +42,7 @@ from scipy import linalg
 from scipy.cluster.vq import kmeans2, vq
 
 from infp import FPS
+from infp.timeline import runs
 
 NAN = float("nan")
 
@@ -197,6 +199,7 @@ DYADIC_ROWS: dict[str, tuple[str, str]] = {
 
 
 FAST_HZ = 5.0  # above this, the "fast power" (module doc)
+FAST_MIN_RUN = 10  # frames: shorter runs between face gaps hold too few periods of 5 Hz (5 frames) to count
 
 
 def fast_power(x: np.ndarray, fps: float = FPS, above: float = FAST_HZ) -> float:
@@ -208,9 +211,14 @@ def fast_power(x: np.ndarray, fps: float = FPS, above: float = FAST_HZ) -> float
 
 
 def fast_power_ratio(gt: np.ndarray, pred: np.ndarray, fps: float = FPS) -> float:
-    """fast_power(pred) / fast_power(gt); NaN when the GT has none."""
-    g = fast_power(gt, fps)
-    return fast_power(pred, fps) / g if g > 0 else NAN
+    """fast_power(pred) / fast_power(gt), each summed over the runs of at least FAST_MIN_RUN frames
+    finite in both: frames on either side of a gap (a face not found) are not joined, since the jump
+    between them would count as fast motion. NaN when the GT has no fast power there."""
+    g, p = _as_frames(gt), _as_frames(pred)
+    starts, ends = runs(np.isfinite(g).all(1) & np.isfinite(p).all(1))
+    spans = [(s, e) for s, e in zip(starts, ends) if e - s >= FAST_MIN_RUN]
+    total = sum(fast_power(g[s:e], fps) for s, e in spans)
+    return sum(fast_power(p[s:e], fps) for s, e in spans) / total if total > 0 else NAN
 
 
 def _mean(values: list[float]) -> float:
@@ -242,7 +250,7 @@ def dyadic_scores(
         var.append(float(np.var(p, axis=0).mean()))
         var_gt.append(float(np.var(g, axis=0).mean()))
         rp.append(_rpcc_valid(g, p, o))
-        fast.append(fast_power_ratio(g, p))
+        fast.append(fast_power_ratio(g0, p0))  # the unfiltered clip: its gaps split it (fast_power_ratio)
         gt_frames.append(g)
         pred_frames.append(p)
     if gt_frames:
