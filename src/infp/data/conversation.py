@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from infp import FPS, SAMPLE_RATE
+from infp import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from infp.data.speech import Speaker
 
 AGENT, PARTNER = 0, 1
@@ -58,7 +58,7 @@ def _place(track: np.ndarray, audio: np.ndarray, start: float) -> tuple[float, f
 def make_conversation(rng: np.random.Generator, seconds: float, agent: Speaker, partner: Speaker) -> ConversationAudio:
     """Simulate `seconds` of conversation between two speakers."""
     n_frames = int(round(seconds * FPS))
-    n = n_frames * SAMPLE_RATE // FPS
+    n = n_frames * SAMPLES_PER_FRAME
     tracks = (np.zeros(n, np.float32), np.zeros(n, np.float32))
     speakers = (agent, partner)
     utts: list[Utterance] = []

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 
-from infp import FPS, SAMPLE_RATE
+from infp import FPS, SAMPLES_PER_FRAME
 from infp.face.expression import mouth_opening
 
 ACTIVITY_FRAMES = 9  # window of the mouth's activity and the voices' loudness when matching channels
 DECIDE_S = 0.4  # the activities are compared over this long
 OVERLAP = 0.8  # both speak where the quieter mouth moves at least this fraction of the livelier one
-SPF = SAMPLE_RATE // FPS
 RAMP = 160  # samples (10 ms) over which a person's gate opens or closes: no clicks at the cuts
 
 
@@ -62,7 +61,7 @@ def split_tracks(mixed: np.ndarray, speaks: np.ndarray) -> np.ndarray:
     """(2, 2, N): for each person [left, right], (A_self, A_other) cut from the (N,) mixed track by who
     speaks (T, 2); gates ramp over 10 ms."""
     n = len(mixed)
-    gates = np.repeat(speaks.astype(np.float32), SPF, axis=0)[:n]  # (N', 2)
+    gates = np.repeat(speaks.astype(np.float32), SAMPLES_PER_FRAME, axis=0)[:n]  # (N', 2)
     gates = np.pad(gates, ((0, max(0, n - len(gates))), (0, 0)))
     gates = uniform_filter1d(gates, RAMP, axis=0)
     own = (mixed[:, None] * gates).T.astype(np.float32)  # (2, N)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from infp import FPS, SAMPLE_RATE
+from infp import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from infp.data.contact import pick, sheet
 from infp.errors import InfpError
 from infp.eval.real import MouthActivity, mouth_activity, pool_activity, ratio, tile
@@ -163,7 +163,7 @@ def _generate(pipe, portrait, agent: np.ndarray, partner: np.ndarray, settings: 
 
     size = max(pipe.imitator.cfg.size, MEASURE_SIZE)
     gen = pipe(portrait, agent, partner, paste=False, size=size, **settings)
-    audio = np.stack([agent + partner])[:, : len(gen) * (SAMPLE_RATE // FPS)] if video else None
+    audio = np.stack([agent + partner])[:, : len(gen) * SAMPLES_PER_FRAME] if video else None
     all_frames = list(gen)  # a listening video is ~40 s of 256-px crops: ~8 MB a second of video at most
     lm = measure_landmarks(iter(all_frames), video, audio)
     mouth = mouth_opening(np.asarray(lm, np.float64))

@@ -16,6 +16,7 @@ import json
 import numpy as np
 
 from infp.errors import InfpError
+from infp.timeline import fit_rows
 
 FADE = 6  # frames of cross-fade at a switch (0.24 s)
 
@@ -69,8 +70,7 @@ class SwitchingPipeline:
         talk = self.speaker.motion(portrait, agent, silent, **settings)
         listen = self.listener.motion(portrait, silent, partner, **settings)
         n = min(len(talk), len(listen))
-        va, vp = (np.pad(v[:n], (0, max(0, n - len(v)))) for v in
-                  (np.asarray(voice_activity(t), bool) for t in (agent, partner)))
+        va, vp = (fit_rows(np.asarray(voice_activity(t), bool), n) for t in (agent, partner))
         holder = floor_holder(va, vp)
         w = crossfade(holder, self.fade)[:, None]
         return w * talk[:n] + (1 - w) * listen[:n]
