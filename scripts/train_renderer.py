@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from infp.face.topology import inner_lip_keypoints
 from infp.models import Imitator
 from infp.models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
+from infp.models.imitator import closing_region
 from infp.models.warping import polygon_mask
 from infp.train import legacy
 from infp.train.losses import feature_matching, hinge_d_loss, hinge_g_loss, ms_l1
@@ -39,16 +40,22 @@ from infp.train.packed import PackedPairs
 MOUTH_GROW = 9  # px at 256: the mouth region reaches past the inner lips to the lips themselves
 
 
-def load_start(path: str, trained: str | None = None, paint_window: tuple[float, float] | None = None) -> Imitator:
+def load_start(path: str, trained: str | None = None, paint_window: tuple[float, float] | None = None,
+               paint_closing: bool = False) -> Imitator:
     """The init checkpoint (either design, `infp.train.legacy.load_start`), with `trained` (a run's
-    trained.safetensors) on top; `paint_window` replaces the config's (the decoder's weights do not
-    depend on its extent)."""
+    trained.safetensors) on top; `paint_window` replaces the config's and `paint_closing` turns the
+    closing region on (neither changes which weights the decoder has)."""
     model = legacy.load_start(path)
+    changes = {}
     if paint_window is not None and tuple(paint_window) != model.cfg.paint_window:
+        changes["paint_window"] = tuple(paint_window)
+    if paint_closing and not model.cfg.paint_closing:
+        changes["paint_closing"] = True
+    if changes:
         from dataclasses import replace
 
         state = model.state_dict()
-        model = Imitator(replace(model.cfg, paint_window=tuple(paint_window)))
+        model = Imitator(replace(model.cfg, **changes))
         model.load_state_dict(state)
     if trained:
         state = model.state_dict()
@@ -66,6 +73,13 @@ def mouth_region(model: Imitator, kp: torch.Tensor, size: int) -> torch.Tensor:
     lips = torch.as_tensor(inner_lip_keypoints(), device=kp.device)
     m = polygon_mask(kp[:, lips].float(), size, supersample=1)
     return F.max_pool2d(m, 2 * MOUTH_GROW + 1, 1, MOUTH_GROW)
+
+
+def closing_target(model: Imitator, r) -> torch.Tensor:
+    """(B, 1, S, S): where the source's mouth opening lands after the warp (imitator.closing_region)."""
+    lips = torch.as_tensor(inner_lip_keypoints(), device=r.flow.flow.device)
+    opening = polygon_mask(r.keypoints.source[:, lips].float(), model.cfg.feature_size)
+    return r.synthesis.window.place(closing_region(opening, r.flow.flow.float(), r.synthesis.window))
 
 
 def save_samples(path: Path, b, pred: torch.Tensor, mask: torch.Tensor) -> None:
@@ -91,7 +105,7 @@ def train(args: argparse.Namespace) -> None:
     data = PackedPairs.load(args.pack, dev, real_fraction=args.real_fraction, mouth_pairs=args.mouth_pairs)
     print(f"pack: {len(data.z)} frames in {len(data.members)} clips, loaded in {time.perf_counter() - t_load:.1f}s",
           flush=True)
-    model = load_start(args.init, args.init_trained, args.paint_window).to(dev).train()
+    model = load_start(args.init, args.init_trained, args.paint_window, args.paint_closing).to(dev).train()
     model.motion_encoder.requires_grad_(False)
     model.keypoint_decoder.requires_grad_(False)
     decoder_only = args.train == "decoder"
@@ -129,6 +143,8 @@ def train(args: argparse.Namespace) -> None:
             r = model.render(model.encode_appearance(b.source), b.z_source, b.z_driving)
         pred, mask, target = r.image.float(), r.synthesis.mask.float(), b.driving
         region = mouth_region(model, r.keypoints.driving, size)
+        if model.cfg.paint_closing:  # where the source's teeth land counts as mouth too: lips must cover them
+            region = torch.maximum(region, closing_target(model, r))
         synthesis, synthesis_target = r.synthesis.synthesis.float(), r.synthesis.window.crop(b.driving)
         if decoder_only:  # the output changes only in the decoder's window: score it there (VGG costs 1/5)
             pred, target, region = (r.synthesis.window.crop(x) for x in (pred, target, region))
@@ -183,7 +199,7 @@ def train(args: argparse.Namespace) -> None:
 
 def merge(args: argparse.Namespace) -> None:
     """init checkpoint + trained.safetensors -> a checkpoint directory."""
-    model = load_start(args.init, args.trained, args.paint_window)
+    model = load_start(args.init, args.trained, args.paint_window, args.paint_closing)
     model.save_pretrained(args.out, training=json.loads(args.card) if args.card else {})
     print(f"wrote {args.out} (trained tensors from {args.trained})")
 
@@ -210,6 +226,7 @@ def main() -> None:
     m.add_argument("--out", required=True)
     m.add_argument("--card", default=None, help="JSON for the checkpoint's training card")
     m.add_argument("--paint-window", type=float, nargs=2, default=None, metavar=("H", "W"))
+    m.add_argument("--paint-closing", action="store_true")
     for a, kw in (("--pack", {"required": True}), ("--init", {"required": True}), ("--out", {"required": True}),
                   ("--vgg", {"default": None}), ("--vgg-upto", {"default": "relu4_3"}),
                   ("--init-trained", {"default": None}), ("--device", {"default": "cuda" if torch.cuda.is_available() else "cpu"}),
@@ -228,6 +245,8 @@ def main() -> None:
                    help="what learns besides the frozen E_m: the appearance encoder, F and the decoder, or the decoder alone")
     p.add_argument("--paint-window", type=float, nargs=2, default=None, metavar=("H", "W"),
                    help="the decoder's window as shares of the crop (default: the init checkpoint's)")
+    p.add_argument("--paint-closing", action="store_true",
+                   help="the decoder may also paint where the source's mouth opening lands (to cover a photo's teeth)")
     p.add_argument("--bf16", action="store_true")
     k = argparse.ArgumentParser(prog="train_renderer.py pack", description=pack.__doc__)
     k.add_argument("--data", type=Path, nargs="+", required=True)

@@ -52,10 +52,12 @@ def test_a_new_decoder_shows_the_warped_source_at_any_resolution():
 def test_painting_is_confined_to_the_driving_mouth():
     """The blend mask is bounded by the driving keypoints' inner-lip polygon, grown a little: the
     rest of the output is always the source's own pixels."""
+    from dataclasses import replace
+
     from infp.face.topology import inner_lip_keypoints
     from infp.models.imitator import paint_region
 
-    m = _model(7)
+    m = _model(7, replace(TINY_KP, paint_closing=False))  # the closing region: the test after this one
     with torch.no_grad():
         m.decoder.out.bias[3] = 20.0  # the mask open wherever it may be
         x = torch.rand(1, 3, m.cfg.size, m.cfg.size)
@@ -67,6 +69,44 @@ def test_painting_is_confined_to_the_driving_mouth():
     assert outside.float().mean() > 0.5
     w = warp(x, r.flow.flow, "bicubic")
     assert (r.image - w).abs()[outside.expand_as(w)].max() < 1e-5
+
+
+def test_paint_closing_adds_where_the_source_opening_lands():
+    """With `paint_closing` the decoder may also paint where the source's mouth opening lands after
+    the warp (a photo's teeth that a closing mouth must cover), besides the driving opening; the
+    rest of the output stays the source's pixels. The added region follows the flow."""
+    from dataclasses import replace
+
+    from infp.face.topology import inner_lip_keypoints
+    from infp.models.imitator import closing_region, paint_region
+    from infp.models.warping import Window, polygon_mask
+
+    lips = torch.as_tensor(inner_lip_keypoints())
+    base = _model(7, replace(TINY_KP, paint_window=(0.375, 0.5), paint_closing=False))
+    m = Imitator(replace(base.cfg, paint_closing=True)).eval()
+    m.load_state_dict(base.state_dict())  # the same weights: the flag adds no parameter
+    with torch.no_grad():
+        m.decoder.out.bias[3] = 20.0
+        x = torch.rand(1, 3, m.cfg.size, m.cfg.size)
+        z = torch.randn(2, m.cfg.motion_dim)
+        r = m.render(m.encode_appearance(x), z[:1], z[1:])
+    kp = r.keypoints
+    win = r.synthesis.window
+    source_open = polygon_mask(kp.source[:, lips].float(), m.cfg.feature_size)
+    expected = torch.maximum(paint_region(kp.driving[:, lips], win), closing_region(source_open, r.flow.flow, win))
+    torch.testing.assert_close(r.synthesis.mask, expected, atol=1e-5, rtol=0)
+    assert (expected >= paint_region(kp.driving[:, lips], win) - 1e-6).all()
+    # an opening moved by a flow lands where the flow takes it: a shift of 8 px moves the region by 8 px
+    s, fs = m.cfg.size, m.cfg.feature_size
+    square = torch.zeros(1, 1, fs, fs)
+    square[..., fs // 2 - 2 : fs // 2 + 2, fs // 2 - 2 : fs // 2 + 2] = 1
+    whole = Window.whole(1, s)
+    still = closing_region(square, torch.zeros(1, 2, fs, fs), whole)
+    flow = torch.zeros(1, 2, fs, fs)
+    flow[:, 0] = 16 / s  # backward warp: each output pixel reads the source 8 px to its right
+    moved = closing_region(square, flow, whole)
+    torch.testing.assert_close(moved[..., :, : s - 8], still[..., :, 8:], atol=1e-4, rtol=0)
+    assert still.sum() > 0 and moved[..., s // 2 + 16 :].sum() == 0
 
 
 def test_the_decoder_works_only_in_a_window_on_the_driving_mouth():
@@ -105,7 +145,7 @@ def test_the_decoder_works_only_in_a_window_on_the_driving_mouth():
 
 
 def test_where_the_mask_opens_the_synthesis_replaces_the_source():
-    m = _model(1, imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, keypoint_lip_sides=False,
+    m = _model(1, imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, keypoint_lip_sides=False,
                                   keypoint_head=0.0, correction_max=0.0,
                                   paint_window=(1.0, 1.0)))  # no keypoints: the mask may open anywhere
     with torch.no_grad():
@@ -202,7 +242,8 @@ def test_pack_and_pairs(synth_clips, tmp_path):
 
 
 def test_train_renderer_script_runs_and_merges(synth_clips, tmp_path):
-    """The GPU fine-tune's script, in miniature on CPU: pack, two steps with the GAN, merge."""
+    """The GPU fine-tune's script, in miniature on CPU: pack, two steps with the GAN and the closing
+    region, merge (the merged config keeps the closing region)."""
     from infp.eval.vgg import VGG16Features
 
     vgg = tmp_path / "vgg.safetensors"  # random weights: the wiring, not the loss, is tested
@@ -213,13 +254,15 @@ def test_train_renderer_script_runs_and_merges(synth_clips, tmp_path):
     subprocess.run([*script, "pack", "--data", str(synth_clips), "--init", str(start), "--out", str(tmp_path / "pack"),
                     "--crf", "18"], check=True, capture_output=True)
     run = subprocess.run([*script, "--pack", str(tmp_path / "pack"), "--init", str(start), "--out", str(tmp_path / "run"),
-                          "--vgg", str(vgg), "--steps", "2", "--batch", "2", "--gan", "--log-every", "1", "--device", "cpu"],
+                          "--vgg", str(vgg), "--steps", "2", "--batch", "2", "--gan", "--log-every", "1", "--device", "cpu",
+                          "--paint-closing"],
                          check=True, capture_output=True, text=True)
     assert "2 steps" in run.stdout and (tmp_path / "run" / "samples.png").is_file()
     log = json.loads((tmp_path / "run" / "log.json").read_text())
     assert log["steps"] == 2 and {"l1", "vgg", "mouth", "mask", "adv", "fm"} <= set(log["log"][-1])
     subprocess.run([*script, "merge", "--init", str(start), "--trained", str(tmp_path / "run" / "trained.safetensors"),
-                    "--out", str(tmp_path / "merged")], check=True, capture_output=True)
+                    "--out", str(tmp_path / "merged"), "--paint-closing"], check=True, capture_output=True)
+    assert Imitator.from_pretrained(tmp_path / "merged").cfg.paint_closing
     merged, first = Imitator.from_pretrained(tmp_path / "merged").state_dict(), _model(5).state_dict()
     for k in merged:  # E_m and the keypoint decoder stay frozen: stage 2's latent space is kept
         if k.startswith(("motion_encoder.", "keypoint_decoder.")):
@@ -253,3 +296,39 @@ def test_eval_scores_at_a_higher_resolution_and_saved_renders(synth_clips, tmp_p
 
     sheet = cv2.imread(str(tmp_path / "c" / "side_by_side.png"))
     assert sheet.shape[1] == 3 * 128 and sheet.shape[0] in (128, 256)
+
+
+def test_eval_closing_renders_closed_frames_from_the_widest_open_one(synth_clips, tmp_path):
+    """`infp eval imitation --closing`: the source is each clip's widest-open frame, only frames with a
+    closed true mouth are rendered and measured, and the report, JSON and sheet say so."""
+    from infp.cli import main
+    from infp.data.clip import list_clips
+    from infp.data.pairs import load_clip_frames
+    from infp.eval.closing import ClosingScores, closed_frames, pooled, widest_frame
+    from infp.face.expression import mouth_opening
+
+    clip = load_clip_frames(list_clips(synth_clips)[0], 64)
+    mouth = mouth_opening(clip.points)
+    bound = 0.1  # the synthetic portrait's lips never meet: its "closed" is below 0.1
+    src, idx = widest_frame(clip), closed_frames(clip, 2, bound)
+    assert mouth[src] == np.nanmax(mouth[clip.usable]) and len(idx) and (mouth[idx] < bound).all()
+    assert not len(closed_frames(clip, 2))  # at the default bound (real lips: below 0.02) none is closed
+    assert set(idx) <= set(clip.usable[::2])
+    a = ClosingScores("a", 0.1, 10, 0.01, 0.02, 0.5, 1.0)
+    b = ClosingScores("b", 0.2, 30, 0.0, float("nan"), float("nan"), 0.0)  # no face found in any render
+    p = pooled([a, b])
+    assert p.n_frames == 40 and p.model_gap == 0.02 and p.closed_share == 0.5 and p.found == 0.25
+    assert abs(p.source_gap - 0.175) < 1e-9
+
+    _model(6).save_pretrained(tmp_path / "m")
+    out = tmp_path / "e"
+    assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--every", "20", "--no-fid", "--no-transfer",
+                 "--no-identity", "--no-lpips", "--out", str(out), "--checkpoint", str(tmp_path / "m"),
+                 "--closing", "--closing-every", "2", "--closing-bound", str(bound)]) == 0
+    report = json.loads((out / "closing.json").read_text())
+    assert [c["id"] for c in report["clips"]] == [clip.id] and report["clips"][0]["n_frames"] == len(idx)
+    assert report["pooled"]["truth_gap"] < bound
+    assert "Closing what the photo opened" in (out / "imitation.md").read_text()
+    assert (out / "closing.png").is_file()
+    assert main(["-q", "eval", "imitation", "--data", str(synth_clips), "--out", str(tmp_path / "x"), "--closing",
+                 "--predictions", str(tmp_path), "--size", "64"]) == 2

@@ -167,8 +167,9 @@ class ImitatorRuntime:
     def _batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
                  batch: int | None, compose: bool, calibration: Calibration | None = None
                  ) -> Iterator[tuple[Rendered, bool]]:
-        """Each batch's `Rendered` and whether its latents were all finite. `calibration`: one portrait's
-        (batch 1, `models.imitator.Calibration`), shared by every frame."""
+        """Each batch's `Rendered` and whether its latents were all finite. `calibration`
+        (`models.imitator.Calibration`): one portrait's (batch 1), shared by every frame, or with one
+        row per z_drv (the evaluation's known keypoints of each frame)."""
         b = batch or self.batch
         z_src = torch.as_tensor(z_src, dtype=torch.float32, device=self.device)
         z_drv = torch.as_tensor(z_drv, dtype=torch.float32, device=self.device)
@@ -179,17 +180,18 @@ class ImitatorRuntime:
             zz = z_drv[k : k + b]
             zs = z_src.expand(len(zz), -1) if shared else z_src[k : k + b]
             extra = {} if calibration is None else {"calibration": Calibration(
-                *(x.to(self.device, torch.float32).expand(len(zz), -1, -1) for x in calibration))}
+                *(x.to(self.device, torch.float32)[k : k + b] if len(x) == len(z_drv) > 1 else
+                  x.to(self.device, torch.float32).expand(len(zz), -1, -1) for x in calibration))}
             with self._running():
                 out = self.model.render(app.expand(len(zz)), zs, zz, compose=compose, **extra)
             yield out, bool(torch.isfinite(zz).all()) and bool(torch.isfinite(zs).all())
 
     def render_batches(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
-                       batch: int | None = None) -> Iterator[torch.Tensor]:
+                       batch: int | None = None, calibration: Calibration | None = None) -> Iterator[torch.Tensor]:
         """One portrait (`app` of batch 1) moved from motion z_src ((D,) or (1, D): shared; (N, D): per
         frame) to each z_drv (N, D): (n, 3, R, R) float32 images in [0, 1] on the device, `batch` at a time.
         Finite latents rendered to NaN or infinite pixels are stage 1's fault: InfpError."""
-        for out, finite in self._batches(app, z_src, z_drv, batch, compose=True):
+        for out, finite in self._batches(app, z_src, z_drv, batch, compose=True, calibration=calibration):
             img = out.image.float()
             if finite:  # else: the latents' fault
                 check_finite(img, f"stage 1 (the imitator) rendered NaN or infinite pixels; {DAMAGED}", self.path)
@@ -215,8 +217,8 @@ class ImitatorRuntime:
         return torch.cat([torch.zeros(0, 3, side, side), *(b.cpu() for b in self.render_batches(app, z_src, z_drv, batch))])
 
     def render_uint8(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
-                     batch: int | None = None) -> np.ndarray:
+                     batch: int | None = None, calibration: Calibration | None = None) -> np.ndarray:
         """`render` as (N, R, R, 3) uint8 frames (converted on the device: a quarter of the bytes to move)."""
         side = (app.image if app.full is None else app.full).shape[-1]
         return np.concatenate([np.zeros((0, side, side, 3), np.uint8),
-                               *(to_uint8(b) for b in self.render_batches(app, z_src, z_drv, batch))])
+                               *(to_uint8(b) for b in self.render_batches(app, z_src, z_drv, batch, calibration))])

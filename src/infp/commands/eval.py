@@ -41,6 +41,8 @@ def run_imitation(args: argparse.Namespace) -> None:
 
     if args.predictions is not None and (args.checkpoint is not None or args.portraits is not None):
         raise InfpError("--predictions scores saved renders: it takes no --checkpoint or --portraits")
+    if args.predictions is not None and args.closing:
+        raise InfpError("--closing renders from each clip's widest-open frame: it needs a checkpoint, not --predictions")
     if args.predictions is not None and args.size is None:
         raise InfpError("--predictions needs --size, the resolution to score at")
     model = None if args.predictions is not None else _model(args)
@@ -83,6 +85,31 @@ def run_imitation(args: argparse.Namespace) -> None:
                 f.write("\n" + text)
             (args.out / "cross_identity.json").write_text(json.dumps([asdict(c) for c in cross], indent=2) + "\n")
             print("\n" + text, end="")
+    if args.closing:
+        _closing(args, model, clips)
+
+
+def _closing(args: argparse.Namespace, model, clips: list) -> None:
+    """--closing: the renderer closing each clip's widest-open frame (infp.eval.closing)."""
+    import numpy as np
+
+    from infp.data.contact import write_png
+    from infp.eval.closing import closing_markdown, evaluate_closing, pooled
+
+    scores, rows = evaluate_closing(model, clips, every=args.closing_every, max_frames=args.max_frames,
+                                    bound=args.closing_bound, progress=not args.quiet)
+    text = closing_markdown(scores, args.closing_bound)
+    with open(args.out / "imitation.md", "a") as f:
+        f.write("\n" + text)
+    everything = {"clips": [asdict(s) for s in scores], "pooled": asdict(pooled(scores)) if scores else None}
+    strict = json.loads(json.dumps(everything), parse_constant=lambda _: None)  # NaN (no face) as null
+    (args.out / "closing.json").write_text(json.dumps(strict, indent=2) + "\n")
+    if rows:
+        width = max(r.shape[1] for r in rows)
+        write_png(args.out / "closing.png", np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)))
+                                                            for r in rows]))
+        log.info("closing sheet (source | true closed frames | renders): %s", args.out / "closing.png")
+    print("\n" + text, end="")
 
 
 def _fid(args: argparse.Namespace):
@@ -382,6 +409,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--max-frames", type=positive_int, default=None, help="frames read per clip (default all)")
     s.add_argument("--no-transfer", action="store_true",
                    help="skip measuring mouth and head pose on the predictions with MediaPipe (faster)")
+    s.add_argument("--closing", action="store_true",
+                   help="also measure how far the renderer closes a photo's open mouth: each clip's widest-open frame "
+                        "as source, its closed-mouth frames rendered, MediaPipe lip gap (OUT/closing.json, closing.png)")
+    s.add_argument("--closing-every", type=positive_int, default=3,
+                   help="with --closing: every k-th usable frame is a candidate (default 3)")
+    s.add_argument("--closing-bound", type=positive_float, default=0.02,
+                   help="with --closing: a lip gap (inner-lip gap / face height, MediaPipe) below this counts as "
+                        "closed, in the truth and in the renders (default 0.02; real open speech: 0.05-0.2)")
     s.add_argument("--grid-clips", type=positive_int, default=2, help="driving clips in the grid (default 2)")
     s.add_argument("--grid-frames", type=positive_int, default=3, help="driving frames per clip in the grid (default 3)")
     s.add_argument("--cross-every", type=positive_int, default=5,

@@ -50,6 +50,10 @@ class ImitatorConfig:
     # the decoder's extent (height, width) as shares of the crop side, centred on the driving mouth
     # (needs keypoint_prior when below 1): the only place it paints, so its cost is spent there alone
     paint_window: tuple[float, float] = (1.0, 1.0)
+    # the decoder may also paint where the source's own mouth opening lands after the warp: a photo's
+    # open mouth that the driving frame closes shows the photo's teeth there unless lips are painted
+    # over them (imitator.closing_region; needs mouth_mask)
+    paint_closing: bool = False
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -68,6 +72,8 @@ class ImitatorConfig:
                                  f"of {cell} px at size {self.size}")
         if self.paint_window != (1.0, 1.0) and not self.keypoint_prior:
             raise ValueError("paint_window is centred on the keypoints' mouth: it needs keypoint_prior")
+        if self.paint_closing and not self.mouth_mask:
+            raise ValueError("paint_closing reads the source's mouth opening from mouth_mask: it needs mouth_mask")
         if self.keypoint_lip_sides and not self.keypoint_prior:
             raise ValueError("keypoint_lip_sides shapes the keypoint prior's flow: it needs keypoint_prior")
 
@@ -98,11 +104,11 @@ IMITATOR_PRESETS: dict[str, ImitatorConfig] = {
         size=64, motion_dim=16, motion_input=64, motion_channels=(8, 16, 32), feature_down=2,
         feature_channels=16, skip_channels=(8, 8), flow_channels=(16, 16), decoder_channels=16,
         decoder_blocks=1, keypoint_hidden=32, keypoint_prior=True, keypoint_head=1.0, correction_max=0.15,
-        keypoint_lip_sides=True, mouth_mask=True, paint_window=(0.375, 0.5), preset="tiny",
+        keypoint_lip_sides=True, mouth_mask=True, paint_window=(0.375, 0.5), paint_closing=True, preset="tiny",
     ),
     # the bundled checkpoint's configuration (the config is the recipe)
     "base": ImitatorConfig(keypoint_prior=True, keypoint_head=1.0, correction_max=0.15, keypoint_lip_sides=True,
-                           mouth_mask=True, paint_window=(0.375, 0.5), preset="base"),
+                           mouth_mask=True, paint_window=(0.375, 0.5), paint_closing=True, preset="base"),
     "paper": ImitatorConfig(
         size=512, motion_dim=32, motion_input=256, motion_channels=(32, 64, 128, 192, 256, 256),
         feature_down=3, feature_channels=96, skip_channels=(16, 32, 48), flow_channels=(64, 96, 128),

@@ -11,7 +11,8 @@ Here the decoder paints only what the source cannot give, and says where:
   (upsampled) mixes the synthesis into the warped source (`compose`). Everywhere the mask is 0 the
   output is the source's own pixels. The imitator confines the mask to the driving mouth's opening
   (`imitator.paint_region`), the one place the source has nothing to give that training showed the
-  mask keeps to; left free, it blended the blurry synthesis into every misplaced edge;
+  mask keeps to (with `paint_closing`, also where the source's own opening lands:
+  `imitator.closing_region`); left free, it blended the blurry synthesis into every misplaced edge;
 - so the decoder runs only in a window around the driving mouth (`ImitatorConfig.paint_window`,
   about a fifth of the crop in the base preset), reading the warped features there: its cost is
   spent where it can paint, not on the 80% of the crop where its mask is zero.

@@ -6,7 +6,9 @@ generates those latents from audio; this model turns them back into video. With 
 the latents are also decoded into keypoints whose motion gives `F` a prior flow; with `mouth_mask`
 their inner lips also tell the decoder where the mouth opens. The decoder (second design,
 models/decoder.py) warps the source once at the output resolution and paints only where the
-source has nothing to give, blended in by a learned mask.
+source has nothing to give (the driving mouth's opening) and, with `paint_closing`, where it gives
+the wrong thing (the source's own opening, teeth, carried into a closing mouth), blended in by a
+learned mask.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from infp.models.flow_estimator import Flow, FlowEstimator
 from infp.models.keypoint_decoder import KeypointDecoder
 from infp.models.keypoint_layout import INNER_LIP, INNER_LIP_LOWER, INNER_LIP_UPPER
 from infp.models.motion_encoder import MotionEncoder
-from infp.models.warping import Window, keypoint_flow, polygon_mask
+from infp.models.warping import Window, keypoint_flow, polygon_mask, sample
 
 KIND = "imitator"
 
@@ -65,10 +67,24 @@ def paint_region(lips: torch.Tensor, window: Window) -> torch.Tensor:
     low-resolution synthesis into every edge the flow misplaces (hair, outline), which L1 and VGG
     losses reward as a blur (docs/stage1.md, "The second design")."""
     inside = polygon_mask(window.to_window(lips.float()), (window.height, window.width), supersample=2)
+    return _grow(inside, window).to(lips.dtype)
+
+
+def closing_region(source_mouth: torch.Tensor, flow: torch.Tensor, window: Window) -> torch.Tensor:
+    """Where the source's own mouth opening (B, 1, h, w) at the feature resolution lands in the
+    output once warped by `flow` (B, 2, h, w), grown by PAINT_MARGIN -> (B, 1, window height, window
+    width) in [0, 1]. The warp squeezes a photo's open mouth into the band between the driving
+    lips; what it shows there is the photo's teeth, which only painting can cover."""
+    grid = window.coords(1, flow)  # the window's pixels at the working size
+    landed = sample(source_mouth.float(), grid + sample(flow.float(), grid).permute(0, 2, 3, 1))
+    return _grow(landed, window).to(flow.dtype)
+
+
+def _grow(region: torch.Tensor, window: Window) -> torch.Tensor:
     grow = max(1, round(window.size * PAINT_MARGIN))
     # a square max filter as two 1-D ones: the same result, 2k instead of k² reads a pixel
-    inside = F.max_pool2d(inside, (2 * grow + 1, 1), 1, (grow, 0))
-    return F.max_pool2d(inside, (1, 2 * grow + 1), 1, (0, grow)).to(lips.dtype)
+    region = F.max_pool2d(region, (2 * grow + 1, 1), 1, (grow, 0))
+    return F.max_pool2d(region, (1, 2 * grow + 1), 1, (0, grow))
 
 
 def mouth_window(lips: torch.Tensor, cfg: ImitatorConfig) -> Window:
@@ -130,6 +146,8 @@ class Imitator(nn.Module):
             window = mouth_window(drv[:, lips], self.cfg)
             region = paint_region(drv[:, lips], window)
         flow = self.flow_estimator(app.volume, z_src, z_drv, prior)
+        if self.cfg.paint_closing:
+            region = torch.maximum(region, closing_region(mouth[1], flow.flow, window))
         out = self.decoder(app, flow, z_src, z_drv, mouth, region, window)
         image = compose_image(app.full if app.full is not None else app.image, flow.flow, out) if compose else None
         return Rendered(image, flow, out, kp)
