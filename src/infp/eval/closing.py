@@ -4,9 +4,9 @@ Self-reenactment with a hard source: each held-out clip's widest-open usable fra
 every `every`-th usable frame whose true mouth is closed (MediaPipe inner-lip gap / face height below
 `CLOSED`) is rendered from it with its own motion code and measured. The renderer is given the frames'
 detected keypoints (`closing_renders`), so what is measured is the renderer's closing, not E_m's
-reading of the mouth. What a renderer that only warps
-shows there is the source's teeth squeezed between the lips; the lip gap MediaPipe reads on the render
-says how far the mouth really closed (`infp eval imitation --closing`).
+reading of the mouth. A renderer that only warps shows the source's teeth squeezed between the lips
+there; the lip gap MediaPipe reads on the render says how far the mouth really closed (`infp eval
+imitation --closing`).
 """
 
 from __future__ import annotations
@@ -123,7 +123,8 @@ def pooled(scores: list[ClosingScores]) -> ClosingScores:
 def closing_markdown(scores: list[ClosingScores], bound: float = CLOSED) -> str:
     rows = ["## Closing what the photo opened", "",
             f"Source: each clip's widest-open frame; rendered: its frames with a closed true mouth (lip gap < {bound}), "
-            "every k-th usable frame. Lip gap: MediaPipe inner-lip gap / face height on the render and on the truth; "
+            "every k-th usable frame, the renderer given each frame's detected keypoints. Lip gap: MediaPipe inner-lip "
+            "gap / face height on the render and on the truth; "
             "closed: share of renders whose lip gap is below the same bound.", "",
             "| clip | source gap | frames | truth gap | model gap | closed | face found |", "|---" * 7 + "|"]
     for s in [*scores, pooled(scores)] if scores else []:
