@@ -30,9 +30,10 @@ from safetensors.torch import load_file, save_file
 
 from infp.face.topology import inner_lip_keypoints
 from infp.models import Imitator
+from infp.models.decoder import placed, tiled
 from infp.models.discriminator import DiscriminatorConfig, MultiScaleDiscriminator
 from infp.models.imitator import closing_region
-from infp.models.warping import polygon_mask
+from infp.models.warping import Window, polygon_mask
 from infp.train import legacy
 from infp.train.losses import feature_matching, hinge_d_loss, hinge_g_loss, ms_l1
 from infp.train.packed import PackedPairs
@@ -41,16 +42,18 @@ MOUTH_GROW = 9  # px at 256: the mouth region reaches past the inner lips to the
 
 
 def load_start(path: str, trained: str | None = None, paint_window: tuple[float, float] | None = None,
-               paint_closing: bool = False) -> Imitator:
+               paint_closing: bool = False, paint_eyes: bool = False, lid_sides: bool = False) -> Imitator:
     """The init checkpoint (either design, `infp.train.legacy.load_start`), with `trained` (a run's
-    trained.safetensors) on top; `paint_window` replaces the config's and `paint_closing` turns the
-    closing region on (neither changes which weights the decoder has)."""
+    trained.safetensors) on top; `paint_window` replaces the config's, `paint_closing`, `paint_eyes`
+    and `lid_sides` turn the closing region, the eye window and the split eyelids on (none changes
+    which weights the model has)."""
     model = legacy.load_start(path)
     changes = {}
     if paint_window is not None and tuple(paint_window) != model.cfg.paint_window:
         changes["paint_window"] = tuple(paint_window)
-    if paint_closing and not model.cfg.paint_closing:
-        changes["paint_closing"] = True
+    for name, on in (("paint_closing", paint_closing), ("paint_eyes", paint_eyes), ("keypoint_lid_sides", lid_sides)):
+        if on and not getattr(model.cfg, name):
+            changes[name] = True
     if changes:
         from dataclasses import replace
 
@@ -79,7 +82,19 @@ def closing_target(model: Imitator, r) -> torch.Tensor:
     """(B, 1, S, S): where the source's mouth opening lands after the warp (imitator.closing_region)."""
     lips = torch.as_tensor(inner_lip_keypoints(), device=r.flow.flow.device)
     opening = polygon_mask(r.keypoints.source[:, lips].float(), model.cfg.feature_size)
-    return r.synthesis.window.place(closing_region(opening, r.flow.flow.float(), r.synthesis.window))
+    mouth = first_windows(r.synthesis.window, len(opening))  # the mouth's window comes first
+    return mouth.place(closing_region(opening, r.flow.flow.float(), mouth))
+
+
+def first_windows(w: Window, batch: int) -> Window:
+    return Window(w.top[:batch], w.left[:batch], w.height, w.width, w.size)
+
+
+def eye_target(r, batch: int) -> torch.Tensor:
+    """(B, 1, S, S): the eye window's paint region (the driving eyes' opening and where the source's
+    lands, grown), placed in the crop; zero without an eye window."""
+    region = r.synthesis.window.place(r.synthesis.region.float())
+    return region[batch:] if len(region) > batch else torch.zeros_like(region[:batch])
 
 
 def save_samples(path: Path, b, pred: torch.Tensor, mask: torch.Tensor) -> None:
@@ -102,14 +117,16 @@ def train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_load = time.perf_counter()
-    data = PackedPairs.load(args.pack, dev, real_fraction=args.real_fraction, mouth_pairs=args.mouth_pairs)
+    data = PackedPairs.load(args.pack, dev, real_fraction=args.real_fraction, mouth_pairs=args.mouth_pairs,
+                            eye_pairs=args.eye_pairs)
     print(f"pack: {len(data.z)} frames in {len(data.members)} clips, loaded in {time.perf_counter() - t_load:.1f}s",
           flush=True)
-    model = load_start(args.init, args.init_trained, args.paint_window, args.paint_closing).to(dev).train()
+    model = load_start(args.init, args.init_trained, args.paint_window, args.paint_closing, args.paint_eyes,
+                       args.lid_sides).to(dev).train()
     model.motion_encoder.requires_grad_(False)
     model.keypoint_decoder.requires_grad_(False)
     decoder_only = args.train == "decoder"
-    if decoder_only:  # the warp stays as it is: only the painting in the mouth window learns
+    if decoder_only:  # the warp stays as it is: only the painting in the decoder's windows learns
         model.appearance_encoder.requires_grad_(False)
         model.flow_estimator.requires_grad_(False)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
@@ -145,9 +162,10 @@ def train(args: argparse.Namespace) -> None:
         region = mouth_region(model, r.keypoints.driving, size)
         if model.cfg.paint_closing:  # where the source's teeth land counts as mouth too: lips must cover them
             region = torch.maximum(region, closing_target(model, r))
-        synthesis, synthesis_target = r.synthesis.synthesis.float(), r.synthesis.window.crop(b.driving)
-        if decoder_only:  # the output changes only in the decoder's window: score it there (VGG costs 1/5)
-            pred, target, region = (r.synthesis.window.crop(x) for x in (pred, target, region))
+        eyes = eye_target(r, len(target))
+        synthesis, synthesis_target = r.synthesis.synthesis.float(), r.synthesis.window.crop(tiled(b.driving, r.synthesis))
+        if decoder_only:  # the output changes only in the decoder's windows: score it there (VGG costs 1/5 a window)
+            pred, target, region, eyes = (r.synthesis.window.crop(tiled(x, r.synthesis)) for x in (pred, target, region, eyes))
         if disc is not None:
             with autocast:
                 real, fake = disc(target), disc(pred.detach())
@@ -164,7 +182,9 @@ def train(args: argparse.Namespace) -> None:
                 terms["vgg"] = args.vgg_weight * vgg(pred, target).float()
         err = (pred - target).abs().mean(1, keepdim=True)
         terms["mouth"] = args.mouth_weight * (err * region).sum() / region.sum().clamp_min(1.0)
-        terms["mask"] = args.mask_weight * mask.sum() / (len(mask) * size * size)  # the share of the crop painted
+        if args.eye_weight > 0:
+            terms["eye"] = args.eye_weight * (err * eyes).sum() / eyes.sum().clamp_min(1.0)
+        terms["mask"] = args.mask_weight * mask.sum() / (len(b.driving) * size * size)  # the share of the crop painted
         if disc is not None:
             with autocast:
                 fake, real = disc(pred), disc(target)
@@ -183,23 +203,23 @@ def train(args: argparse.Namespace) -> None:
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1 - d)
         if step % args.log_every == 0:
             row = {"step": step, "s": round(time.perf_counter() - t0, 1), "total": total.item(),
-                   **{k: v.item() for k, v in terms.items()}, "mask_mean": mask.sum().item() / (len(mask) * size * size)}
+                   **{k: v.item() for k, v in terms.items()}, "mask_mean": mask.sum().item() / (len(b.driving) * size * size)}
             if disc is not None:
                 row.update(d_real=d_real.item(), d_fake=d_fake.item())
             log.append(row)
             print(json.dumps(row), flush=True)
         if time.perf_counter() - last_save > args.save_every:
             save()
-            save_samples(out / "samples.png", b, r.image.detach(), r.synthesis.window.place(mask.detach()))
+            save_samples(out / "samples.png", b, r.image.detach(), placed(r.synthesis, len(b.driving))[1].detach())
             last_save = time.perf_counter()
     save(final=True)
-    save_samples(out / "samples.png", b, r.image.detach(), r.synthesis.window.place(mask.detach()))
+    save_samples(out / "samples.png", b, r.image.detach(), placed(r.synthesis, len(b.driving))[1].detach())
     print(f"{step} steps, {step * args.batch / (time.perf_counter() - t0):.1f} pairs/s", flush=True)
 
 
 def merge(args: argparse.Namespace) -> None:
     """init checkpoint + trained.safetensors -> a checkpoint directory."""
-    model = load_start(args.init, args.trained, args.paint_window, args.paint_closing)
+    model = load_start(args.init, args.trained, args.paint_window, args.paint_closing, args.paint_eyes, args.lid_sides)
     model.save_pretrained(args.out, training=json.loads(args.card) if args.card else {})
     print(f"wrote {args.out} (trained tensors from {args.trained})")
 
@@ -227,6 +247,8 @@ def main() -> None:
     m.add_argument("--card", default=None, help="JSON for the checkpoint's training card")
     m.add_argument("--paint-window", type=float, nargs=2, default=None, metavar=("H", "W"))
     m.add_argument("--paint-closing", action="store_true")
+    m.add_argument("--paint-eyes", action="store_true")
+    m.add_argument("--lid-sides", action="store_true")
     for a, kw in (("--pack", {"required": True}), ("--init", {"required": True}), ("--out", {"required": True}),
                   ("--vgg", {"default": None}), ("--vgg-upto", {"default": "relu4_3"}),
                   ("--init-trained", {"default": None}), ("--device", {"default": "cuda" if torch.cuda.is_available() else "cpu"}),
@@ -234,7 +256,8 @@ def main() -> None:
                   ("--batch", {"type": int, "default": 32}), ("--lr", {"type": float, "default": 1e-4}),
                   ("--lr-disc", {"type": float, "default": 2e-4}), ("--vgg-weight", {"type": float, "default": 1.0}),
                   ("--mouth-weight", {"type": float, "default": 1.0}), ("--mask-weight", {"type": float, "default": 0.05}),
-                  ("--synthesis-weight", {"type": float, "default": 1.0}),
+                  ("--synthesis-weight", {"type": float, "default": 1.0}), ("--eye-weight", {"type": float, "default": 0.0}),
+                  ("--eye-pairs", {"type": float, "default": 0.0}),
                   ("--adv-weight", {"type": float, "default": 0.1}), ("--fm-weight", {"type": float, "default": 1.0}),
                   ("--real-fraction", {"type": float, "default": 0.8}), ("--mouth-pairs", {"type": float, "default": 0.5}),
                   ("--ema", {"type": float, "default": 0.999}), ("--warmup", {"type": int, "default": 200}), ("--seed", {"type": int, "default": 0}),
@@ -247,6 +270,10 @@ def main() -> None:
                    help="the decoder's window as shares of the crop (default: the init checkpoint's)")
     p.add_argument("--paint-closing", action="store_true",
                    help="the decoder may also paint where the source's mouth opening lands (to cover a photo's teeth)")
+    p.add_argument("--paint-eyes", action="store_true",
+                   help="a second decoder window on the eyes, painting where they open or close (blinks, half-closed eyes)")
+    p.add_argument("--lid-sides", action="store_true",
+                   help="the keypoint prior splits each eye's lids at its midline, as it does the lips")
     p.add_argument("--bf16", action="store_true")
     k = argparse.ArgumentParser(prog="train_renderer.py pack", description=pack.__doc__)
     k.add_argument("--data", type=Path, nargs="+", required=True)

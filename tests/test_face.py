@@ -83,6 +83,12 @@ def test_models_keypoint_layout_matches_the_mesh() -> None:
     assert list(kl.INNER_LIP) == tp.inner_lip_keypoints().tolist()
     upper, lower = tp.inner_lip_arc_keypoints()
     assert (list(kl.INNER_LIP_UPPER), list(kl.INNER_LIP_LOWER)) == (upper.tolist(), lower.tolist())
+    right, left = tp.eye_polygons()
+    assert list(kl.RIGHT_EYE) == tp.keypoint_positions(right).tolist()
+    assert list(kl.LEFT_EYE) == tp.keypoint_positions(left).tolist()
+    (r_up, r_low), (l_up, l_low) = tp.eyelid_arc_keypoints()
+    assert [list(a) for a in (kl.RIGHT_EYELID_UPPER, kl.RIGHT_EYELID_LOWER, kl.LEFT_EYELID_UPPER, kl.LEFT_EYELID_LOWER)] == [
+        a.tolist() for a in (r_up, r_low, l_up, l_low)]
     assert set(config.REPRESENTATIONS) == {r.value for r in Representation}
 
 

@@ -26,6 +26,7 @@ import torch
 from infp.errors import InfpError
 from infp.guard import check_finite
 from infp.models import AppearanceFeatures, Imitator, Rendered
+from infp.models.decoder import placed
 from infp.models.imitator import Calibration
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -207,8 +208,9 @@ class ImitatorRuntime:
             if finite:
                 for x in (flow, painted.synthesis):
                     check_finite(x, f"stage 1 (the imitator) rendered NaN or infinite pixels; {DAMAGED}", self.path)
-            window = painted.window
-            yield Painting(flow, window.place(painted.synthesis.float().clamp(0, 1)), window.place(painted.mask.float()))
+            colour, mask = placed(painted._replace(synthesis=painted.synthesis.float().clamp(0, 1),
+                                                   mask=painted.mask.float()), len(flow))
+            yield Painting(flow, colour, mask)
 
     def render(self, app: AppearanceFeatures, z_src: np.ndarray | torch.Tensor, z_drv: np.ndarray | torch.Tensor,
                batch: int | None = None) -> torch.Tensor:

@@ -41,8 +41,8 @@ def run_imitation(args: argparse.Namespace) -> None:
 
     if args.predictions is not None and (args.checkpoint is not None or args.portraits is not None):
         raise InfpError("--predictions scores saved renders: it takes no --checkpoint or --portraits")
-    if args.predictions is not None and args.closing:
-        raise InfpError("--closing renders from each clip's widest-open frame: it needs a checkpoint, not --predictions")
+    if args.predictions is not None and (args.closing or args.eyes):
+        raise InfpError("--closing and --eyes render from chosen source frames: they need a checkpoint, not --predictions")
     if args.predictions is not None and args.size is None:
         raise InfpError("--predictions needs --size, the resolution to score at")
     model = None if args.predictions is not None else _model(args)
@@ -87,28 +87,45 @@ def run_imitation(args: argparse.Namespace) -> None:
             print("\n" + text, end="")
     if args.closing:
         _closing(args, model, clips)
+    if args.eyes:
+        _eyes(args, model, clips)
 
 
 def _closing(args: argparse.Namespace, model, clips: list) -> None:
     """--closing: the renderer closing each clip's widest-open frame (infp.eval.closing)."""
-    import numpy as np
-
-    from infp.data.contact import write_png
     from infp.eval.closing import closing_markdown, evaluate_closing, pooled
 
     scores, rows = evaluate_closing(model, clips, every=args.closing_every, max_frames=args.max_frames,
                                     bound=args.closing_bound, progress=not args.quiet)
-    text = closing_markdown(scores, args.closing_bound)
+    _section(args, "closing", closing_markdown(scores, args.closing_bound), scores, pooled, rows,
+             "source | true closed frames | renders")
+
+
+def _eyes(args: argparse.Namespace, model, clips: list) -> None:
+    """--eyes: blinks closing an open eye, a half-closed eye opening (infp.eval.eyes)."""
+    from infp.eval.eyes import evaluate_eyes, eyes_markdown, pooled
+
+    scores, rows = evaluate_eyes(model, clips, every=args.eyes_every, max_frames=args.max_frames, progress=not args.quiet)
+    _section(args, "eyes", eyes_markdown(scores), scores, pooled, rows,
+             "blink source | true blinks | renders | closed source | true open frames | renders")
+
+
+def _section(args: argparse.Namespace, name: str, text: str, scores: list, pooled, rows: list, caption: str) -> None:
+    """An extra section of the imitation report: appended to imitation.md, OUT/NAME.json, OUT/NAME.png."""
+    import numpy as np
+
+    from infp.data.contact import write_png
+
     with open(args.out / "imitation.md", "a") as f:
         f.write("\n" + text)
     everything = {"clips": [asdict(s) for s in scores], "pooled": asdict(pooled(scores)) if scores else None}
     strict = json.loads(json.dumps(everything), parse_constant=lambda _: None)  # NaN (no face) as null
-    (args.out / "closing.json").write_text(json.dumps(strict, indent=2) + "\n")
+    (args.out / f"{name}.json").write_text(json.dumps(strict, indent=2) + "\n")
     if rows:
         width = max(r.shape[1] for r in rows)
-        write_png(args.out / "closing.png", np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)))
+        write_png(args.out / f"{name}.png", np.concatenate([np.pad(r, ((0, 0), (0, width - r.shape[1]), (0, 0)))
                                                             for r in rows]))
-        log.info("closing sheet (source | true closed frames | renders): %s", args.out / "closing.png")
+        log.info("%s sheet (%s): %s", name, caption, args.out / f"{name}.png")
     print("\n" + text, end="")
 
 
@@ -417,6 +434,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--closing-bound", type=positive_float, default=0.02,
                    help="with --closing: a lip gap (inner-lip gap / face height, MediaPipe) below this counts as "
                         "closed, in the truth and in the renders (default 0.02; real open speech: 0.05-0.2)")
+    s.add_argument("--eyes", action="store_true",
+                   help="also measure the renderer's eyes: blinks rendered from each clip's widest-open frame, open eyes "
+                        "from its most closed one, MediaPipe eye opening (OUT/eyes.json, eyes.png)")
+    s.add_argument("--eyes-every", type=positive_int, default=3,
+                   help="with --eyes: every k-th usable frame with open eyes is rendered from the closed source (default 3)")
     s.add_argument("--grid-clips", type=positive_int, default=2, help="driving clips in the grid (default 2)")
     s.add_argument("--grid-frames", type=positive_int, default=3, help="driving frames per clip in the grid (default 3)")
     s.add_argument("--cross-every", type=positive_int, default=5,

@@ -109,15 +109,24 @@ def clip_probabilities(sizes: np.ndarray, real: np.ndarray, real_fraction: float
     return weights / weights.sum()
 
 
-def draw_pair(rng: np.random.Generator, frames: np.ndarray, mouths: np.ndarray | None, mouth_pairs: float) -> tuple[int, int]:
+def draw_pair(rng: np.random.Generator, frames: np.ndarray, mouths: np.ndarray | None, mouth_pairs: float,
+              eyes: np.ndarray | None = None, eye_pairs: float = 0.0) -> tuple[int, int]:
     """(source, driving) among one clip's `frames` (indices into `mouths`); with probability
     `mouth_pairs` the driving frame is drawn in proportion to how far its mouth opening is from the
-    source's (`PairSampler` says why)."""
+    source's (`PairSampler` says why). With probability `eye_pairs` it is drawn so for the eyes'
+    opening (`eyes`), and the two frames swap half the time: a blink is rare, and a renderer must
+    learn both to close an open eye and to open a closed one (a photo's half-closed eyes)."""
     i, j = rng.choice(frames, 2)
-    if mouth_pairs > 0 and rng.random() < mouth_pairs:
-        gap = np.abs(mouths[frames] - mouths[i])
-        if gap.sum() > 0:
-            j = rng.choice(frames, p=gap / gap.sum())
+    u = rng.random() if mouth_pairs > 0 or eye_pairs > 0 else 1.0
+    for values, share, swap in ((mouths, mouth_pairs, False), (eyes, eye_pairs, True)):
+        if u < share:
+            gap = np.abs(values[frames] - values[i])
+            if gap.sum() > 0:
+                j = rng.choice(frames, p=gap / gap.sum())
+            if swap and rng.random() < 0.5:
+                i, j = j, i
+            break
+        u -= share
     return int(i), int(j)
 
 

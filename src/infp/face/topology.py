@@ -167,6 +167,20 @@ def inner_lip_arc_keypoints() -> tuple[np.ndarray, np.ndarray]:
     return keypoint_positions([corners[0], *upper, corners[1]]), keypoint_positions([corners[0], *lower[::-1], corners[1]])
 
 
+def eyelid_arc_keypoints() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Positions, within `keypoint_indices()`, of each eye's upper and lower lid ((right eye), (left
+    eye)), each walked from the outer corner to the inner one (both corners included, shared)."""
+    def walk(eye: np.ndarray, outer: int, inner: int, top: int) -> tuple[np.ndarray, np.ndarray]:
+        c = _rotated(eye, outer)  # outer corner first, then one lid, the inner corner, the other lid
+        k = list(c).index(inner)
+        first, second = [*c[: k + 1]], [outer, *c[k:][::-1]]
+        upper, lower = (first, second) if top in first else (second, first)
+        return keypoint_positions(upper), keypoint_positions(lower)
+
+    right, left = eye_polygons()
+    return walk(right, RIGHT_EYE_OUTER, RIGHT_EYE_INNER, RIGHT_EYE_TOP), walk(left, LEFT_EYE_OUTER, LEFT_EYE_INNER, LEFT_EYE_TOP)
+
+
 @cache
 def inner_lip_keypoints() -> np.ndarray:
     """Positions, within `keypoint_indices()`, of the inner lip outline, in its polygon order: the

@@ -45,6 +45,9 @@ class ImitatorConfig:
     # the inner lips' keypoints spread only to their own side of the driving mouth's midline, so a
     # mouth that closes meets at its lip line instead of reading the source's teeth there (warping.keypoint_flow)
     keypoint_lip_sides: bool = False
+    # the same for each eye's lids at its midline, so a blink's upper lid comes down over the eye instead
+    # of meeting the lower lid's opposite pull halfway (needs keypoint_prior)
+    keypoint_lid_sides: bool = False
     # the decoder also reads where the keypoints' inner lips open the mouth (needs keypoint_prior)
     mouth_mask: bool = False
     # the decoder's extent (height, width) as shares of the crop side, centred on the driving mouth
@@ -54,6 +57,10 @@ class ImitatorConfig:
     # open mouth that the driving frame closes shows the photo's teeth there unless lips are painted
     # over them (imitator.closing_region; needs mouth_mask)
     paint_closing: bool = False
+    # a second decoder window, the same size, centred on the eyes: the same painting there (the driving
+    # eyes' opening, with `paint_closing` also where the source's lands), so a blink's lid can cover the
+    # eye and a half-closed eye open (needs mouth_mask and a paint_window below the crop)
+    paint_eyes: bool = False
     preset: str = "custom"
 
     def __post_init__(self) -> None:
@@ -74,8 +81,12 @@ class ImitatorConfig:
             raise ValueError("paint_window is centred on the keypoints' mouth: it needs keypoint_prior")
         if self.paint_closing and not self.mouth_mask:
             raise ValueError("paint_closing reads the source's mouth opening from mouth_mask: it needs mouth_mask")
+        if self.paint_eyes and not (self.mouth_mask and self.paint_window != (1.0, 1.0)):
+            raise ValueError("paint_eyes paints a second window like the mouth's: it needs mouth_mask and a paint_window")
         if self.keypoint_lip_sides and not self.keypoint_prior:
             raise ValueError("keypoint_lip_sides shapes the keypoint prior's flow: it needs keypoint_prior")
+        if self.keypoint_lid_sides and not self.keypoint_prior:
+            raise ValueError("keypoint_lid_sides shapes the keypoint prior's flow: it needs keypoint_prior")
 
     @property
     def feature_size(self) -> int:

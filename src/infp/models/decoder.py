@@ -15,14 +15,17 @@ Here the decoder paints only what the source cannot give, and says where:
   `imitator.closing_region`); left free, it blended the blurry synthesis into every misplaced edge;
 - so the decoder runs only in a window around the driving mouth (`ImitatorConfig.paint_window`,
   about a fifth of the crop in the base preset), reading the warped features there: its cost is
-  spent where it can paint, not on the 80% of the crop where its mask is zero.
+  spent where it can paint, not on the 80% of the crop where its mask is zero. With `paint_eyes` a
+  second window of the same size sits on the eyes, where a blink's lid must cover the eye and a
+  photo's half-closed eye must open: the same network paints both, batched (`Synthesis`).
 
 Most of the decoder's width sits at the feature resolution, where it is cheap; the two upsampling
 steps read the warped fine skips of the appearance encoder. Its RGB output is a correction to the
 warped working-resolution source, so a new decoder synthesises that source exactly; its mask starts
 almost closed (sigmoid(-4) = 0.018). With `mouth_mask` every stage also reads the driving frame's
-mouth opening and the source's carried along by the flow, both drawn from the keypoints' inner
-lips: where the first covers more than the second, the mouth has opened and must be painted.
+opening and the source's carried along by the flow, both drawn from the keypoints (the inner lips;
+in the eye window, the eyes' outlines): where the first covers more than the second, the opening has
+widened and must be painted.
 """
 
 from __future__ import annotations
@@ -39,14 +42,40 @@ from infp.models.config import ImitatorConfig
 from infp.models.flow_estimator import Flow, condition_width, motion_condition, pair
 from infp.models.warping import Window, sample, warp, warp_window
 
-MOUTH_CHANNELS = 2  # the driving frame's mouth opening and the source's, warped
+OPENING_CHANNELS = 2  # the driving frame's opening (mouth or eyes) in the window and the source's, warped
 MASK_BIAS = -4.0  # sigmoid(-4) = 0.018: a new decoder shows the warped source
 
 
 class Synthesis(NamedTuple):
-    synthesis: torch.Tensor  # (B, 3, h, w) what the decoder paints, in its window at the working size
-    mask: torch.Tensor  # (B, 1, h, w) in (0, 1): where the painting replaces the warped source
+    """What the decoder painted, in its windows: n per image (the mouth's, with `paint_eyes` also the
+    eyes'), batched window-major (every image's first window, then every image's second)."""
+
+    synthesis: torch.Tensor  # (n B, 3, h, w) what the decoder paints, in its window at the working size
+    mask: torch.Tensor  # (n B, 1, h, w) in (0, 1): where the painting replaces the warped source
     window: Window  # where in the working-size crop the decoder painted
+    region: torch.Tensor | None = None  # (n B, 1, h, w) in [0, 1]: where the mask was allowed to open
+
+
+def tiled(x: torch.Tensor, painted: Synthesis) -> torch.Tensor:
+    """A per-image tensor (B, ...) repeated for each of the painting's windows -> (n B, ...)."""
+    n = len(painted.mask) // len(x)
+    return x if n == 1 else x.repeat(n, *[1] * (x.dim() - 1))
+
+
+def placed(painted: Synthesis, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The painting in the whole working-size crop: colour (B, 3, S, S) and mask (B, 1, S, S), zero
+    outside the windows. An image's windows may overlap (the eyes' and the mouth's, over the nose), but
+    the regions their masks may open in do not, so their masks add."""
+    w = painted.window
+    n = len(painted.mask) // batch
+    colour, mask = w.place(painted.synthesis), w.place(painted.mask)
+    if n == 1:
+        return colour, mask
+    colour, mask = colour.unflatten(0, (n, batch)), mask.unflatten(0, (n, batch))  # (n, B, C, S, S)
+    total = mask.sum(0)
+    mixed = (mask * colour).sum(0) / total.clamp_min(1e-6)
+    cover = w.place(torch.ones_like(painted.mask)).unflatten(0, (n, batch)).sum(0)  # windows over each pixel
+    return torch.where(total > 0, mixed, colour.sum(0) / cover.clamp_min(1)), total.clamp(max=1)
 
 
 def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -61,7 +90,7 @@ class Decoder(nn.Module):
         width = cfg.decoder_channels
         cond = condition_width(cfg)
         self.condition = motion_condition(cfg)
-        extra = MOUTH_CHANNELS if cfg.mouth_mask else 0
+        extra = OPENING_CHANNELS if cfg.mouth_mask else 0
         self.inp = ConvNormAct(cfg.feature_channels + extra, width)
         self.blocks = nn.ModuleList(ModResBlock(width, cond) for _ in range(cfg.decoder_blocks))
         self.reduce, self.fuse = nn.ModuleList(), nn.ModuleList()
@@ -78,11 +107,12 @@ class Decoder(nn.Module):
     def forward(self, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor, z_drv: torch.Tensor,
                 mouth: tuple[torch.Tensor, torch.Tensor] | None = None,
                 region: torch.Tensor | None = None, window: Window | None = None) -> Synthesis:
-        """`mouth`: the (driving, source) mouth-opening masks (B, 1, h, w) at the feature
-        resolution, given exactly when the config has `mouth_mask`; `window`: the part of the crop
-        the decoder works on (None: all of it), every offset a multiple of the feature stride;
-        `region` (B, 1, window h, window w): where painting is allowed at all (the blend mask is
-        multiplied by it; None: everywhere)."""
+        """`mouth`: the (driving, source) opening masks (B, 1, h, w) at the feature resolution (the
+        mouth's; in an eye window, the eyes'), given exactly when the config has `mouth_mask`;
+        `window`: the part of the crop the decoder works on (None: all of it), every offset a multiple
+        of the feature stride; `region` (B, 1, window h, window w): where painting is allowed at all
+        (the blend mask is multiplied by it; None: everywhere). Several windows of one image come as
+        more batch rows, every input repeated for them (`Imitator.render`)."""
         b, size = app.image.shape[0], app.image.shape[-1]
         window = window or Window.whole(b, size, app.image.device)
         cond = self.condition(pair(z_src, z_drv))
@@ -105,7 +135,7 @@ class Decoder(nn.Module):
         mask = torch.sigmoid(out[:, 3:])
         if region is not None:
             mask = mask * region
-        return Synthesis(synthesis, mask, window)
+        return Synthesis(synthesis, mask, window, region)
 
 
 def compose(source: torch.Tensor, flow: torch.Tensor, painted: Synthesis) -> torch.Tensor:
@@ -114,6 +144,5 @@ def compose(source: torch.Tensor, flow: torch.Tensor, painted: Synthesis) -> tor
     not clamped (losses see the raw output)."""
     size = source.shape[-2:]
     warped = warp(source, flow, "bicubic")
-    window = painted.window
-    alpha = _resize(window.place(painted.mask), size)
-    return warped + alpha * (_resize(window.place(painted.synthesis), size) - warped)
+    colour, mask = placed(painted, len(source))
+    return warped + _resize(mask, size) * (_resize(colour, size) - warped)

@@ -6,6 +6,7 @@ a backward map in grid_sample units: output pixel p reads input at p + flow(p), 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -77,7 +78,7 @@ def _column_curve(arc: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
 
 
 def keypoint_flow(k_src: torch.Tensor, k_drv: torch.Tensor, size: int, sigma: float, background: float = 0.02,
-                  head: float = 0.0, lips: tuple[torch.Tensor, torch.Tensor] | None = None
+                  head: float = 0.0, sides: Sequence[tuple[torch.Tensor, torch.Tensor]] = ()
                   ) -> tuple[torch.Tensor, torch.Tensor]:
     """Dense backward flow from keypoint pairs: a pixel near driving keypoint i reads the source near
     source keypoint i. k_src, k_drv: (B, K, 2) in [-1, 1] -> flow (B, 2, size, size) and the
@@ -90,12 +91,13 @@ def keypoint_flow(k_src: torch.Tensor, k_drv: torch.Tensor, size: int, sigma: fl
     (`head_flow`), and the Gaussians spread only what it leaves: a head that turns or shifts then
     carries its hair and outline along instead of stretching at the face's edge.
 
-    `lips`: the positions of the upper and the lower inner lip, corner to corner (both corners in
-    each). Their keypoints then spread only to their own side of the driving mouth's midline. A
-    mouth that closes brings the two lips onto one line, where a plain spread averages their
-    opposite displacements, so the lip line reads the middle of the source's opening (its teeth)
-    and the mouth stays open; split at the midline, the upper lip comes down to it from above and
-    the lower lip up from below.
+    `sides`: pairs of arcs that meet when an opening closes, each the positions of its upper and
+    its lower edge, corner to corner (both corners in each): the inner lips, the eyelids. Their
+    keypoints then spread only to their own side of the driving opening's midline. A mouth that
+    closes brings the two lips onto one line, where a plain spread averages their opposite
+    displacements, so the lip line reads the middle of the source's opening (its teeth) and the
+    mouth stays open; split at the midline, the upper lip comes down to it from above and the lower
+    lip up from below. An eye is the same opening, smaller: a blink's upper lid comes down.
     """
     # The Gaussian is separable, exp(-(dx² + dy²) / 2s²) = gx * gy, so every sum over keypoints is a
     # (size x K) @ (K x size) product: no (B, HW, K) tensor (11 ms a frame on 2 cores; this, under 1 ms).
@@ -127,8 +129,7 @@ def keypoint_flow(k_src: torch.Tensor, k_drv: torch.Tensor, size: int, sigma: fl
 
     full, moved = reach()
     total = full
-    if lips is not None:  # take back each inner lip's reach on the far side of the mouth's midline
-        upper, lower = lips
+    for upper, lower in sides:  # take back each edge's reach on the far side of its opening's midline
         mid = (_column_curve(k_drv[:, upper], axis) + _column_curve(k_drv[:, lower], axis)) / 2  # (B, size)
         above = torch.sigmoid((mid[:, None, :] - axis[:, None]) / LIP_SIDE_SOFTNESS)  # (B, y, x)
         for arc, side in ((upper, above), (lower, 1 - above)):

@@ -37,12 +37,13 @@ from torch import nn
 
 from infp.errors import InfpError
 from infp.eval.metrics import laplacian
+from infp.eval.vgg import TAPS as VGG_TAPS
+from infp.models.decoder import tiled
 from infp.models.discriminator import (
     DiscriminatorConfig,
     MultiScaleDiscriminator,
     PatchOutput,
 )
-from infp.eval.vgg import TAPS as VGG_TAPS
 from infp.train.perceptual import VGG16Perceptual
 
 logger = logging.getLogger(__name__)
@@ -292,8 +293,8 @@ class ImitationLoss(nn.Module):
         if cfg.correction > 0 and correction is not None:
             terms["correction"] = (cfg.correction, correction_l1(correction))
         if cfg.synthesis > 0 and synthesis is not None:
-            painted = synthesis.synthesis.float()  # in the decoder's window
-            terms["synthesis"] = (cfg.synthesis, ms_l1(painted, synthesis.window.crop(target), cfg.l1_scales))
+            painted = synthesis.synthesis.float()  # in the decoder's windows
+            terms["synthesis"] = (cfg.synthesis, ms_l1(painted, synthesis.window.crop(tiled(target, synthesis)), cfg.l1_scales))
         if cfg.mask > 0 and synthesis is not None:  # the share of the crop painted
             terms["mask"] = (cfg.mask, synthesis.mask.float().sum() / (len(target) * target.shape[-1] * target.shape[-2]))
         if self.vgg is not None:

@@ -4,10 +4,10 @@ With `E_m` frozen (the motion latent space a stage-2 model was trained on stays 
 motion latent of every frame is fixed, so it is computed once here instead of drawing the hybrid
 representation and running `E_m` for every pair at every step. What is left per frame is the face
 crop, its latent (and that of the mirrored crop, for the flip augmentation), its clip and its mouth
-opening. A pack is a folder:
+and eyes' opening. A pack is a folder:
 
     frames.mp4          every usable frame of every clip, in order, H.264 (yuv444, `crf`)
-    index.safetensors   z (N, D), z_mirror (N, D) float16, clip (N,) int32, mouth (N,), real (N,) bool
+    index.safetensors   z (N, D), z_mirror (N, D) float16, clip (N,) int32, mouth (N,), eye (N,), real (N,) bool
     pack.json           the clips, sizes and the fingerprint of the E_m the latents belong to
 
 It is small enough to carry to a GPU machine (19,854 frames at 256 px, CRF 23: 16.6 MB), decodes
@@ -41,7 +41,7 @@ def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, ever
     import av
     from tqdm import tqdm
 
-    from infp.face.expression import mouth_opening
+    from infp.face.expression import eye_opening, mouth_opening
     from infp.face.hybrid import represent
     from infp.runtime import ImitatorRuntime
 
@@ -49,7 +49,7 @@ def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, ever
     out.mkdir(parents=True, exist_ok=True)
     size = imitator.cfg.size
     rt = ImitatorRuntime(imitator, batch=batch)
-    zs, zms, clip_ids, mouths, real, names = [], [], [], [], [], []
+    zs, zms, clip_ids, mouths, eyes, real, names = [], [], [], [], [], [], []
     container = av.open(str(out / FRAMES), "w")
     stream = container.add_stream("libx264", rate=25)
     stream.width = stream.height = size
@@ -60,6 +60,7 @@ def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, ever
     for k, c in enumerate(clips):
         idx = c.usable[::every]
         mouth = mouth_opening(c.points)[idx]
+        eye = eye_opening(c.points.astype(np.float64))[idx]
         for s in range(0, len(idx), batch):
             part = idx[s : s + batch]
             reps = np.stack([represent(c.frames[i], c.points[i], imitator.cfg.representation) for i in part])
@@ -71,6 +72,7 @@ def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, ever
             bar.update(len(part))
         clip_ids.append(np.full(len(idx), k))
         mouths.append(mouth.astype(np.float32))
+        eyes.append(eye.astype(np.float32))
         real.append(np.full(len(idx), c.kind == "real"))
         names.append(c.id)
     for packet in stream.encode():
@@ -81,6 +83,7 @@ def pack_clips(clips, imitator, out: Path, fingerprint: str, crf: int = 18, ever
     save_file({"z": torch.cat(zs).half().contiguous(), "z_mirror": torch.cat(zms).half().contiguous(),
                "clip": torch.from_numpy(np.concatenate(clip_ids)).int(),
                "mouth": torch.from_numpy(np.nan_to_num(np.concatenate(mouths))),
+               "eye": torch.from_numpy(np.nan_to_num(np.concatenate(eyes))),
                "real": torch.from_numpy(np.concatenate(real))}, str(out / INDEX))
     meta = {"size": size, "frames": total, "clips": names, "every": every, "crf": crf,
             "imitator_fingerprint": fingerprint}
@@ -114,7 +117,8 @@ class PackedBatch(NamedTuple):
 class PackedPairs:
     """A pack in memory (on any device); draws (source, driving) pairs from one clip, flips half of
     them (with the mirrored crops' latents) and, with `mouth_pairs` q, draws a share q of the
-    driving frames for a mouth unlike the source's (as `data.pairs.PairSampler`)."""
+    driving frames for a mouth unlike the source's (as `data.pairs.PairSampler`), with `eye_pairs`
+    a share for eyes unlike the source's (`data.pairs.draw_pair`; needs a pack with the eyes' opening)."""
 
     frames: torch.Tensor  # (N, 3, S, S) uint8
     z: torch.Tensor  # (N, D)
@@ -124,6 +128,8 @@ class PackedPairs:
     real: np.ndarray  # (N,) bool
     real_fraction: float = 0.5
     mouth_pairs: float = 0.0
+    eye: np.ndarray | None = None  # (N,); None: a pack written before the eyes were measured
+    eye_pairs: float = 0.0
 
     @classmethod
     def load(cls, folder: Path, device: str | torch.device = "cpu", **kw) -> PackedPairs:
@@ -133,7 +139,8 @@ class PackedPairs:
         frames = decode_frames(folder / FRAMES, meta["frames"], meta["size"])
         return cls(torch.from_numpy(frames).permute(0, 3, 1, 2).contiguous().to(device),
                    index["z"].float().to(device), index["z_mirror"].float().to(device), index["clip"].numpy(),
-                   index["mouth"].numpy(), index["real"].numpy(), **kw)
+                   index["mouth"].numpy(), index["real"].numpy(), **kw,
+                   eye=index["eye"].numpy() if "eye" in index else None)
 
     def __post_init__(self) -> None:
         from infp.data.pairs import clip_probabilities  # imported here: data.pairs loads MediaPipe at import
@@ -141,12 +148,15 @@ class PackedPairs:
         ids = np.unique(self.clip)
         self.members = [np.where(self.clip == k)[0] for k in ids]
         real = np.array([self.real[m[0]] for m in self.members])
+        if self.eye_pairs > 0 and self.eye is None:
+            raise InfpError("--eye-pairs needs a pack with the eyes' opening: pack it again with this version")
         self.p = clip_probabilities(np.array([len(m) for m in self.members]), real, self.real_fraction)
 
     def pair(self, rng: np.random.Generator) -> tuple[int, int]:
         from infp.data.pairs import draw_pair
 
-        return draw_pair(rng, self.members[rng.choice(len(self.members), p=self.p)], self.mouth, self.mouth_pairs)
+        return draw_pair(rng, self.members[rng.choice(len(self.members), p=self.p)], self.mouth, self.mouth_pairs,
+                         self.eye, self.eye_pairs)
 
     def sample(self, rng: np.random.Generator, batch: int) -> PackedBatch:
         pairs = np.array([self.pair(rng) for _ in range(batch)])  # (B, 2)
