@@ -189,3 +189,34 @@ def test_eval_eyes_renders_blinks_and_open_frames(synth_clips, tmp_path):
         assert [c["id"] for c in report["clips"]] == [clip.id] and report["clips"][0]["blink_frames"] == len(blinks)
         assert (out / "eyes.png").is_file()
     assert "The eyes: a blink closes" in (out / "imitation.md").read_text()
+
+
+def test_eye_pairs_need_a_pack_with_the_eyes():
+    """A pack written before packs stored the eyes' opening cannot draw eye pairs: a clear error."""
+    from infp.errors import InfpError
+    from infp.train.packed import PackedPairs
+
+    n = 4
+    fields = dict(frames=torch.zeros(n, 3, 8, 8, dtype=torch.uint8), z=torch.zeros(n, 2), z_mirror=torch.zeros(n, 2),
+                  clip=np.zeros(n, int), mouth=np.zeros(n), real=np.ones(n, bool))
+    assert PackedPairs(**fields).eye is None
+    with pytest.raises(InfpError, match="eyes' opening"):
+        PackedPairs(**fields, eye_pairs=0.3)
+
+
+def test_eye_window_runs_only_for_images_whose_eyes_change():
+    """The decoder is most of the rendering's cost: images whose eyes keep their opening skip the eye
+    window (a batch where none changes renders as mouth-only), and in a mixed batch the skipped images'
+    eye windows come back with a closed mask, their output the same as rendered alone."""
+    torch.manual_seed(3)
+    m = Imitator(TINY_EYES).eval()
+    x, z = torch.rand(2, 3, 64, 64), torch.randn(2, m.cfg.motion_dim) * 0.3
+    with torch.no_grad():
+        app = m.encode_appearance(x)
+        still = m.render(app, z, z)  # no motion: no eye changes
+        assert still.synthesis.mask.shape[0] == 2
+        mixed = m.render(app, z, torch.stack([z[0], z[1] + torch.randn(m.cfg.motion_dim)]))
+        alone = m.render(m.encode_appearance(x[:1]), z[:1], z[:1])
+    torch.testing.assert_close(mixed.image[:1], alone.image, atol=1e-5, rtol=0)
+    if mixed.synthesis.mask.shape[0] == 4:  # the second image's eyes changed: the first's eye window is closed
+        assert float(mixed.synthesis.mask[2].max()) == 0

@@ -145,7 +145,7 @@ def test_the_decoder_works_only_in_a_window_on_the_driving_mouth():
 
 
 def test_where_the_mask_opens_the_synthesis_replaces_the_source():
-    m = _model(1, imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, keypoint_lip_sides=False,
+    m = _model(1, imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False, keypoint_lid_sides=False, keypoint_lip_sides=False,
                                   keypoint_head=0.0, correction_max=0.0,
                                   paint_window=(1.0, 1.0)))  # no keypoints: the mask may open anywhere
     with torch.no_grad():
@@ -223,7 +223,11 @@ def test_pack_and_pairs(synth_clips, tmp_path):
     meta = pack_clips(clips, m, tmp_path / "pack", "f" * 16, crf=10, progress=False)
     n = sum(len(c.usable) for c in clips)
     assert meta["frames"] == n and meta["imitator_fingerprint"] == "f" * 16
-    data = PackedPairs.load(tmp_path / "pack", mouth_pairs=0.5)
+    data = PackedPairs.load(tmp_path / "pack", mouth_pairs=0.5, eye_pairs=0.2)
+    from infp.face.expression import eye_opening
+
+    eyes = np.concatenate([eye_opening(c.points.astype(np.float64))[c.usable] for c in clips])
+    np.testing.assert_allclose(data.eye, eyes, rtol=1e-5)  # the eyes' opening, for --eye-pairs
     assert data.frames.shape == (n, 3, m.cfg.size, m.cfg.size) and data.frames.dtype == torch.uint8
     # the frames survive the video (CRF 10) and the latents are E_m's, mirrored ones of the flipped crop
     first = clips[0].frames[clips[0].usable[0]].astype(np.float32)
@@ -255,14 +259,16 @@ def test_train_renderer_script_runs_and_merges(synth_clips, tmp_path):
                     "--crf", "18"], check=True, capture_output=True)
     run = subprocess.run([*script, "--pack", str(tmp_path / "pack"), "--init", str(start), "--out", str(tmp_path / "run"),
                           "--vgg", str(vgg), "--steps", "2", "--batch", "2", "--gan", "--log-every", "1", "--device", "cpu",
-                          "--paint-closing"],
+                          "--paint-closing", "--paint-eyes", "--lid-sides", "--eye-pairs", "0.3", "--eye-weight", "1"],
                          check=True, capture_output=True, text=True)
     assert "2 steps" in run.stdout and (tmp_path / "run" / "samples.png").is_file()
     log = json.loads((tmp_path / "run" / "log.json").read_text())
-    assert log["steps"] == 2 and {"l1", "vgg", "mouth", "mask", "adv", "fm"} <= set(log["log"][-1])
+    assert log["steps"] == 2 and {"l1", "vgg", "mouth", "eye", "mask", "adv", "fm"} <= set(log["log"][-1])
     subprocess.run([*script, "merge", "--init", str(start), "--trained", str(tmp_path / "run" / "trained.safetensors"),
-                    "--out", str(tmp_path / "merged"), "--paint-closing"], check=True, capture_output=True)
-    assert Imitator.from_pretrained(tmp_path / "merged").cfg.paint_closing
+                    "--out", str(tmp_path / "merged"), "--paint-closing", "--paint-eyes", "--lid-sides"],
+                   check=True, capture_output=True)
+    cfg = Imitator.from_pretrained(tmp_path / "merged").cfg
+    assert cfg.paint_closing and cfg.paint_eyes and cfg.keypoint_lid_sides
     merged, first = Imitator.from_pretrained(tmp_path / "merged").state_dict(), _model(5).state_dict()
     for k in merged:  # E_m and the keypoint decoder stay frozen: stage 2's latent space is kept
         if k.startswith(("motion_encoder.", "keypoint_decoder.")):

@@ -115,11 +115,13 @@ IMITATOR_PRESETS: dict[str, ImitatorConfig] = {
         size=64, motion_dim=16, motion_input=64, motion_channels=(8, 16, 32), feature_down=2,
         feature_channels=16, skip_channels=(8, 8), flow_channels=(16, 16), decoder_channels=16,
         decoder_blocks=1, keypoint_hidden=32, keypoint_prior=True, keypoint_head=1.0, correction_max=0.15,
-        keypoint_lip_sides=True, mouth_mask=True, paint_window=(0.375, 0.5), paint_closing=True, preset="tiny",
+        keypoint_lip_sides=True, keypoint_lid_sides=True, mouth_mask=True, paint_window=(0.375, 0.5), paint_closing=True,
+        paint_eyes=True, preset="tiny",
     ),
     # the bundled checkpoint's configuration (the config is the recipe)
     "base": ImitatorConfig(keypoint_prior=True, keypoint_head=1.0, correction_max=0.15, keypoint_lip_sides=True,
-                           mouth_mask=True, paint_window=(0.375, 0.5), paint_closing=True, preset="base"),
+                           keypoint_lid_sides=True, mouth_mask=True, paint_window=(0.375, 0.5), paint_closing=True,
+                           paint_eyes=True, preset="base"),
     "paper": ImitatorConfig(
         size=512, motion_dim=32, motion_input=256, motion_channels=(32, 64, 128, 192, 256, 256),
         feature_down=3, feature_channels=96, skip_channels=(16, 32, 48), flow_channels=(64, 96, 128),

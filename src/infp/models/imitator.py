@@ -215,17 +215,35 @@ class Imitator(nn.Module):
         if self.cfg.paint_closing:
             plan = [o._replace(region=torch.maximum(o.region, closing_region(o.source, flow.flow, o.window) * o.gate))
                     for o in plan]
-        n = len(plan)
+        b = len(z_drv)
+        # the rows each window paints: all for the mouth, for the eyes only the images whose gate is open
+        # (most frames keep their eyes, and the decoder is most of the rendering's cost)
+        rows = [torch.arange(b, device=z_drv.device)] + [(o.gate.flatten() > 0).nonzero().flatten() for o in plan[1:]]
+        if not any(len(r) for r in rows[1:]):
+            plan, rows = plan[:1], rows[:1]
+        n, used = len(plan), torch.cat(rows)  # the image each decoder row paints
         if n > 1:
-            def rep(x: torch.Tensor) -> torch.Tensor:  # (B, ...) -> (n B, ...), window-major
-                return x.repeat(n, *[1] * (x.dim() - 1))
+            def pick(x: torch.Tensor) -> torch.Tensor:
+                return x[used]
 
-            app = AppearanceFeatures(rep(app.image), tuple(rep(s) for s in app.skips), rep(app.volume))
-            flow, z_src, z_drv = Flow(rep(flow.flow), rep(flow.occlusion)), rep(z_src), rep(z_drv)
-        windows = [o.window for o in plan]
-        window = Window(torch.cat([w.top for w in windows]), torch.cat([w.left for w in windows]), *windows[0][2:])
-        masks = None if plan[0].driving is None else tuple(torch.cat(m) for m in zip(*[(o.driving, o.source) for o in plan]))
-        return self.decoder(app, flow, z_src, z_drv, masks, torch.cat([o.region for o in plan]), window)
+            app = AppearanceFeatures(pick(app.image), tuple(pick(s) for s in app.skips), pick(app.volume))
+            flow, z_src, z_drv = Flow(pick(flow.flow), pick(flow.occlusion)), pick(z_src), pick(z_drv)
+        h, w, size = plan[0].window[2:]
+        window = Window(torch.cat([o.window.top[r] for o, r in zip(plan, rows)]),
+                        torch.cat([o.window.left[r] for o, r in zip(plan, rows)]), h, w, size)
+        masks = None if plan[0].driving is None else tuple(
+            torch.cat([getattr(o, k)[r] for o, r in zip(plan, rows)]) for k in ("driving", "source"))
+        out = self.decoder(app, flow, z_src, z_drv, masks, torch.cat([o.region[r] for o, r in zip(plan, rows)]), window)
+        if len(used) == n * b:
+            return out
+        # every window's rows again (window-major), those not painted with a closed mask
+        at = torch.cat([k * b + r for k, r in enumerate(rows)])
+
+        def spread(x: torch.Tensor) -> torch.Tensor:
+            return x.new_zeros((n * b, *x.shape[1:])).index_copy(0, at, x)
+
+        every = Window(torch.cat([o.window.top for o in plan]), torch.cat([o.window.left for o in plan]), h, w, size)
+        return Synthesis(spread(out.synthesis), spread(out.mask), every, spread(out.region))
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))
