@@ -11,6 +11,7 @@ imitation --closing`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,14 @@ def closing_renders(model: Imitator, clip: ClipFrames, source: int, idx: np.ndar
     return rt.render_uint8(app, z[:1], z[1:], calibration=calibration)
 
 
+def usable_clips(clips: list[Clip], size: int, max_frames: int | None, desc: str, progress: bool) -> Iterator[ClipFrames]:
+    """The clips' frames at `size`, one clip at a time, those with at least two frames with a face."""
+    for clip in tqdm(clips, desc=desc, unit="clip", disable=not progress):
+        frames = load_clip_frames(clip, size, max_frames)
+        if len(frames.usable) >= 2:
+            yield frames
+
+
 def evaluate_closing(model: Imitator, clips: list[Clip], every: int = 3, max_frames: int | None = None,
                      bound: float = CLOSED, progress: bool = False) -> tuple[list[ClosingScores], list[np.ndarray]]:
     """Scores per clip with at least one closed-mouth frame (true lip gap below `bound`; the renders are
@@ -85,10 +94,7 @@ def evaluate_closing(model: Imitator, clips: list[Clip], every: int = 3, max_fra
     model.eval()
     scores, rows = [], []
     with FaceMesh(static=True) as mesh:
-        for clip in tqdm(clips, desc="eval closing", unit="clip", disable=not progress):
-            frames = load_clip_frames(clip, model.cfg.size, max_frames)
-            if len(frames.usable) < 2:
-                continue
+        for frames in usable_clips(clips, model.cfg.size, max_frames, "eval closing", progress):
             source = widest_frame(frames)
             idx = closed_frames(frames, every, bound)
             if not len(idx):

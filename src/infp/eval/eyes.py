@@ -18,11 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from infp.data.clip import Clip
-from infp.data.pairs import ClipFrames, load_clip_frames
-from infp.eval.closing import closing_renders
+from infp.data.pairs import ClipFrames
+from infp.eval.closing import closing_renders, usable_clips
 from infp.eval.real import BLINK_CLOSE
 from infp.face.expression import eye_opening
 from infp.face.landmarks import FaceMesh
@@ -78,10 +77,7 @@ def evaluate_eyes(model: Imitator, clips: list[Clip], every: int = 3, max_frames
     model.eval()
     scores, rows = [], []
     with FaceMesh(static=True) as mesh:
-        for clip in tqdm(clips, desc="eval eyes", unit="clip", disable=not progress):
-            frames = load_clip_frames(clip, model.cfg.size, max_frames)
-            if len(frames.usable) < 2:
-                continue
+        for frames in usable_clips(clips, model.cfg.size, max_frames, "eval eyes", progress):
             median, b_src, blinks, o_src, opens = eye_cases(frames, every)
             if not len(blinks) and o_src is None:
                 continue
