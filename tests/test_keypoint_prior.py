@@ -18,7 +18,8 @@ from infp.train.imitation import TrainConfig, build_model, load_grown
 from infp.train.keypoints import fit_keypoint_decoder
 
 # growing a checkpoint without the prior: `tiny` less the prior and its additions, then with the prior alone
-TINY = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False, keypoint_lid_sides=False,
+TINY = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False,
+                       keypoint_lid_sides=False,
                        keypoint_lip_sides=False, keypoint_head=0.0,
                        correction_max=0.0, paint_window=(1.0, 1.0))
 TINY_KP = replace(TINY, keypoint_prior=True)

@@ -18,7 +18,8 @@ from infp.models.config import IMITATOR_PRESETS, ImitatorConfig
 from infp.models.warping import warp
 
 # the renderer without the keypoint prior and its additions (the first stage-1 models had none)
-PLAIN = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False, keypoint_lid_sides=False,
+PLAIN = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False,
+                       keypoint_lid_sides=False,
                         keypoint_lip_sides=False, keypoint_head=0.0,
                         correction_max=0.0, paint_window=(1.0, 1.0))
 # the fields that size a preset; every other field is a switch that `tiny` shares with the shipped `base`

@@ -22,7 +22,8 @@ from infp.models.warping import affine_fit, apply_affine, keypoint_flow, polygon
 from infp.train.imitation import load_grown
 
 # the additions one at a time: `tiny` (the shipped switches) less all of them, then the prior, then the masks
-PLAIN = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False, keypoint_lid_sides=False,
+PLAIN = imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False,
+                       keypoint_lid_sides=False,
                         keypoint_lip_sides=False, keypoint_head=0.0,
                         correction_max=0.0, paint_window=(1.0, 1.0))
 TINY_KP = replace(PLAIN, keypoint_prior=True)

@@ -19,7 +19,8 @@ from infp.models.decoder import MASK_BIAS
 from infp.models.warping import warp
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_KP = imitator_preset("tiny", keypoint_prior=True, mouth_mask=True, keypoint_lip_sides=True)
+# the mouth's window alone: the eye window has its own tests (test_eyes.py)
+TINY_KP = imitator_preset("tiny", keypoint_prior=True, mouth_mask=True, keypoint_lip_sides=True, paint_eyes=False)
 
 
 def _model(seed: int = 0, cfg=TINY_KP) -> Imitator:
@@ -116,7 +117,7 @@ def test_the_decoder_works_only_in_a_window_on_the_driving_mouth():
     from infp.face.topology import inner_lip_keypoints
     from infp.models.warping import Window, warp_window
 
-    m = _model(5, imitator_preset("tiny", keypoint_prior=True, mouth_mask=True, paint_window=(0.375, 0.5)))
+    m = _model(5, imitator_preset("tiny", keypoint_prior=True, mouth_mask=True, paint_window=(0.375, 0.5), paint_eyes=False))
     s, cell = m.cfg.size, 2**m.cfg.feature_down
     with torch.no_grad():
         m.decoder.out.bias[3] = 20.0
@@ -145,7 +146,8 @@ def test_the_decoder_works_only_in_a_window_on_the_driving_mouth():
 
 
 def test_where_the_mask_opens_the_synthesis_replaces_the_source():
-    m = _model(1, imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False, keypoint_lid_sides=False, keypoint_lip_sides=False,
+    m = _model(1, imitator_preset("tiny", keypoint_prior=False, mouth_mask=False, paint_closing=False, paint_eyes=False,
+                                  keypoint_lid_sides=False, keypoint_lip_sides=False,
                                   keypoint_head=0.0, correction_max=0.0,
                                   paint_window=(1.0, 1.0)))  # no keypoints: the mask may open anywhere
     with torch.no_grad():
