@@ -211,7 +211,8 @@ class Imitator(nn.Module):
 
     def paint(self, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor, z_drv: torch.Tensor,
               plan: list[Opening]) -> Synthesis:
-        """The decoder over every window of `plan` at once: each image's inputs repeated per window."""
+        """The decoder over every window of `plan` at once, a window's images as more batch rows (the eye
+        window's only for the images whose gate is open) -> a `Synthesis` of every window's rows."""
         if self.cfg.paint_closing:
             plan = [o._replace(region=torch.maximum(o.region, closing_region(o.source, flow.flow, o.window) * o.gate))
                     for o in plan]
