@@ -11,7 +11,7 @@ imitation --closing`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,9 +41,14 @@ class ClosingScores:
     found: float  # share of renders with a face found
 
 
-def _gap(mesh: FaceMesh, image: np.ndarray) -> float:
-    faces = mesh.detect(image)
-    return float(mouth_opening(faces[0].points[None].astype(np.float64))[0]) if faces else float("nan")
+def measured(mesh: FaceMesh, images: np.ndarray, measure: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(N,) `measure` (landmarks (T, 478, 3) -> (T,), e.g. `mouth_opening`) of the first face MediaPipe
+    finds in each image (N, S, S, 3); NaN where it finds none."""
+    out = []
+    for image in images:
+        faces = mesh.detect(image)
+        out.append(measure(faces[0].points[None].astype(np.float64))[0] if faces else np.nan)
+    return np.array(out, float)
 
 
 def widest_frame(clip: ClipFrames) -> int:
@@ -100,7 +105,7 @@ def evaluate_closing(model: Imitator, clips: list[Clip], every: int = 3, max_fra
             if not len(idx):
                 continue
             renders = closing_renders(model, frames, source, idx)
-            gaps = np.array([_gap(mesh, r) for r in renders])
+            gaps = measured(mesh, renders, mouth_opening)
             found = np.isfinite(gaps)
             scores.append(ClosingScores(frames.id, float(mouth_opening(frames.points[source : source + 1])[0]), len(idx),
                                         float(mouth_opening(frames.points[idx]).mean()),

@@ -21,7 +21,7 @@ import numpy as np
 
 from infp.data.clip import Clip
 from infp.data.pairs import ClipFrames
-from infp.eval.closing import closing_renders, usable_clips
+from infp.eval.closing import closing_renders, measured, usable_clips
 from infp.eval.real import BLINK_CLOSE
 from infp.face.expression import eye_opening
 from infp.face.landmarks import FaceMesh
@@ -43,14 +43,6 @@ class EyeScores:
     open_truth: float
     open_model: float
     found: float  # share of all renders with a face found
-
-
-def _eyes(mesh: FaceMesh, images: np.ndarray) -> np.ndarray:
-    out = []
-    for image in images:
-        faces = mesh.detect(image)
-        out.append(eye_opening(faces[0].points[None].astype(np.float64))[0] if faces else NAN)
-    return np.array(out, float)
 
 
 def _mean(x: np.ndarray) -> float:
@@ -86,21 +78,21 @@ def evaluate_eyes(model: Imitator, clips: list[Clip], every: int = 3, max_frames
             b_model = o_model = np.zeros(0)
             if len(blinks):
                 renders = closing_renders(model, frames, b_src, blinks)
-                b_model = _eyes(mesh, renders) / median
+                b_model = measured(mesh, renders, eye_opening) / median
                 show = np.linspace(0, len(blinks) - 1, min(2, len(blinks))).round().astype(int)
                 row += [frames.frames[b_src], *frames.frames[blinks[show]], *renders[show]]
             if o_src is not None and len(opens):
                 renders = closing_renders(model, frames, o_src, opens)
-                o_model = _eyes(mesh, renders) / median
+                o_model = measured(mesh, renders, eye_opening) / median
                 show = np.linspace(0, len(opens) - 1, min(2, len(opens))).round().astype(int)
                 row += [frames.frames[o_src], *frames.frames[opens[show]], *renders[show]]
-            measured = np.r_[b_model, o_model]
+            both = np.r_[b_model, o_model]
             found = np.isfinite(b_model)
             scores.append(EyeScores(
                 frames.id, median, len(blinks), _mean(truth[blinks]), _mean(b_model),
                 float((b_model[found] < BLINK_CLOSE).mean()) if found.any() else NAN,
                 len(opens) if o_src is not None else 0, float(truth[o_src]) if o_src is not None else NAN,
-                _mean(truth[opens]), _mean(o_model), float(np.isfinite(measured).mean()) if len(measured) else NAN))
+                _mean(truth[opens]), _mean(o_model), float(np.isfinite(both).mean()) if len(both) else NAN))
             rows.append(np.concatenate(row, 1))
     return scores, rows
 

@@ -112,7 +112,7 @@ class Decoder(nn.Module):
         `window`: the part of the crop the decoder works on (None: all of it), every offset a multiple
         of the feature stride; `region` (B, 1, window h, window w): where painting is allowed at all
         (the blend mask is multiplied by it; None: everywhere). Several windows of one image come as
-        more batch rows, every input repeated for them (`Imitator.render`)."""
+        more batch rows, each with its image's inputs (`Imitator.paint`)."""
         b, size = app.image.shape[0], app.image.shape[-1]
         window = window or Window.whole(b, size, app.image.device)
         cond = self.condition(pair(z_src, z_drv))
