@@ -45,8 +45,8 @@ def load_start(path: str, trained: str | None = None, paint_window: tuple[float,
                paint_closing: bool = False, paint_eyes: bool = False, lid_sides: bool = False) -> Imitator:
     """The init checkpoint (either design, `infp.train.legacy.load_start`), with `trained` (a run's
     trained.safetensors) on top; `paint_window` replaces the config's, `paint_closing`, `paint_eyes`
-    and `lid_sides` turn the closing region, the eye window and the split eyelids on (none changes
-    which weights the model has)."""
+    and `lid_sides` turn the closing region, the eye window and the split eyelids on (the eye
+    window's decoder, new with `paint_eyes`, starts as a copy of the mouth window's)."""
     model = legacy.load_start(path)
     changes = {}
     if paint_window is not None and tuple(paint_window) != model.cfg.paint_window:
@@ -59,6 +59,8 @@ def load_start(path: str, trained: str | None = None, paint_window: tuple[float,
 
         state = model.state_dict()
         model = Imitator(replace(model.cfg, **changes))
+        if model.eye_decoder is not None and not any(k.startswith("eye_decoder.") for k in state):
+            state.update({"eye_" + k: v.clone() for k, v in state.items() if k.startswith("decoder.")})
         model.load_state_dict(state)
     if trained:
         state = model.state_dict()
@@ -125,10 +127,14 @@ def train(args: argparse.Namespace) -> None:
                        args.lid_sides).to(dev).train()
     model.motion_encoder.requires_grad_(False)
     model.keypoint_decoder.requires_grad_(False)
-    decoder_only = args.train == "decoder"
+    decoder_only = args.train in ("decoder", "eyes")
     if decoder_only:  # the warp stays as it is: only the painting in the decoder's windows learns
         model.appearance_encoder.requires_grad_(False)
         model.flow_estimator.requires_grad_(False)
+    if args.train == "eyes":  # the mouth's painting stays exactly as it is
+        if model.eye_decoder is None:
+            sys.exit("--train eyes needs the eye window (--paint-eyes, or an init checkpoint with it)")
+        model.decoder.requires_grad_(False)
     names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = [p for p in model.parameters() if p.requires_grad]
     ema = [p.detach().clone() for p in params]
@@ -264,14 +270,16 @@ def main() -> None:
                   ("--log-every", {"type": int, "default": 50}), ("--save-every", {"type": float, "default": 60})):
         p.add_argument(a, **kw)
     p.add_argument("--gan", action="store_true")
-    p.add_argument("--train", choices=("all", "decoder"), default="all",
-                   help="what learns besides the frozen E_m: the appearance encoder, F and the decoder, or the decoder alone")
+    p.add_argument("--train", choices=("all", "decoder", "eyes"), default="all",
+                   help="what learns besides the frozen E_m: the appearance encoder, F and the decoders, the decoders "
+                        "alone, or the eye window's decoder alone")
     p.add_argument("--paint-window", type=float, nargs=2, default=None, metavar=("H", "W"),
                    help="the decoder's window as shares of the crop (default: the init checkpoint's)")
     p.add_argument("--paint-closing", action="store_true",
                    help="the decoder may also paint where the source's mouth opening lands (to cover a photo's teeth)")
     p.add_argument("--paint-eyes", action="store_true",
-                   help="a second decoder window on the eyes, painting where they open or close (blinks, half-closed eyes)")
+                   help="a second decoder window on the eyes, with its own decoder (a copy of the mouth's to start), "
+                        "painting where they open or close (blinks, half-closed eyes)")
     p.add_argument("--lid-sides", action="store_true",
                    help="the keypoint prior splits each eye's lids at its midline, as it does the lips")
     p.add_argument("--bf16", action="store_true")

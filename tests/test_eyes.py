@@ -56,7 +56,8 @@ def test_eye_window_paints_around_the_eyes_and_nowhere_else():
     torch.manual_seed(3)
     m = Imitator(TINY_EYES).eval()
     with torch.no_grad():
-        m.decoder.out.bias[3] = 20.0  # the mask open wherever it may be
+        for d in (m.decoder, m.eye_decoder):
+            d.out.bias[3] = 20.0  # the mask open wherever it may be
         x = torch.rand(2, 3, m.cfg.size, m.cfg.size)
         z = torch.randn(4, m.cfg.motion_dim) * 0.3
         r = m.render(m.encode_appearance(x), z[:2], z[2:])
@@ -120,19 +121,35 @@ def test_placed_with_one_window_is_the_window_itself():
     torch.testing.assert_close(colour2[inside.expand_as(colour2)], colour[inside.expand_as(colour)])
 
 
-def test_a_bundled_style_model_renders_as_before_without_the_eye_switches():
-    """The switches add no weights: a model with them loads the same tensors, and without them the
-    render is the mouth-only one."""
+def test_the_eye_window_has_its_own_decoder_and_the_mouth_renders_as_before():
+    """`paint_eyes` adds one tensor group, the eye window's decoder; the mouth window is painted by the
+    mouth-only model's decoder exactly as before (so training the eyes cannot move the mouth), and the
+    eye window by the other one."""
     torch.manual_seed(1)
     base = Imitator(replace(TINY_EYES, paint_eyes=False, keypoint_lid_sides=False)).eval()
-    eyes = Imitator(TINY_EYES).eval()
-    eyes.load_state_dict(base.state_dict())
-    x, z = torch.rand(1, 3, 64, 64), torch.randn(2, base.cfg.motion_dim) * 0.3
+    eyes = Imitator(replace(TINY_EYES, keypoint_lid_sides=False)).eval()
+    state = base.state_dict()
+    assert set(eyes.state_dict()) - set(state) == {"eye_" + k for k in state if k.startswith("decoder.")}
     with torch.no_grad():
+        for d in (base.decoder, eyes.eye_decoder):
+            d.out.weight.normal_(std=0.05)
+        eyes.load_state_dict({**state, **{k: v for k, v in eyes.state_dict().items() if k.startswith("eye_")}})
+        x = torch.rand(1, 3, 64, 64)
+        for _ in range(20):  # motion codes until the eyes change (the eye window paints)
+            z = torch.randn(2, base.cfg.motion_dim)
+            b = eyes.render(eyes.encode_appearance(x), z[:1], z[1:])
+            if b.synthesis.mask.shape[0] == 2:
+                break
         a = base.render(base.encode_appearance(x), z[:1], z[1:])
-        b = eyes.render(eyes.encode_appearance(x), z[:1], z[1:])
     assert a.synthesis.mask.shape[0] == 1 and b.synthesis.mask.shape[0] == 2
-    assert torch.isfinite(b.image).all()
+    torch.testing.assert_close(b.synthesis.synthesis[:1], a.synthesis.synthesis, atol=0, rtol=0)
+    torch.testing.assert_close(b.synthesis.mask[:1], a.synthesis.mask, atol=0, rtol=0)
+    with torch.no_grad():  # the eye window is the eye decoder's: the mouth decoder's weights do not reach it
+        base_eye = b.synthesis.synthesis[1:].clone()
+        eyes.decoder.out.bias[:3] += 0.5
+        again = eyes.render(eyes.encode_appearance(x), z[:1], z[1:])
+    torch.testing.assert_close(again.synthesis.synthesis[1:], base_eye)
+    assert not torch.allclose(again.synthesis.synthesis[:1], b.synthesis.synthesis[:1])
     with pytest.raises(ValueError, match="paint_eyes"):
         imitator_preset("tiny", paint_eyes=True, paint_window=(1.0, 1.0))
 

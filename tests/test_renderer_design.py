@@ -276,6 +276,13 @@ def test_train_renderer_script_runs_and_merges(synth_clips, tmp_path):
         if k.startswith(("motion_encoder.", "keypoint_decoder.")):
             torch.testing.assert_close(merged[k], first[k], msg=k)
     assert any(not torch.equal(merged[k], first[k]) for k in merged if k.startswith("decoder."))
+    # --train eyes: only the eye window's decoder learns, the mouth's painting stays as it was
+    subprocess.run([*script, "--pack", str(tmp_path / "pack"), "--init", str(tmp_path / "merged"), "--out",
+                    str(tmp_path / "eyes"), "--steps", "1", "--batch", "2", "--device", "cpu", "--train", "eyes",
+                    "--vgg-weight", "0", "--eye-pairs", "0.5", "--eye-weight", "1"], check=True, capture_output=True)
+    trained = load_file(str(tmp_path / "eyes" / "trained.safetensors"))
+    assert trained and all(k.startswith("eye_decoder.") for k in trained)
+    assert any(not torch.equal(trained[k], merged[k]) for k in trained)
 
 
 def test_eval_scores_at_a_higher_resolution_and_saved_renders(synth_clips, tmp_path):

@@ -17,7 +17,8 @@ Here the decoder paints only what the source cannot give, and says where:
   about a fifth of the crop in the base preset), reading the warped features there: its cost is
   spent where it can paint, not on the 80% of the crop where its mask is zero. With `paint_eyes` a
   second window of the same size sits on the eyes, where a blink's lid must cover the eye and a
-  photo's half-closed eye must open: the same network paints both, batched (`Synthesis`).
+  photo's half-closed eye must open, painted by a second network of this design
+  (`Imitator.eye_decoder`, so that training the eyes cannot move the mouth's painting).
 
 Most of the decoder's width sits at the feature resolution, where it is cheap; the two upsampling
 steps read the warped fine skips of the appearance encoder. Its RGB output is a correction to the

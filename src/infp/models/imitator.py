@@ -9,7 +9,8 @@ models/decoder.py) warps the source once at the output resolution and paints onl
 source has nothing to give (the driving mouth's opening) and, with `paint_closing`, where it gives
 the wrong thing (the source's own opening, teeth, carried into a closing mouth), blended in by a
 learned mask; with `paint_eyes` the same in a second window on the eyes (a blink, a photo's
-half-closed eye), where `keypoint_lid_sides` already brings each lid to the eye's midline.
+half-closed eye) by a decoder of its own, where `keypoint_lid_sides` already brings each lid to the
+eye's midline.
 """
 
 from __future__ import annotations
@@ -154,6 +155,9 @@ class Imitator(nn.Module):
         self.appearance_encoder = AppearanceEncoder(cfg)
         self.flow_estimator = FlowEstimator(cfg)
         self.decoder = Decoder(cfg)
+        # the eyes' own painter: with one network for both windows, training it on eyes moved the mouth's
+        # painting (a listening mouth moved 1.4x as much after the eye fine-tune; docs/stage1.md)
+        self.eye_decoder = Decoder(cfg) if cfg.paint_eyes else None
         self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
         # the openings whose two edges the keypoint prior splits at their midline (upper arc, lower arc)
         sides = [(kl.INNER_LIP_UPPER, kl.INNER_LIP_LOWER)] if cfg.keypoint_lip_sides else []
@@ -211,40 +215,44 @@ class Imitator(nn.Module):
 
     def paint(self, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor, z_drv: torch.Tensor,
               plan: list[Opening]) -> Synthesis:
-        """The decoder over every window of `plan` at once, a window's images as more batch rows (the eye
-        window's only for the images whose gate is open) -> a `Synthesis` of every window's rows."""
+        """Each window of `plan` painted by its own decoder (the mouth's by `decoder`, the eyes' by
+        `eye_decoder`, only for the images whose gate is open) -> a `Synthesis` of every window's rows,
+        window-major; n = 1 when no image's eyes change."""
         if self.cfg.paint_closing:
             plan = [o._replace(region=torch.maximum(o.region, closing_region(o.source, flow.flow, o.window) * o.gate))
                     for o in plan]
-        b = len(z_drv)
-        # the rows each window paints: all for the mouth, for the eyes only the images whose gate is open
-        # (most frames keep their eyes, and the decoder is most of the rendering's cost)
-        rows = [torch.arange(b, device=z_drv.device)] + [(o.gate.flatten() > 0).nonzero().flatten() for o in plan[1:]]
-        if not any(len(r) for r in rows[1:]):
-            plan, rows = plan[:1], rows[:1]
-        n, used = len(plan), torch.cat(rows)  # the image each decoder row paints
-        if n > 1:
-            def pick(x: torch.Tensor) -> torch.Tensor:
-                return x[used]
+        painted = [self._window(self.decoder, app, flow, z_src, z_drv, plan[0], None)]
+        if len(plan) > 1:
+            # most frames keep their eyes, and the decoder is most of the rendering's cost
+            rows = (plan[1].gate.flatten() > 0).nonzero().flatten()
+            if len(rows):
+                painted.append(self._window(self.eye_decoder, app, flow, z_src, z_drv, plan[1], rows))
+        if len(painted) == 1:
+            return painted[0]
+        w = [p.window for p in painted]
+        return Synthesis(*(torch.cat([getattr(p, k) for p in painted]) for k in ("synthesis", "mask")),
+                         w[0]._replace(top=torch.cat([x.top for x in w]), left=torch.cat([x.left for x in w])),
+                         torch.cat([p.region for p in painted]))
 
-            app = AppearanceFeatures(pick(app.image), tuple(pick(s) for s in app.skips), pick(app.volume))
-            flow, z_src, z_drv = Flow(pick(flow.flow), pick(flow.occlusion)), pick(z_src), pick(z_drv)
-        h, w, size = plan[0].window[2:]
-        window = Window(torch.cat([o.window.top[r] for o, r in zip(plan, rows)]),
-                        torch.cat([o.window.left[r] for o, r in zip(plan, rows)]), h, w, size)
-        masks = None if plan[0].driving is None else tuple(
-            torch.cat([getattr(o, k)[r] for o, r in zip(plan, rows)]) for k in ("driving", "source"))
-        out = self.decoder(app, flow, z_src, z_drv, masks, torch.cat([o.region[r] for o, r in zip(plan, rows)]), window)
-        if len(used) == n * b:
-            return out
-        # every window's rows again (window-major), those not painted with a closed mask
-        at = torch.cat([k * b + r for k, r in enumerate(rows)])
+    def _window(self, decoder: Decoder, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor,
+                z_drv: torch.Tensor, o: Opening, rows: torch.Tensor | None) -> Synthesis:
+        """One window painted by `decoder` for the images `rows` (None: all); the other images' rows
+        come back zero (mask closed)."""
+        masks = None if o.driving is None else (o.driving, o.source)
+        if rows is None or len(rows) == len(z_drv):
+            return decoder(app, flow, z_src, z_drv, masks, o.region, o.window)
+
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            return x[rows]
 
         def spread(x: torch.Tensor) -> torch.Tensor:
-            return x.new_zeros((n * b, *x.shape[1:])).index_copy(0, at, x)
+            return x.new_zeros((len(z_drv), *x.shape[1:])).index_copy(0, rows, x)
 
-        every = Window(torch.cat([o.window.top for o in plan]), torch.cat([o.window.left for o in plan]), h, w, size)
-        return Synthesis(spread(out.synthesis), spread(out.mask), every, spread(out.region))
+        out = decoder(AppearanceFeatures(pick(app.image), tuple(pick(s) for s in app.skips), pick(app.volume)),
+                      Flow(pick(flow.flow), pick(flow.occlusion)), pick(z_src), pick(z_drv),
+                      None if masks is None else tuple(pick(m) for m in masks), pick(o.region),
+                      o.window._replace(top=pick(o.window.top), left=pick(o.window.left)))
+        return Synthesis(spread(out.synthesis), spread(out.mask), o.window, spread(out.region))
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))
