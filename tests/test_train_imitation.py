@@ -57,23 +57,28 @@ def test_mouth_pairs_draw_driving_mouths_unlike_the_source(synth_clips):
 
 
 def test_training_lowers_the_loss(synth_clips):
-    """A few tiny steps on one fixed batch: the reconstruction loss falls. (At lr 2e-3 the first step
-    overshoots: the new decoder's near-identity output scores 0.18, one step 0.48, and 25 steps only
-    came back to 0.90 of the start; at 1e-3 they reach 0.47 of it.)"""
+    """A few tiny steps on one fixed batch with the trainer's loss: it falls, and so does the
+    reconstruction in it. (With the image loss alone E_m drifts and carries the untrained keypoint
+    decoder's keypoints, hence the prior flow, along: on 4 of 6 seeds the loss then rose 1.3-4x in
+    25 steps. The keypoint term anchors them; with it every seed fell to 0.43-0.52 of the start.)"""
     from infp.train.losses import ImitationLoss
 
     torch.manual_seed(0)
-    batch = PairSampler(load_clips(list_clips(synth_clips), 64), augment=False).sample(np.random.default_rng(0), 4)
+    b = PairSampler(load_clips(list_clips(synth_clips), 64), augment=False).sample(np.random.default_rng(0), 4)
     model, loss = Imitator(TINY), ImitationLoss(LossConfig(use_gan=False))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses = []
+    total, image = [], []
     for _ in range(25):
-        g = loss.generator(model(batch.source, batch.source_rep, batch.driving_rep).image, batch.driving)
+        out = model(b.source, b.source_rep, b.driving_rep)
+        g = loss.generator(out.image, b.driving, b.driving_regions, (out.keypoints, (b.source_points, b.driving_points)),
+                           out.flow.correction, out.synthesis)
         opt.zero_grad()
         g.total.backward()
         opt.step()
-        losses.append(float(g.total.detach()))
-    assert losses[-1] < 0.9 * losses[0], losses
+        total.append(float(g.total.detach()))
+        image.append(float(g.l1.detach() + g.ssim.detach()))
+    assert total[-1] < 0.7 * total[0], total
+    assert image[-1] < 0.9 * image[0], image
 
 
 def test_run_writes_state_checkpoint_samples_logs(synth_clips, tmp_path):
