@@ -68,6 +68,7 @@ class Opening(NamedTuple):
     window: Window
     region: torch.Tensor  # (B, 1, window h, window w): where the mask may open (`paint_region`)
     gate: torch.Tensor  # (B, 1, 1, 1) in [0, 1]: whether it may open at all (`eye_change`; 1 for the mouth)
+    rows: torch.Tensor | None = None  # the images it is for, when not all (B above is their number)
 
 
 PAINT_MARGIN = 1 / 32  # of the crop side (8 px at 256): the lips parting around the opening are painted too
@@ -198,35 +199,40 @@ class Imitator(nn.Module):
 
     def openings(self, src: torch.Tensor, drv: torch.Tensor) -> list[Opening]:
         """The windows the decoder paints in, from the source's and the driving keypoints (B, K, 2): the
-        mouth's, and with `paint_eyes` the eyes'."""
-        groups = [(kl.INNER_LIP,)] + ([(kl.RIGHT_EYE, kl.LEFT_EYE)] if self.cfg.paint_eyes else [])
-        plan = []
-        for polygons in groups:
-            idx = [torch.tensor(p, device=drv.device) for p in polygons]
-            window = centred_window(torch.cat([drv[:, i] for i in idx], 1), self.cfg)
-            region = _union(paint_region(drv[:, i], window) for i in idx)
-            masks = (None, None)
-            if self.cfg.mouth_mask:
-                masks = tuple(_union(polygon_mask(k[:, i].float(), self.cfg.feature_size).to(k.dtype) for i in idx)
-                              for k in (drv, src))
-            gate = eye_change(src, drv) if len(polygons) == 2 else torch.ones_like(region[:, :1, :1, :1])
-            plan.append(Opening(*masks, window, region * gate, gate))
+        mouth's, and with `paint_eyes` the eyes' for the images whose eyes change (none: no eye window).
+        Most frames keep their eyes, so nothing of the eye window is computed for them."""
+        plan = [self._opening(src, drv, (kl.INNER_LIP,), torch.ones_like(drv[:, :1, :1, None]))]
+        if self.cfg.paint_eyes:
+            gate = eye_change(src, drv)
+            rows = (gate.flatten() > 0).nonzero().flatten()
+            if len(rows):
+                plan.append(self._opening(src[rows], drv[rows], (kl.RIGHT_EYE, kl.LEFT_EYE), gate[rows])._replace(rows=rows))
         return plan
+
+    def _opening(self, src: torch.Tensor, drv: torch.Tensor, polygons: tuple[tuple[int, ...], ...],
+                 gate: torch.Tensor) -> Opening:
+        idx = [torch.tensor(p, device=drv.device) for p in polygons]
+        window = centred_window(torch.cat([drv[:, i] for i in idx], 1), self.cfg)
+        region = _union(paint_region(drv[:, i], window) for i in idx)
+        masks = (None, None)
+        if self.cfg.mouth_mask:
+            masks = tuple(_union(polygon_mask(k[:, i].float(), self.cfg.feature_size).to(k.dtype) for i in idx)
+                          for k in (drv, src))
+        return Opening(*masks, window, region * gate, gate)
 
     def paint(self, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor, z_drv: torch.Tensor,
               plan: list[Opening]) -> Synthesis:
         """Each window of `plan` painted by its own decoder (the mouth's by `decoder`, the eyes' by
-        `eye_decoder`, only for the images whose gate is open) -> a `Synthesis` of every window's rows,
-        window-major; n = 1 when no image's eyes change."""
+        `eye_decoder`, for the images the eye window is for) -> a `Synthesis` of every window's rows,
+        window-major, the images an eye window is not for with a closed mask; n = 1 when no image's
+        eyes change."""
         if self.cfg.paint_closing:
-            plan = [o._replace(region=torch.maximum(o.region, closing_region(o.source, flow.flow, o.window) * o.gate))
-                    for o in plan]
-        painted = [self._window(self.decoder, app, flow, z_src, z_drv, plan[0], None)]
-        if len(plan) > 1:
-            # most frames keep their eyes, and the decoder is most of the rendering's cost
-            rows = (plan[1].gate.flatten() > 0).nonzero().flatten()
-            if len(rows):
-                painted.append(self._window(self.eye_decoder, app, flow, z_src, z_drv, plan[1], rows))
+            def closing(o: Opening) -> Opening:
+                f = flow.flow if o.rows is None else flow.flow[o.rows]
+                return o._replace(region=torch.maximum(o.region, closing_region(o.source, f, o.window) * o.gate))
+
+            plan = [closing(o) for o in plan]
+        painted = [self._window(d, app, flow, z_src, z_drv, o) for d, o in zip((self.decoder, self.eye_decoder), plan)]
         if len(painted) == 1:
             return painted[0]
         w = [p.window for p in painted]
@@ -235,11 +241,12 @@ class Imitator(nn.Module):
                          torch.cat([p.region for p in painted]))
 
     def _window(self, decoder: Decoder, app: AppearanceFeatures, flow: Flow, z_src: torch.Tensor,
-                z_drv: torch.Tensor, o: Opening, rows: torch.Tensor | None) -> Synthesis:
-        """One window painted by `decoder` for the images `rows` (None: all); the other images' rows
-        come back zero (mask closed)."""
+                z_drv: torch.Tensor, o: Opening) -> Synthesis:
+        """One window painted by `decoder` for the images `o.rows` (None: all); the other images' rows
+        come back zero (mask closed), the window at the crop's corner."""
         masks = None if o.driving is None else (o.driving, o.source)
-        if rows is None or len(rows) == len(z_drv):
+        rows = o.rows
+        if rows is None:
             return decoder(app, flow, z_src, z_drv, masks, o.region, o.window)
 
         def pick(x: torch.Tensor) -> torch.Tensor:
@@ -249,10 +256,9 @@ class Imitator(nn.Module):
             return x.new_zeros((len(z_drv), *x.shape[1:])).index_copy(0, rows, x)
 
         out = decoder(AppearanceFeatures(pick(app.image), tuple(pick(s) for s in app.skips), pick(app.volume)),
-                      Flow(pick(flow.flow), pick(flow.occlusion)), pick(z_src), pick(z_drv),
-                      None if masks is None else tuple(pick(m) for m in masks), pick(o.region),
-                      o.window._replace(top=pick(o.window.top), left=pick(o.window.left)))
-        return Synthesis(spread(out.synthesis), spread(out.mask), o.window, spread(out.region))
+                      Flow(pick(flow.flow), pick(flow.occlusion)), pick(z_src), pick(z_drv), masks, o.region, o.window)
+        window = o.window._replace(top=spread(o.window.top), left=spread(o.window.left))
+        return Synthesis(spread(out.synthesis), spread(out.mask), window, spread(out.region))
 
     def forward(self, source: torch.Tensor, source_rep: torch.Tensor, driving_rep: torch.Tensor) -> Rendered:
         z = self.encode_motion(torch.cat([source_rep, driving_rep]))
