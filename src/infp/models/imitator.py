@@ -157,7 +157,7 @@ class Imitator(nn.Module):
         self.flow_estimator = FlowEstimator(cfg)
         self.decoder = Decoder(cfg)
         # the eyes' own painter: with one network for both windows, training it on eyes moved the mouth's
-        # painting (a listening mouth moved 1.4x as much after the eye fine-tune; docs/stage1.md)
+        # painting (12 portraits listening: mouth activity 1.31x a real listener's against 1.08x; docs/stage1.md)
         self.eye_decoder = Decoder(cfg) if cfg.paint_eyes else None
         self.keypoint_decoder = KeypointDecoder(cfg) if cfg.keypoint_prior else None
         # the openings whose two edges the keypoint prior splits at their midline (upper arc, lower arc)
@@ -211,6 +211,8 @@ class Imitator(nn.Module):
 
     def _opening(self, src: torch.Tensor, drv: torch.Tensor, polygons: tuple[tuple[int, ...], ...],
                  gate: torch.Tensor) -> Opening:
+        """The window around the driving `polygons` (keypoint index groups), where it may paint, and
+        with `mouth_mask` the driving and the source openings at the feature resolution."""
         idx = [torch.tensor(p, device=drv.device) for p in polygons]
         window = centred_window(torch.cat([drv[:, i] for i in idx], 1), self.cfg)
         region = _union(paint_region(drv[:, i], window) for i in idx)
