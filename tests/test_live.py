@@ -184,3 +184,58 @@ def test_frames_are_handed_out_a_render_batch_at_a_time(pipe, portrait):
     assert sum(k for k, _ in seen) == len(frames)
     with pytest.raises(ValueError, match="render_batch"):
         LiveSession(pipe.motion_stream(portrait, s), render, render_batch=0)
+
+
+def test_render_threads_render_batches_side_by_side_in_order(pipe, portrait):
+    """With render threads, batches render at the same time (on threads of their own) and the frames still
+    come out in order, equal to one batch at a time; torch's thread count is left as it was."""
+    import threading
+
+    import torch
+
+    s = Settings(seed=0, steps=2, paste=False, live=True)
+    render = pipe.renderer(portrait, s)
+    lock, busy, most = threading.Lock(), [0], [0]
+
+    def slow(z):  # long enough that two batches handed out together overlap
+        with lock:
+            busy[0] += 1
+            most[0] = max(most[0], busy[0])
+        time.sleep(0.05)
+        try:
+            return render(z)
+        finally:
+            with lock:
+                busy[0] -= 1
+
+    agent, partner = _tracks(2.5)
+    before = torch.get_num_threads()
+    pooled = _push_all(LiveSession(pipe.motion_stream(portrait, s), slow, max_lag_s=1e9, max_frames=10**6,
+                                 render_threads=2), agent, partner)
+    one = _push_all(LiveSession(pipe.motion_stream(portrait, s), render, max_lag_s=1e9, max_frames=10**6), agent, partner)
+    assert most[0] == 2
+    assert [f.index for f in pooled] == [f.index for f in one] == list(range(len(one)))
+    for a, b in zip(pooled, one, strict=True):
+        np.testing.assert_allclose(a.image, b.image, atol=2)  # one core or two: float rounding only
+        np.testing.assert_array_equal(a.agent_audio, b.agent_audio)
+    assert torch.get_num_threads() == before
+    new_thread = []
+    t = threading.Thread(target=lambda: new_thread.append(torch.get_num_threads()))
+    t.start()
+    t.join()
+    assert new_thread == [before], "threads started later get the caller's count, not the render threads' 1"
+    with pytest.raises(ValueError, match="render_threads"):
+        LiveSession(pipe.motion_stream(portrait, s), render, render_threads=0)
+
+
+def test_an_error_on_a_render_thread_reaches_the_caller(pipe, portrait):
+    s = Settings(steps=2, paste=False, live=True)
+
+    def broken(z):
+        raise RuntimeError("renderer failed")
+
+    agent, partner = _tracks(2.5)
+    session = LiveSession(pipe.motion_stream(portrait, s), broken, render_threads=2)
+    with pytest.raises(RuntimeError, match="renderer failed"):
+        _push_all(session, agent, partner)
+    assert not session._worker.is_alive()

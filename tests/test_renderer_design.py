@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 
 from infp.errors import InfpError
 from infp.models import Imitator, imitator_preset
-from infp.models.decoder import MASK_BIAS
-from infp.models.warping import warp
+from infp.models.decoder import MASK_BIAS, like
+from infp.models.warping import sample, warp
 
 ROOT = Path(__file__).resolve().parents[1]
 # the mouth's window alone: the eye window has its own tests (test_eyes.py)
@@ -26,6 +26,30 @@ TINY_KP = imitator_preset("tiny", keypoint_prior=True, mouth_mask=True, keypoint
 def _model(seed: int = 0, cfg=TINY_KP) -> Imitator:
     torch.manual_seed(seed)
     return Imitator(cfg).eval()
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "bicubic"])
+def test_one_image_viewed_as_a_batch_is_sampled_as_the_batch_itself(mode):
+    """`sample` reads a portrait's features expanded to a batch once, at the batch's grids side by side:
+    the same samples as from the copies, and gradients still reach the image and the grids."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 5, 16, 20, generator=g, requires_grad=True)
+    grid = (torch.rand(3, 7, 9, 2, generator=g) * 2.4 - 1.2).requires_grad_()
+    shared = sample(x.expand(3, -1, -1, -1), grid, mode)
+    copies = sample(x.expand(3, -1, -1, -1).contiguous(), grid, mode)
+    assert shared.shape == (3, 5, 7, 9)
+    torch.testing.assert_close(shared, copies, rtol=0, atol=1e-6)
+    (gx, gg), (cx, cg) = (torch.autograd.grad(y.square().sum(), (x, grid)) for y in (shared, copies))
+    torch.testing.assert_close(gx, cx)
+    torch.testing.assert_close(gg, cg)
+
+
+def test_like_takes_the_dtype_and_layout_of_what_it_joins():
+    x = torch.rand(2, 4, 6, 6).to(torch.bfloat16, memory_format=torch.channels_last)
+    t = like(torch.rand(2, 3, 6, 6), x)
+    assert t.dtype == torch.bfloat16 and t.is_contiguous(memory_format=torch.channels_last)
+    assert like(torch.rand(2, 3, 6, 6), torch.rand(2, 4, 6, 6)).is_contiguous()
+    assert torch.cat([x, t], 1).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_a_new_decoder_shows_the_warped_source_at_any_resolution():

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
             log.warning("%s", bench_pipeline(pipe, portrait, name, args.seconds, live=live["pipeline"], **settings).line())
         if "stream" in args.what:
             log.warning("%s", bench_stream(pipe, portrait, name, args.seconds, max_lag_s=args.max_lag, live=live["stream"],
-                                           **settings).line())
+                                           render_threads=args.render_threads, **settings).line())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -91,6 +91,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--schedule", choices=["offline", "live"], default=None,
                    help="window schedule: offline (a window every 20 frames) or live (every 8, with 80 ms of "
                    "look-ahead) (default: live for the stream, offline for the rest)")
+    s.add_argument("--render-threads", type=positive_int, default=None,
+                   help="the live session's render threads of one core each (default: --threads on CPU, 1 on a GPU)")
     s.add_argument("--max-lag", type=positive_float, default=None,
                    help="the live session drops frames later than this many seconds (default 1)")
     s.set_defaults(func=run)

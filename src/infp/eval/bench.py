@@ -113,14 +113,19 @@ def bench_motion(model: MotionGenerator, diffusion: DiffusionConfig | None = Non
                        *window_schedule(cfg, overlap, live))
 
 
-def turn_taking_tracks(seconds: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Two 16 kHz tracks taking turns (4 s each), syllable-like noise bursts: speed does not depend on
-    what is said, but silence and speech both occur."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
-    voice = 0.2 * rng.normal(size=(2, len(t))) * (0.5 + 0.5 * np.sin(2 * np.pi * 4 * t)) ** 2
-    turn = (t // 4) % 2 == 0
-    return (voice[0] * turn).astype(np.float32), (voice[1] * ~turn).astype(np.float32)
+def conversation_tracks(seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    """The packaged two-track conversation (real speech taking turns) looped to `seconds`: the render's
+    cost depends on the motion (the eye window is painted only where the eyes change), and the motion on
+    the audio. Syllable-like noise bursts, used before, drift the generated eyes closed over minutes (eye
+    window on 5% of the frames in the first 30 s, on all from 90 s; none with real speech), which no real
+    call showed (docs/generate.md, "Live, measured")."""
+    from infp.audio.io import load_audio
+    from infp.pretrained import demo_conversation
+
+    tracks = load_audio(demo_conversation())  # (2, N): agent, partner
+    n = int(seconds * SAMPLE_RATE)
+    agent, partner = np.resize(tracks[0], n), np.resize(tracks[1], n)  # np.resize repeats the array
+    return agent.astype(np.float32), partner.astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -144,7 +149,7 @@ class PipelineBench:
 @torch.no_grad()
 def bench_pipeline(pipe, portrait, name: str, seconds: float = 20.0, **settings) -> PipelineBench:
     """Time stage 2 alone, then the whole pipeline, on `seconds` of two-track audio."""
-    agent, partner = turn_taking_tracks(seconds)
+    agent, partner = conversation_tracks(seconds)
     n = pipe.stage2.model.cfg.window * SAMPLE_RATE // FPS  # one window
     first = next(iter(pipe(portrait, agent[:n], partner[:n], **settings)))  # warm-up
     t0 = time.perf_counter()
@@ -197,24 +202,25 @@ class StreamBench:
 
 @torch.no_grad()
 def bench_stream(pipe, portrait, name: str, seconds: float = 20.0, chunk_ms: float = 40.0, max_lag_s: float | None = None,
-                 **settings) -> StreamBench:
-    """Feed a live session (`InfpPipeline.live`) at real-time pace from this thread while its worker
-    generates, collecting frames as they come; each frame's latency runs from the arrival of the last
-    audio sample of its 40-ms slot. `max_lag_s` None: the session's default; frames later than that
+                 render_threads: int | None = None, **settings) -> StreamBench:
+    """Feed a live session (`InfpPipeline.live`, `render_threads` as there) the packaged conversation
+    looped to `seconds`, at real-time pace from this thread while its worker generates, collecting frames
+    as they come; each frame's latency runs from the arrival of the last audio sample of its 40-ms slot. `max_lag_s` None: the session's default; frames later than that
     are dropped (counted), so a session that cannot keep pace shows drops rather than a growing lag.
     Frames are the face crop at its working size unless `paste`/`size` say otherwise (what the demo's
     live tab shows)."""
     from infp.pipeline.live import MAX_LAG_S
     from infp.pipeline.stream import paced_chunks
 
-    agent, partner = turn_taking_tracks(seconds, seed=1)
+    agent, partner = conversation_tracks(seconds)
     lag = MAX_LAG_S if max_lag_s is None else max_lag_s
     settings = {"paste": False, **settings}
-    warm = pipe.live(portrait, max_lag_s=1e9, **settings)  # the first windows pay one-off costs (allocations, kernels)
+    # the first windows pay one-off costs (allocations, kernels)
+    warm = pipe.live(portrait, max_lag_s=1e9, render_threads=render_threads, **settings)
     warm.push(agent[: 2 * SAMPLE_RATE], partner[: 2 * SAMPLE_RATE])
     warm.close()
     memory = resident_mb()
-    session = pipe.live(portrait, max_lag_s=lag, max_frames=10**9, **settings)
+    session = pipe.live(portrait, max_lag_s=lag, max_frames=10**9, render_threads=render_threads, **settings)
     latencies = []  # the frames themselves are not kept: a long run's memory is the session's own
     minute = float("nan")
     for k, (a, p) in enumerate(paced_chunks(agent, partner, chunk_ms / 1000)):

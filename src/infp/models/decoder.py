@@ -130,13 +130,22 @@ class Decoder(nn.Module):
             x = block(x, cond)
         for reduce, fuse, skip in zip(self.reduce, self.fuse, reversed(app.skips)):
             x = F.interpolate(reduce(x), scale_factor=2.0, mode="nearest")
-            x = fuse(torch.cat([x, read(skip)], dim=1))
+            x = fuse(torch.cat([x, like(read(skip), x)], dim=1))
         out = self.out(x)  # (B, 4, window h, window w)
         synthesis = warp_window(app.image, flow.flow, window, "bicubic") + out[:, :3]  # read as `compose` reads
         mask = torch.sigmoid(out[:, 3:])
         if region is not None:
             mask = mask * region
         return Synthesis(synthesis, mask, window, region)
+
+
+def like(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """`t` in `x`'s dtype and memory layout, to be concatenated with it: under autocast and channels-last
+    weights (CPU), one conversion of `t` instead of the concatenation in float32 converted back whole
+    before the next convolution (the same values)."""
+    fmt = torch.channels_last if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(
+        memory_format=torch.channels_last) else torch.contiguous_format
+    return t.to(dtype=x.dtype, memory_format=fmt)
 
 
 def compose(source: torch.Tensor, flow: torch.Tensor, painted: Synthesis) -> torch.Tensor:

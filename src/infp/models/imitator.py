@@ -252,6 +252,8 @@ class Imitator(nn.Module):
             return decoder(app, flow, z_src, z_drv, masks, o.region, o.window)
 
         def pick(x: torch.Tensor) -> torch.Tensor:
+            if x.stride(0) == 0:  # one portrait's features viewed as a batch: still one (`warping.sample`)
+                return x[:1].expand(len(rows), *x.shape[1:])
             return x[rows]
 
         def spread(x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from infp.models.blocks import coords, pixel_centres
 
@@ -32,7 +33,7 @@ def warp(x: torch.Tensor, flow: torch.Tensor, mode: str = "bilinear") -> torch.T
     b, _, h, w = x.shape
     flow = resize_flow(flow, (h, w))
     grid = (coords(b, h, w, flow) + flow).permute(0, 2, 3, 1)  # (B, H, W, 2)
-    return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
+    return sample(x, grid, mode)
 
 
 def affine_fit(k_from: torch.Tensor, k_to: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
@@ -218,6 +219,13 @@ class Window(NamedTuple):
 
 def sample(x: torch.Tensor, grid: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
     """x (B, C, H, W) read at grid (B, h, w, 2) in [-1, 1] -> (B, C, h, w); edges repeat."""
+    b, h, w, _ = grid.shape
+    if b > 1 and x.stride(0) == 0:
+        # one image viewed as a batch (a portrait's features rendering B frames): read that one image at
+        # the B grids stacked, rather than let grid_sample (or autocast's cast before it) copy it B times
+        # (8% of a frame's rendering on CPU, measured); the same samples
+        out = F.grid_sample(x[:1], grid.reshape(1, b * h, w, 2), mode=mode, padding_mode="border", align_corners=False)
+        return rearrange(out, "1 c (b h) w -> b c h w", b=b)
     return F.grid_sample(x, grid, mode=mode, padding_mode="border", align_corners=False)
 
 

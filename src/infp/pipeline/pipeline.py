@@ -43,6 +43,10 @@ from infp.pipeline.stream import MotionStream, StreamSession
 from infp.runtime import DAMAGED, ImitatorRuntime
 
 log = logging.getLogger("infp")
+# Up to this many CPU threads, a live session renders on that many threads of one core each (on 2 cores: keeps
+# up, median latency 0.53-0.58 s, against 0.68-0.78 s and 7-30% of the frames dropped one batch at a time on
+# both; docs/generate.md). Measured on 2 cores only: with more, a window's 2 batches of 4 frames leave cores idle.
+POOLED_CORES = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,12 +159,19 @@ class InfpPipeline:
         s = Settings(**settings)
         return StreamSession(self.motion_stream(portrait, s), self.renderer(portrait, s))
 
-    def live(self, portrait: Portrait, max_lag_s: float = MAX_LAG_S, max_frames: int = MAX_FRAMES, **settings) -> LiveSession:
+    def live(self, portrait: Portrait, max_lag_s: float = MAX_LAG_S, max_frames: int = MAX_FRAMES,
+             render_threads: int | None = None, **settings) -> LiveSession:
         """A live conversation on a worker thread (`pipeline.live`): `push` audio as it happens, collect
         timestamped frames; frames later than `max_lag_s` are dropped. The live schedule (a window every
-        8 frames, 80 ms of look-ahead) unless `live=False` is given."""
+        8 frames, 80 ms of look-ahead) unless `live=False` is given. `render_threads`: render threads of
+        one core each, working on batches side by side while stage 2 samples the next window (None: on a
+        CPU of at most `POOLED_CORES` torch threads, that many; else 1, one batch at a time on them all)."""
         s = Settings(**{"live": True, **settings})
-        return LiveSession(self.motion_stream(portrait, s), self.renderer(portrait, s), max_lag_s, max_frames)
+        if render_threads is None:
+            threads = torch.get_num_threads()
+            render_threads = threads if self.device.type == "cpu" and threads <= POOLED_CORES else 1
+        return LiveSession(self.motion_stream(portrait, s), self.renderer(portrait, s), max_lag_s, max_frames,
+                           render_threads=render_threads)
 
     def __call__(self, portrait: Portrait, agent: np.ndarray | Conversation | ConversationFile,
                  partner: np.ndarray | None = None, **settings) -> Generation:
