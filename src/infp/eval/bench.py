@@ -117,8 +117,8 @@ def conversation_tracks(seconds: float) -> tuple[np.ndarray, np.ndarray]:
     """The packaged two-track conversation (real speech taking turns) looped to `seconds`: the render's
     cost depends on the motion (the eye window is painted only where the eyes change), and the motion on
     the audio. Syllable-like noise bursts, used before, drift the generated eyes closed over minutes (eye
-    window on 5% of the frames in the first 30 s, on all from 90 s; none with real speech), which no real
-    call showed (docs/generate.md, "Live, measured")."""
+    window on 5% of the frames in the first 30 s, on all from 90 s), which real speech, with or without
+    steady microphone noise, does not (docs/generate.md, "Live, measured"; docs/stage2.md)."""
     from infp.audio.io import load_audio
     from infp.pretrained import demo_conversation
 
@@ -205,8 +205,9 @@ def bench_stream(pipe, portrait, name: str, seconds: float = 20.0, chunk_ms: flo
                  render_threads: int | None = None, **settings) -> StreamBench:
     """Feed a live session (`InfpPipeline.live`, `render_threads` as there) the packaged conversation
     looped to `seconds`, at real-time pace from this thread while its worker generates, collecting frames
-    as they come; each frame's latency runs from the arrival of the last audio sample of its 40-ms slot. `max_lag_s` None: the session's default; frames later than that
-    are dropped (counted), so a session that cannot keep pace shows drops rather than a growing lag.
+    as they come; each frame's latency runs from the arrival of the last audio sample of its 40-ms slot.
+    `max_lag_s` None: the session's default; frames later than that are dropped (counted), so a session
+    that cannot keep pace shows drops rather than a growing lag.
     Frames are the face crop at its working size unless `paste`/`size` say otherwise (what the demo's
     live tab shows)."""
     from infp.pipeline.live import MAX_LAG_S

@@ -44,8 +44,8 @@ from infp.runtime import DAMAGED, ImitatorRuntime
 
 log = logging.getLogger("infp")
 # Up to this many CPU threads, a live session renders on that many threads of one core each (on 2 cores: keeps
-# up, median latency 0.53-0.58 s, against 0.68-0.78 s and 7-30% of the frames dropped one batch at a time on
-# both; docs/generate.md). Measured on 2 cores only: with more, a window's 2 batches of 4 frames leave cores idle.
+# up, median latency 0.52 s, against 0.79 s and 41% of the frames dropped one batch at a time on both;
+# docs/generate.md). Measured on 2 cores only: with more, a window's 2 batches of 4 frames leave cores idle.
 POOLED_CORES = 4
 
 
