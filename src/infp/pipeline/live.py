@@ -208,13 +208,12 @@ class LiveSession:
         `render_batch` at a time and each batch is handed out as soon as it is ready: the window's first
         frames, whose audio came first, do not wait for its last ones."""
         first, k = self._next, len(z)
-        deadlines = np.array([self._arrivals.of_frame(first + j) for j in range(k)]) + self.max_lag_s
-        keep = self._affordable(deadlines, self.clock())
+        arrivals = [self._arrivals.of_frame(first + j) for j in range(k)]
+        keep = self._affordable(np.array(arrivals) + self.max_lag_s, self.clock())
         self._late += k - len(keep)
         agent = self._agent
         self._next += k
         self._agent = self._agent[k * SAMPLES_PER_FRAME :]
-        arrivals = [self._arrivals.of_frame(first + j) for j in range(k)]
         self._arrivals.forget_before(self._next)
         for b in range(0, len(keep), self.render_batch):
             chunk = keep[b : b + self.render_batch]
