@@ -119,13 +119,12 @@ def conversation_tracks(seconds: float) -> tuple[np.ndarray, np.ndarray]:
     the audio. Syllable-like noise bursts, used before, drift the generated eyes closed over minutes (eye
     window on 5% of the frames in the first 30 s, on all from 90 s), which real speech, with or without
     steady microphone noise, does not (docs/generate.md, "Live, measured"; docs/stage2.md)."""
-    from infp.audio.io import load_audio
+    from infp.audio.io import load_conversation
     from infp.pretrained import demo_conversation
 
-    tracks = load_audio(demo_conversation())  # (2, N): agent, partner
+    conv = load_conversation(demo_conversation())
     n = int(seconds * SAMPLE_RATE)
-    agent, partner = np.resize(tracks[0], n), np.resize(tracks[1], n)  # np.resize repeats the array
-    return agent.astype(np.float32), partner.astype(np.float32)
+    return np.resize(conv.agent, n), np.resize(conv.partner, n)  # np.resize repeats the array
 
 
 @dataclass(frozen=True)

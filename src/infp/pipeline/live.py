@@ -111,9 +111,9 @@ class LiveSession:
         self._threads = torch.get_num_threads()
         self._pool = None if render_threads == 1 else ThreadPoolExecutor(
             render_threads, "infp-render", initializer=torch.set_num_threads, initargs=(1,))
-        self._pending: collections.deque[tuple[Future, int]] = collections.deque()  # batches in the pool, in order
-        self._backlog = 0  # frames handed to the pool and not yet rendered
-        self._lock = threading.Lock()  # the pool's bookkeeping (batches finish on the render threads)
+        # batches handed to the pool and not yet handed out, in order, with their frame counts
+        self._pending: collections.deque[tuple[Future, int]] = collections.deque()
+        self._lock = threading.Lock()  # guards _pending (batches finish on the render threads)
         self._inbox: queue.Queue = queue.Queue()
         self._out: collections.deque[LiveFrame] = collections.deque(maxlen=max_frames)
         self._ready = threading.Condition()
@@ -222,7 +222,6 @@ class LiveSession:
                 self._publish(self._render(*job))
                 continue
             with self._lock:
-                self._backlog += len(chunk)
                 future = self._pool.submit(self._render, *job)
                 self._pending.append((future, len(chunk)))
             future.add_done_callback(self._hand_out)
@@ -241,8 +240,7 @@ class LiveSession:
         """Publish the pool's finished batches that are next in order (batches can finish out of order)."""
         with self._lock:
             while self._pending and self._pending[0][0].done():
-                future, n = self._pending.popleft()
-                self._backlog -= n
+                future, _ = self._pending.popleft()
                 if future.cancelled():
                     continue
                 if (e := future.exception()) is not None:
@@ -265,9 +263,11 @@ class LiveSession:
         k = len(deadlines)
         if self._cost is None:
             return list(range(k))  # nothing measured yet
+        with self._lock:
+            backlog = sum(n for _, n in self._pending)  # frames the render threads still have ahead of these
         for m in range(k, 0, -1):
             idx = k - 1 - np.floor(np.arange(m) * k / m).astype(int)  # every k/m-th frame back from the newest
-            if now + (self._backlog + m) * self._cost <= deadlines[idx].min():
+            if now + (backlog + m) * self._cost <= deadlines[idx].min():
                 return sorted(idx.tolist())
         return []
 
