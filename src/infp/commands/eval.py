@@ -393,6 +393,39 @@ def run_conversation(args: argparse.Namespace) -> None:
     log.info("report: %s (plots in %s)", args.out / "conversation.md", args.out / "plots")
 
 
+def run_drift(args: argparse.Namespace) -> None:
+    import torch
+
+    from infp.data.portraits import default_portrait, read_image
+    from infp.eval.drift import DriftReport, drift_tracks, measure_drift, write_drift
+    from infp.fsutil import output_lock
+    from infp.pipeline import InfpPipeline
+    from infp.pretrained import motion_dir
+
+    name, image = (args.portrait.name, read_image(args.portrait)) if args.portrait else default_portrait()
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else "cpu"
+    if args.checkpoint is None:
+        args.checkpoint, args.names = [motion_dir()], args.names or ["bundled"]
+    names = _names(args)
+    agent, partner = drift_tracks(args.input, args.seconds, args.seed)
+    settings = {"steps": args.steps, "guidance": args.guidance, "seed": args.seed, "overlap": args.overlap,
+                "live": args.live}
+    scores, series = [], {}
+    with output_lock(args.out, folder=True):
+        for label, path in zip(names, args.checkpoint):
+            pipe = InfpPipeline.from_pretrained(path, args.imitator, device, speech_model=args.speech_model,
+                                                expression=args.expression_space)
+            portrait = pipe.prepare(image, name, expression="keep" if args.keep_expression else "neutral")
+            log.info("eval drift: %s, %g s of %s", label, args.seconds, args.input)
+            sc, eyes, mouth = measure_drift(pipe, portrait, agent, partner, label, args.block, **settings)
+            scores.append(sc)
+            series[label] = (eyes, mouth)
+        report = DriftReport(args.input, args.seconds, {**settings, "portrait": name}, scores)
+        write_drift(args.out, report, series)
+    print(report.markdown(), end="")
+    log.info("plot: %s", args.out / "drift.png")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="evaluate a trained stage")
     stages = e.add_subparsers(dest="stage", required=True)
@@ -515,6 +548,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     li.add_argument("--no-video", action="store_true", help="do not write the generated videos")
     li.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
     li.set_defaults(func=run_listening)
+
+    d = stages.add_parser("drift", help="long-call drift of stage 2: eye and mouth opening and the latents' distance "
+                          "from the rest state, per block of a call of minutes (motion only, no rendering)")
+    d.add_argument("--out", type=Path, required=True, help="folder for drift.md, drift.json and drift.png")
+    generation_arguments(d, many=True)
+    d.add_argument("--portrait", type=Path, default=None, help="the face (default: the packaged astronaut)")
+    d.add_argument("--input", choices=["conversation", "bursts"], default="conversation",
+                   help="conversation: the packaged two-track conversation looped (real speech taking turns); bursts: "
+                        "syllable-shaped noise bursts taking 4-s turns, speech-loud and far from speech (default conversation)")
+    d.add_argument("--seconds", type=positive_float, default=180.0, help="length of the call (default 180)")
+    d.add_argument("--block", type=positive_float, default=30.0, help="seconds per reported block (default 30)")
+    d.add_argument("--device", choices=["auto", "cpu"], default="auto", help="auto: the GPU when present")
+    d.set_defaults(func=run_drift)
 
     c = stages.add_parser("conversation", help="every model on every clip: the dyadic metrics (FD, paired FD, MSE, SID, "
                           "Var, rPCC), behaviour per track, image quality against the footage; Markdown, JSON and plots")

@@ -124,3 +124,26 @@ def bars_png(path: str | Path, metrics: dict[str, dict[str, float]], title: str 
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def series_png(path: str | Path, panels: dict[str, dict[str, np.ndarray]], fps: float = 25, title: str = "") -> Path:
+    """Write one row per panel ({label: {series name: values}}), every series over time (seconds) in one
+    colour per name across rows. Returns `path`."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 2.4 * max(len(panels), 1) + 0.6), dpi=100, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(max(len(panels), 1), 1, sharex=True, squeeze=False)).reshape(-1)
+    names = list(dict.fromkeys(n for series in panels.values() for n in series))
+    colour = {n: SERIES_COLOURS[i % len(SERIES_COLOURS)] for i, n in enumerate(names)}
+    for ax, (label, series) in zip(axes, panels.items()):
+        for name, values in series.items():
+            y = np.asarray(values, dtype=float).reshape(-1)
+            ax.plot(np.arange(len(y)) / fps, y, label=name, color=colour[name], linewidth=1.2)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, linewidth=0.5)
+    if names:
+        axes[0].legend(loc="upper left", bbox_to_anchor=(1.005, 1), fontsize=8, frameon=False)
+    axes[-1].set_xlabel("time (s)")
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)

@@ -101,23 +101,30 @@ def closing_region(source_mouth: torch.Tensor, flow: torch.Tensor, window: Windo
 EYE_CHANGE = (0.2, 0.35)
 
 
+def opening_ratio(k: torch.Tensor, outline: tuple[int, ...], corners: tuple[int, int]) -> torch.Tensor:
+    """(B,) how open an outline of keypoints (B, K, 2) is: its area over the squared distance between
+    its two corners, so neither the face's size nor the head's turn in the image changes it much."""
+    p = k[:, list(outline)].float()  # (B, P, 2)
+    area = 0.5 * (p[..., 0] * p.roll(-1, 1)[..., 1] - p.roll(-1, 1)[..., 0] * p[..., 1]).sum(1).abs()
+    return area / (k[:, corners[0]] - k[:, corners[1]]).float().pow(2).sum(-1).clamp_min(1e-8)
+
+
+def eye_openings(k: torch.Tensor) -> torch.Tensor:
+    """(B, 2): the right and the left eye's opening (`opening_ratio`) of keypoints (B, K, 2)."""
+    return torch.stack([opening_ratio(k, outline, (lid[0], lid[-1]))
+                        for outline, lid in ((kl.RIGHT_EYE, kl.RIGHT_EYELID_UPPER), (kl.LEFT_EYE, kl.LEFT_EYELID_UPPER))], 1)
+
+
 def eye_change(src: torch.Tensor, drv: torch.Tensor) -> torch.Tensor:
     """(B, 1, 1, 1) in [0, 1]: how far the driving eyes' opening differs from the source's, from the
-    keypoints (B, K, 2): 0 when each eye's opening (outline area over squared corner distance) changes by
-    less than EYE_CHANGE[0] of the wider one, 1 from EYE_CHANGE[1] (a blink, a half-closed eye opened),
-    the larger of the two eyes. An eye that keeps its opening is the source's own, sharper than any
-    painting at 256 px: painting it every frame took the renders' sharpness from 0.81 to 0.62."""
-    def opening(k: torch.Tensor, outline: tuple[int, ...], corners: tuple[int, int]) -> torch.Tensor:
-        p = k[:, list(outline)].float()  # (B, P, 2)
-        area = 0.5 * (p[..., 0] * p.roll(-1, 1)[..., 1] - p.roll(-1, 1)[..., 0] * p[..., 1]).sum(1).abs()
-        return area / (k[:, corners[0]] - k[:, corners[1]]).float().pow(2).sum(-1).clamp_min(1e-8)
-
+    keypoints (B, K, 2): 0 when each eye's opening (`eye_openings`) changes by less than EYE_CHANGE[0] of
+    the wider one, 1 from EYE_CHANGE[1] (a blink, a half-closed eye opened), the larger of the two eyes.
+    An eye that keeps its opening is the source's own, sharper than any painting at 256 px: painting it
+    every frame took the renders' sharpness from 0.81 to 0.62."""
     low, high = EYE_CHANGE
-    change = []
-    for outline, lid in ((kl.RIGHT_EYE, kl.RIGHT_EYELID_UPPER), (kl.LEFT_EYE, kl.LEFT_EYELID_UPPER)):
-        a, b = (opening(k, outline, (lid[0], lid[-1])) for k in (src, drv))
-        change.append((a - b).abs() / torch.maximum(a, b).clamp_min(1e-8))
-    g = ((torch.maximum(*change) - low) / (high - low)).clamp(0, 1)
+    a, b = eye_openings(src), eye_openings(drv)  # (B, 2)
+    change = ((a - b).abs() / torch.maximum(a, b).clamp_min(1e-8)).amax(1)
+    g = ((change - low) / (high - low)).clamp(0, 1)
     return g.to(drv.dtype)[:, None, None, None]
 
 

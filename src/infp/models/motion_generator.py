@@ -98,6 +98,10 @@ class MotionGenerator(nn.Module):
         self.latent_color.copy_((evecs * scale).T.float())
         return k
 
+    def generated_directions(self) -> torch.Tensor:
+        """(motion_dim,) bool: the normalised coordinates the model generates (the others are always 0)."""
+        return self.latent_whiten.abs().sum(0) > 0
+
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         return (z - self.latent_mean) @ self.latent_whiten
 
