@@ -81,12 +81,12 @@ def test_ablation_flags_reach_the_model(synth_clips, imitator, tmp_path):
     main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "r"),
           "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--no-memory", "--no-style", "--device", "cpu",
           "--audio-dilation", "3", "--velocity-weight", "0.5", "--audio-film", "--snr-gamma", "5", "--relative",
-          "--band-emphasis", "2", "--context-drift", "0.5"])
+          "--band-emphasis", "2"])
     cfg = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint").cfg
     assert not cfg.use_memory and not cfg.use_style and cfg.audio_dilation == 3 and cfg.audio_film
     assert cfg.relative and cfg.band_emphasis == 2.0
     train = json.loads((tmp_path / "r" / "run.json").read_text())["train"]
-    assert train["velocity_weight"] == 0.5 and train["snr_gamma"] == 5.0 and train["context_drift"] == 0.5
+    assert train["velocity_weight"] == 0.5 and train["snr_gamma"] == 5.0
 
 
 def test_a_run_from_before_the_velocity_loss_resumes_without_it(synth_clips, imitator, tmp_path):

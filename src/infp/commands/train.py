@@ -127,7 +127,7 @@ def run_motion(args: argparse.Namespace) -> None:
     cfg = MotionTrainConfig(
         **values, one_sided_steps=args.one_sided_steps if args.one_sided_steps is not None else d.one_sided_steps,
         velocity_weight=args.velocity_weight, snr_gamma=args.snr_gamma, real_fraction=args.real_fraction,
-        gain_db=args.gain_db, hears=args.hears, context_drift=args.context_drift,
+        gain_db=args.gain_db, hears=args.hears,
     )
     if args.gain_db and args.speech_model:
         raise InfpError("--gain-db shifts log-mel features; it does not apply to --speech-model features")
@@ -285,11 +285,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--gain-db", type=non_negative, default=0.0,
                    help="augmentation: each track of a window made louder or quieter by up to this many dB "
                         "(log-mel features; default 0: off)")
-    m.add_argument("--context-drift", type=non_negative, default=0.0,
-                   help="exposure bias: half the windows start from a context moved by a random offset of this std "
-                        "(normalised units, e.g. 0.5) and learn to return to the true motion within about a second, "
-                        "so generated windows do not drift over a long call (not in the paper; docs/stage2.md; "
-                        "default 0: off)")
     m.add_argument("--hears", choices=["both", "agent", "partner"], default="both",
                    help="the tracks the model hears (default both, INFP); agent / partner: the other track is always "
                         "silence, the speaker and listener models of the explicit-switching baseline "

@@ -13,13 +13,6 @@ Gaussian blur). For clean-latent prediction the term is the error in the latents
 prediction it is the same error weighted by the signal-to-noise ratio, since x0 - x0_hat is
 sqrt((1 - a_t) / a_t) (eps_hat - eps) at every frame of a window.
 
-Optional drifted contexts (`drifted_context`; not in the paper): training only ever shows a window the
-true latents before it, while generation shows it the last window's output, errors included; an error
-a window makes is then where the next one starts, and nothing has taught the model to come back, so
-the windows drift (docs/stage2.md: the eyes closing over minutes). A share of the windows get a context
-moved by a random offset, and their target carries the same offset fading out: start where the context
-is, return to the true motion.
-
 Optional Min-SNR-gamma weighting (Hang et al. 2023; not in the paper), `snr_gamma`: the noise loss
 weights the error of the implied clean latents by the signal-to-noise ratio SNR(t), so the barely noised
 timesteps, where the task is removing a little jitter, dominate it. Min-SNR caps that weight at gamma:
@@ -54,23 +47,6 @@ class MotionBatch(NamedTuple):
     target: torch.Tensor  # (B, W, motion_dim)
     context: torch.Tensor  # (B, C, motion_dim)
     style: torch.Tensor  # (B, R, motion_dim) reference latents for s_m
-
-
-DRIFT_SHARE = 0.5  # share of the windows whose context is drifted (`drifted_context`)
-DRIFT_TAU = 25.0  # frames (1 s) over which a drifted window's offset fades: how fast it returns
-
-
-def drifted_context(batch: MotionBatch, std: float, directions: torch.Tensor, generator: torch.Generator) -> MotionBatch:
-    """`batch` with DRIFT_SHARE of its windows drifted: their context moved by an offset (B, 1, z) drawn
-    from N(0, std^2) along the normalised `directions` (z,) bool the model generates (the others are 0 in
-    every normalised latent), and their target moved by the same offset times exp(-(k + 1) / DRIFT_TAU) at
-    frame k. The window still continues from its context's last latent, then returns to the true motion."""
-    b, w, z = batch.target.shape
-    on = torch.rand(b, generator=generator) < DRIFT_SHARE
-    offset = torch.randn((b, 1, z), generator=generator) * std * on[:, None, None] * directions.cpu()
-    fade = torch.exp(-torch.arange(1, w + 1, dtype=torch.float32) / DRIFT_TAU)[None, :, None]
-    offset = offset.to(batch.target)
-    return batch._replace(context=batch.context + offset, target=batch.target + offset * fade.to(offset))
 
 
 def denoising_loss(

@@ -27,7 +27,7 @@ from infp.data.motion import (
 )
 from infp.data.shards import data_source, is_shards, shard_clips
 from infp.diffusion.schedule import DiffusionConfig
-from infp.diffusion.training import CondDropout, MotionBatch, denoising_loss, drifted_context
+from infp.diffusion.training import CondDropout, MotionBatch, denoising_loss
 from infp.errors import InfpError
 from infp.guard import check_checkpoint
 from infp.models import Imitator
@@ -53,8 +53,6 @@ class MotionTrainConfig:
     drop_audio: float = 0.5
     drop_context: float = 0.5
     velocity_weight: float = 1.0  # weight of the loss on frame-to-frame differences (0 = the paper's loss)
-    # std (normalised units) of the offset a drifted context gets (diffusion.training.drifted_context; 0 = off)
-    context_drift: float = 0.0
     snr_gamma: float | None = None  # Min-SNR-gamma loss weighting (None: every timestep as the paper's loss)
     min_speech: float = 0.2  # real clips need speech in this share of the agent track's frames
     # the latent directions stage 2 generates: those whose one-std change moves the imitator's decoded
@@ -146,11 +144,8 @@ class MotionTrainer(RunLoop):
         raw = self.acc.unwrap_model(self.model)
         batch = _to_batch(raw, self.sampler(step).sample(rng, self.local_batch), self.acc.device, self.cfg.hears,
                           self.silence)
-        g = self.generator(step)
-        if self.cfg.context_drift:
-            batch = drifted_context(batch, self.cfg.context_drift, raw.generated_directions(), g)
         with self.autocast():  # through the prepared model: with many processes, DDP averages the gradients
-            loss = denoising_loss(Forward(self.model, raw), batch, self.noise, g, self.cfg.dropout,
+            loss = denoising_loss(Forward(self.model, raw), batch, self.noise, self.generator(step), self.cfg.dropout,
                                   self.cfg.velocity_weight, self.cfg.snr_gamma)
         self.opt.zero_grad(set_to_none=True)
         self.acc.backward(loss)
