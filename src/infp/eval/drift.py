@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from infp import FPS, SAMPLE_RATE
+from infp.errors import InfpError
 from infp.models import keypoint_layout as kl
 from infp.models.imitator import eye_openings, opening_ratio
 
@@ -100,12 +101,16 @@ class DriftScores:
 def keypoint_openings(imitator, z: np.ndarray, rest: torch.Tensor, batch: int = 500) -> tuple[np.ndarray, np.ndarray, float]:
     """(T, 2) eye openings over the rest latent's, (T,) mouth openings and the rest latent's mouth
     opening, from the keypoints the imitator's keypoint decoder gives latents z (T, motion_dim)."""
+    if imitator.keypoint_decoder is None:
+        raise InfpError("infp eval drift reads the keypoints the imitator decodes from the latents; this stage-1 "
+                        "checkpoint has no keypoint decoder (trained without --keypoint-prior)")
     decoder = imitator.keypoint_decoder.eval()
-    ref = decoder(rest.float()[None].cpu())
+    device = next(decoder.parameters()).device
+    ref = decoder(rest.float()[None].to(device)).cpu()
     ref_eyes = eye_openings(ref)
     eyes, mouth = [], []
     for i in range(0, len(z), batch):
-        k = decoder(torch.as_tensor(z[i: i + batch], dtype=torch.float32))
+        k = decoder(torch.as_tensor(z[i: i + batch], dtype=torch.float32, device=device)).cpu()
         eyes.append((eye_openings(k) / ref_eyes).numpy())
         mouth.append(opening_ratio(k, kl.INNER_LIP, MOUTH_CORNERS).numpy())
     return np.concatenate(eyes), np.concatenate(mouth), float(opening_ratio(ref, kl.INNER_LIP, MOUTH_CORNERS))
