@@ -142,9 +142,8 @@ def measure_drift(pipe, portrait, agent: np.ndarray, partner: np.ndarray, name: 
     eyes, mouth, rest_mouth = keypoint_openings(pipe.imitator, z, rest)
     with torch.no_grad():
         zn = model.normalize(torch.as_tensor(z, dtype=torch.float32).to(model.latent_mean))
-        dist = (zn - model.normalize(rest.to(zn))[None]).pow(2).mean(-1).sqrt().cpu().numpy()
-    kept = int(model.generated_directions().sum())
-    dist = dist * np.sqrt(zn.shape[-1] / max(kept, 1))  # RMS over the directions generated, not all
+        offset = (zn - model.normalize(rest.to(zn))[None])[:, model.generated_directions()]  # the others are 0
+        dist = offset.pow(2).mean(-1).sqrt().cpu().numpy()  # RMS over the directions generated
     return DriftScores(name, drift_blocks(eyes, mouth, dist, block_s), rest_mouth), eyes.mean(1), mouth
 
 
