@@ -64,11 +64,13 @@ def test_shapes_and_untrained_output_is_zero():
 
 
 @pytest.mark.parametrize("overrides", [{}, {"use_memory": False}, {"use_style": False}, {"audio_film": True},
-                                       {"relative": True}, {"relative": True, "band_emphasis": 3.0}])
+                                       {"relative": True}, {"relative": True, "band_emphasis": 3.0},
+                                       {"rest_anchor": True, "band_emphasis": 3.0}])
 def test_ablations_build_and_run(overrides):
     m = _model(**overrides)
     b = _batch()
-    eps = m(b.target, torch.tensor([1, 2, 3]), m.condition(b.agent, b.partner, m.style(b.style), b.context))
+    rest = b.context[:, :1] if m.cfg.rest_anchor else None
+    eps = m(b.target, torch.tensor([1, 2, 3]), m.condition(b.agent, b.partner, m.style(b.style), b.context, rest=rest))
     assert eps.shape == b.target.shape and torch.isfinite(eps).all()
     names = {n for n, _ in m.named_parameters()}
     assert any("verbal.entries" in n for n in names) == overrides.get("use_memory", True)
@@ -125,11 +127,11 @@ def test_training_dropout_rates_follow_the_paper(monkeypatch):
     seen = {"style": [], "audio": [], "context": []}
     real_condition = m.condition
 
-    def spy(agent, partner, style, context, drop_audio=None, drop_context=None):
+    def spy(agent, partner, style, context, drop_audio=None, drop_context=None, rest=None):
         seen["style"] += (style.abs().sum(1) == 0).tolist()
         seen["audio"] += drop_audio.tolist()
         seen["context"] += drop_context.tolist()
-        return real_condition(agent, partner, style, context, drop_audio, drop_context)
+        return real_condition(agent, partner, style, context, drop_audio, drop_context, rest)
 
     monkeypatch.setattr(m, "condition", spy)
     g = torch.Generator().manual_seed(0)
@@ -212,9 +214,9 @@ def _spy_windows(monkeypatch, m: MotionGenerator) -> tuple[list, list]:
     contexts, held = [], []
     real_condition, real_sample = m.condition, sampling.sample_window
 
-    def condition(agent, partner, style, context, drop_audio=None, drop_context=None):
+    def condition(agent, partner, style, context, drop_audio=None, drop_context=None, rest=None):
         contexts.append(m.denormalize(context[0]).clone())
-        return real_condition(agent, partner, style, context, drop_audio, drop_context)
+        return real_condition(agent, partner, style, context, drop_audio, drop_context, rest)
 
     def sample(model, scheduler, cond, guidance, generator, known=None, blend=0):
         held.append(None if known is None else known[0].clone())
@@ -296,6 +298,36 @@ def test_relative_windows_are_offsets_from_the_context_end():
         noise = diff.training_scheduler()
         loss = denoising_loss(m, b, noise, torch.Generator().manual_seed(0), CondDropout()).item()
         assert loss == pytest.approx(((b.target - end) ** 2).mean().item(), rel=1e-5)
+
+
+def test_rest_anchored_windows_are_offsets_from_the_rest():
+    """With `rest_anchor` the network works in offsets from the rest latent, and reads its context as
+    offsets from it too: an untrained clean-latent model samples the rest itself, training regresses
+    onto target - rest, and moving rest, context and target together changes neither the condition
+    nor the loss (the network never sees absolute latents). It cannot run without a rest."""
+    diff = DiffusionConfig(prediction="sample")
+    b = _batch(2)
+    rest = torch.randn(2, 1, CFG.motion_dim, generator=torch.Generator().manual_seed(5))
+    m = MotionGenerator(motion_preset("tiny", rest_anchor=True)).eval()  # zero output layer
+    assert window_blend(m.cfg) > 0
+    cond = m.condition(b.agent, b.partner, m.style(None, 2), b.context, rest=rest)
+    torch.testing.assert_close(cond.anchor, rest)
+    with torch.no_grad():
+        x = sample_window(m, diff.sampling_scheduler(4), cond, 2.0, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, rest.expand_as(x), atol=0.05, rtol=0)
+    noise = diff.training_scheduler()
+    loss = lambda batch: denoising_loss(m, batch, noise, torch.Generator().manual_seed(0), CondDropout()).item()
+    assert loss(b._replace(rest=rest)) == pytest.approx(((b.target - rest) ** 2).mean().item(), rel=1e-5)
+    m = _model(rest_anchor=True)
+    shift = 3 * torch.randn(1, 1, CFG.motion_dim, generator=torch.Generator().manual_seed(6))
+    moved = b._replace(target=b.target + shift, context=b.context + shift, rest=rest + shift)
+    c2 = m.condition(moved.agent, moved.partner, m.style(None, 2), moved.context, rest=moved.rest)
+    torch.testing.assert_close(c2.prev, m.condition(b.agent, b.partner, m.style(None, 2), b.context, rest=rest).prev)
+    assert loss(moved) == pytest.approx(loss(b._replace(rest=rest)), rel=1e-4)
+    with pytest.raises(ValueError, match="rest"):
+        m.condition(b.agent, b.partner, m.style(None, 2), b.context)
+    with pytest.raises(ValueError, match="not both"):
+        motion_preset("tiny", rest_anchor=True, relative=True)
 
 
 def test_blended_join_starts_where_the_held_frames_end():
@@ -446,7 +478,7 @@ def test_velocity_loss_charges_jitter_not_offsets():
         def __call__(self, x_t, t, cond):
             return self.pred
 
-        def anchor(self, context):
+        def anchor(self, context, rest=None):
             return torch.zeros_like(context[:, -1:])
 
         def to_diffusion(self, offsets):

@@ -19,8 +19,10 @@ from infp.data.motion import (
     WindowSampler,
     compute_latents,
     imitator_fingerprint,
+    latent_moments,
     latent_stats,
     load_motion_clips,
+    rest_latent,
 )
 from infp.errors import InfpError
 from infp.models import Imitator, imitator_preset
@@ -210,6 +212,41 @@ def test_sampler_is_deterministic_and_windows_are_valid(fakes):
         # style: consecutive latents of the same clip, not overlapping the target (both clips allow it)
         assert (style.diff() == 1).all() and int(style[0]) // 1000 * 1000 == clip_base
         assert int(style[-1]) < int(target[0]) or int(style[0]) > int(target[-1])
+
+
+def test_rest_is_the_median_of_the_silent_face_frames_and_comes_with_each_window(fakes):
+    """Clip 0's agent is silent in [30, 60) and [80, 120) less its faceless frames 50 and 51: the rest
+    is their median. A clip silent in fewer than REST_MIN_FRAMES frames rests at the median of all."""
+    a, _ = _turns(120)
+    quiet = [t for t in range(120) if not a[t] and t not in (50, 51)]
+    np.testing.assert_allclose(rest_latent(fakes[0].latents, fakes[0].agent_active), np.median(quiet))
+    loud = np.ones(40, bool)
+    loud[:10] = False  # 10 silent frames: too few to be the rest alone
+    np.testing.assert_allclose(rest_latent(_fake(3, 40).latents, loud), 19.5 + 3000)
+    sampler = WindowSampler(fakes, window=8, context=4, style_frames=6)
+    b = sampler.sample(np.random.default_rng(0), 16)
+    assert b.rest.shape == (16, 1, Z)
+    for i in range(16):
+        clip = int(b.target[i, 0, 0]) // 1000
+        expect = rest_latent(fakes[clip].latents, fakes[clip].agent_active)
+        torch.testing.assert_close(b.rest[i, 0], torch.from_numpy(expect))
+
+
+def test_moments_about_the_rest_leave_out_where_each_clip_rests():
+    """Two clips making the same motion about different rests: the plain covariance holds the gap
+    between the rests, the covariance about the rest only the motion; the mean stays the plain mean."""
+    t = np.arange(100, dtype=np.float32)
+    motion = np.stack([np.sin(t / 5), np.cos(t / 7), 0 * t, 0 * t], 1).astype(np.float32)
+    silent = np.zeros(100, bool)
+    clips = [MotionClip(f"c{k}", "real", motion + 10 * k, np.zeros((200, F), np.float32),
+                        np.zeros((200, F), np.float32), silent, silent) for k in range(2)]
+    mean, plain = latent_moments(clips)
+    _, about = latent_moments(clips, about_rest=True)
+    all_rows = np.concatenate([c.latents for c in clips])
+    np.testing.assert_allclose(mean, all_rows.mean(0), atol=1e-5)
+    assert plain[2, 2] > 20 and about[2, 2] == pytest.approx(0, abs=1e-6)
+    offsets = np.concatenate([motion - np.median(motion, 0)] * 2)
+    np.testing.assert_allclose(about, np.cov(offsets, rowvar=False), atol=1e-4)
 
 
 def test_valid_starts_avoid_faceless_frames(fakes):

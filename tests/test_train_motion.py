@@ -89,6 +89,30 @@ def test_ablation_flags_reach_the_model(synth_clips, imitator, tmp_path):
     assert train["velocity_weight"] == 0.5 and train["snr_gamma"] == 5.0
 
 
+def test_a_rest_anchored_model_trains_and_generates_about_the_portrait(synth_clips, imitator, tmp_path):
+    """`--rest-anchor` reaches the model; the run whitens motion about each clip's rest; an untrained
+    clean-latent model generates the portrait's own latent (its rest) for the whole conversation."""
+    from infp.diffusion.sampling import generate
+
+    main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "r"),
+          "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--device", "cpu", "--rest-anchor"])
+    m = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint")
+    assert m.cfg.rest_anchor and not m.cfg.relative
+    fresh = MotionGenerator(m.cfg).eval()  # zero output layer, the trained model's whitening
+    fresh.load_state_dict({k: v for k, v in m.state_dict().items() if k.startswith("latent_")}, strict=False)
+    portrait = m.denormalize(torch.randn(m.cfg.motion_dim, generator=torch.Generator().manual_seed(0)) * 0.5)
+    rows = torch.randn(m.cfg.audio_per_frame * 30, m.cfg.audio_input_dim, generator=torch.Generator().manual_seed(1))
+    z = generate(fresh, DiffusionConfig(prediction="sample"), rows, rows, portrait, steps=4)
+    assert z.shape == (30, m.cfg.motion_dim)
+    kept = fresh.generated_directions()
+    torch.testing.assert_close(fresh.normalize(z)[:, kept], fresh.normalize(portrait)[kept].expand(30, -1), atol=0.05,
+                               rtol=0)
+    # both anchors at once: refused before any work
+    assert main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "x"),
+                 "--preset", "tiny", "--steps", "1", "--device", "cpu", "--rest-anchor", "--relative"]) == 2
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_run_from_before_the_velocity_loss_resumes_without_it(synth_clips, imitator, tmp_path):
     run = tmp_path / "run"
     _train(synth_clips, imitator, run, steps=1, cache=tmp_path / "cache")

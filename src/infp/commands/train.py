@@ -113,7 +113,8 @@ def run_motion(args: argparse.Namespace) -> None:
 
     _refuse_recorded(args)
     overrides = {k: False for k, off in (("use_memory", args.no_memory), ("use_style", args.no_style)) if off}
-    overrides |= {k: True for k, on in (("audio_film", args.audio_film), ("relative", args.relative)) if on}
+    overrides |= {k: True for k, on in (("audio_film", args.audio_film), ("relative", args.relative),
+                                        ("rest_anchor", args.rest_anchor)) if on}
     if args.audio_dilation is not None:
         overrides["audio_dilation"] = args.audio_dilation
     if args.band_emphasis:
@@ -268,9 +269,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--relative", action="store_true",
                    help="generate each window as offsets from the last latent before it, so windows continue "
                         "where the last one ended (not in the paper; docs/stage2.md)")
+    m.add_argument("--rest-anchor", action="store_true",
+                   help="generate each window, and read its context, as offsets from the person's rest state "
+                        "(the portrait; a clip's median silent latent in training), so long calls cannot drift "
+                        "from the portrait (not in the paper; docs/stage2.md)")
     m.add_argument("--band-emphasis", type=non_negative, default=0.0,
                    help="diffuse each window with its ~2 Hz (nod) band 1 + K times louder, inverted after "
-                        "sampling; needs --relative (not in the paper; docs/stage2.md; default 0: off)")
+                        "sampling; needs --relative or --rest-anchor (not in the paper; docs/stage2.md; default 0: off)")
     m.add_argument("--prediction", choices=["epsilon", "sample"], default="epsilon",
                    help="what the network predicts: the noise (the paper's loss, default) or the clean latents")
     m.add_argument("--velocity-weight", type=non_negative, default=1.0,

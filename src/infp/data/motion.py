@@ -16,7 +16,7 @@ import itertools
 import json
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -268,10 +268,31 @@ def latent_stats(clips: list[MotionClip]) -> tuple[np.ndarray, np.ndarray]:
     return rows.mean(0).astype(np.float32), np.maximum(rows.std(0), 1e-3).astype(np.float32)
 
 
-def latent_moments(clips: list[MotionClip]) -> tuple[np.ndarray, np.ndarray]:
-    """(mean (z,), covariance (z, z)) over every finite latent row: what stage 2 whitens its latents by."""
+def latent_moments(clips: list[MotionClip], about_rest: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (z,), covariance (z, z)) over every finite latent row: what stage 2 whitens its latents by.
+    `about_rest`: the covariance of each row's offset from its clip's rest (`rest_latent`) instead, the
+    space a `rest_anchor` model generates in: the motion people make, without the spread of where
+    their faces rest (on real talking videos, mostly who they are and how the camera sees them)."""
     rows = _rows(clips)
+    if about_rest:
+        offsets = _rows([replace(c, latents=c.latents - rest_latent(c.latents, c.agent_active)) for c in clips])
+        return rows.mean(0).astype(np.float32), np.cov(offsets, rowvar=False).astype(np.float32)
     return rows.mean(0).astype(np.float32), np.cov(rows, rowvar=False).astype(np.float32)
+
+
+REST_MIN_FRAMES = 25  # silent frames (1 s) a clip needs for its rest to be taken over them alone
+
+
+def rest_latent(latents: np.ndarray, agent_active: np.ndarray) -> np.ndarray:
+    """(z,) a clip's rest state: the per-dimension median of its face frames where the agent is silent
+    (all its face frames when fewer than REST_MIN_FRAMES are): what a `rest_anchor` model's windows
+    are offsets from in training. At generation the portrait's latent takes its place, a face at rest;
+    a clip's first frame would not do, since a real clip often starts mid-word. The median, not the
+    mean: blinks and nods are brief departures from the rest, not part of it."""
+    face = np.isfinite(latents).all(1)
+    quiet = face & ~np.asarray(agent_active, bool)[: len(latents)]
+    rows = latents[quiet] if quiet.sum() >= REST_MIN_FRAMES else latents[face]
+    return np.median(rows, axis=0).astype(np.float32)
 
 
 class WindowBatch(NamedTuple):
@@ -281,6 +302,7 @@ class WindowBatch(NamedTuple):
     context: torch.Tensor  # (B, C, z) the latents just before the window (or one latent repeated)
     style: torch.Tensor  # (B, R, z) a reference segment of the same clip
     static: torch.Tensor  # (B,) bool: the context is one latent repeated (the first window of generation)
+    rest: torch.Tensor | None = None  # (B, 1, z) the clip's rest latent (`rest_latent`)
 
 
 def _window_sums(x: np.ndarray, width: int) -> np.ndarray:
@@ -297,6 +319,7 @@ class _Index:
     one_sided: np.ndarray
     style: np.ndarray
     faces: np.ndarray
+    rest: np.ndarray  # (z,) `rest_latent`
 
 
 def _index(clip: MotionClip, window: int, context: int, style: int) -> _Index:
@@ -306,7 +329,7 @@ def _index(clip: MotionClip, window: int, context: int, style: int) -> _Index:
     agent_any = _window_sums(clip.agent_active, window)[starts] > 0
     partner_any = _window_sums(clip.partner_active, window)[starts] > 0
     return _Index(starts, starts[agent_any != partner_any], np.where(_window_sums(bad, style) == 0)[0],
-                  np.where(~bad)[0])
+                  np.where(~bad)[0], rest_latent(clip.latents, clip.agent_active))
 
 
 def mixed(counts: np.ndarray, real: np.ndarray, real_fraction: float | None) -> np.ndarray:
@@ -402,7 +425,7 @@ class WindowSampler:
             context = clip.latents[s - c : s]
         u = self._style_start(rng, ix, s)
         return (clip.agent[pf * s : pf * (s + w)], clip.partner[pf * s : pf * (s + w)], clip.latents[s : s + w],
-                context, clip.latents[u : u + self.style_frames], np.array(static))
+                context, clip.latents[u : u + self.style_frames], np.array(static), ix.rest[None])
 
     def sample(self, rng: np.random.Generator, batch_size: int) -> WindowBatch:
         items = [self._one(rng) for _ in range(batch_size)]
@@ -410,5 +433,5 @@ class WindowSampler:
         if self.gain_db:  # drawn after the windows, so the same windows are drawn with and without it
             db = rng.uniform(-self.gain_db, self.gain_db, (2, batch_size))
             cols[:2] = [np.stack([log_mel_gain(x, g) for x, g in zip(col, gains)]) for col, gains in zip(cols[:2], db)]
-        return WindowBatch(*(torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in cols[:5]),
-                           torch.from_numpy(cols[5]))
+        floats = [torch.from_numpy(np.ascontiguousarray(a, np.float32)) for a in cols[:5] + cols[6:]]
+        return WindowBatch(*floats[:5], torch.from_numpy(cols[5]), floats[5])

@@ -16,7 +16,7 @@ only through the 10 context latents; the temporal attention on those still runs 
 window / (window - overlap) times the compute; live, a window comes every window - overlap frames of
 new audio, so frames wait less.
 
-A model that generates relative windows (`MotionConfig.relative`) joins them by blending instead
+A model that generates windows as offsets (`MotionConfig.relative` or `rest_anchor`) joins them by blending instead
 (`blend` frames, `window_blend`): the window is sampled freely, and its new frames are shifted by the
 difference between the last held frame and the window's own estimate of that frame, the shift fading
 to zero over `blend` frames. Why: inpainting keeps the held frames, but such a model then steps away
@@ -48,7 +48,7 @@ from infp.models.motion_generator import Condition, MotionGenerator
 # Measured on 10 held-out conversations with the bundled small model (docs/stage2.md): overlaps of 0, 10,
 # 20 and 30 of 50 frames gave window-join jumps of 3.2, 2.2, 2.3 and 1.7 times the median step.
 OVERLAP_SHARE = 0.6
-BLEND_FRAMES = 10  # relative models: new frames fade from the held frames into their own motion over these
+BLEND_FRAMES = 10  # anchored models: new frames fade from the held frames into their own motion over these
 LIVE_LOOKAHEAD = 2  # frames (80 ms) a live window looks past the frames it keeps
 
 
@@ -69,9 +69,9 @@ def window_overlap(cfg, overlap: int | None = None) -> int:
 
 
 def window_blend(cfg) -> int:
-    """Frames over which a window's new frames fade from the held frames into its own motion: relative
-    models (`MotionConfig.relative`) join windows by blending over BLEND_FRAMES, others by inpainting (0)."""
-    return BLEND_FRAMES if cfg.relative else 0
+    """Frames over which a window's new frames fade from the held frames into its own motion: anchored
+    models (`MotionConfig.offsets`) join windows by blending over BLEND_FRAMES, others by inpainting (0)."""
+    return BLEND_FRAMES if cfg.offsets else 0
 
 
 def window_schedule(cfg, overlap: int | None = None, live: bool = False) -> tuple[int, int]:
@@ -108,7 +108,7 @@ def sample_window(
     b, w = cond.f_m.shape[:2]
     noise = torch.randn((b, w, model.cfg.motion_dim), generator=generator).to(cond.f_m.device)
     x = noise * scheduler.init_noise_sigma
-    anchor = 0 if cond.anchor is None else cond.anchor  # the network works in offsets from it (`relative`)
+    anchor = 0 if cond.anchor is None else cond.anchor  # the network works in offsets from it (`MotionConfig.offsets`)
     k = 0 if known is None else known.shape[1]
     held = None if known is None or blend else known - anchor  # inpainted in the network's (offset) space
     if held is not None and model.band is not None:
@@ -168,8 +168,9 @@ class WindowedGenerator:
         with torch.no_grad():
             ref = None if style_reference is None else model.normalize(style_reference.to(self.device))[None]
             self.style = model.style(ref, batch=1)  # (1, style_dim)
-            # frames [-context, 0) are the portrait: the first window's context
-            self.history = model.normalize(first_latent.to(self.device)).expand(cfg.context, -1)  # (L, z)
+            # frames [-context, 0) are the portrait: the first window's context; it is the rest too (`rest_anchor`)
+            self.rest = model.normalize(first_latent.to(self.device)).view(1, 1, -1)  # (1, 1, z)
+            self.history = self.rest[0].expand(cfg.context, -1)  # (L, z)
         self.done = 0  # frames generated; history[-1] is frame done - 1
 
     def spans(self, n: int) -> list[Span]:
@@ -190,7 +191,8 @@ class WindowedGenerator:
         first = self.history.shape[0] - self.done  # history index of frame 0
         context = self.history[first + start - c : first + start][None]
         known = self.history[first + start :][None] if start < self.done else None
-        cond = self.model.condition(agent[None].to(self.device), partner[None].to(self.device), self.style, context)
+        cond = self.model.condition(agent[None].to(self.device), partner[None].to(self.device), self.style, context,
+                                    rest=self.rest)
         x = sample_window(self.model, self.scheduler, cond, self.guidance, self.generator, known, self.blend)[0]  # (W, z)
         fresh = x[self.done - start : end - start]
         self.history = torch.cat([self.history, fresh])[-(c + w) :]

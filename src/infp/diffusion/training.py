@@ -47,6 +47,7 @@ class MotionBatch(NamedTuple):
     target: torch.Tensor  # (B, W, motion_dim)
     context: torch.Tensor  # (B, C, motion_dim)
     style: torch.Tensor  # (B, R, motion_dim) reference latents for s_m
+    rest: torch.Tensor | None = None  # (B, 1, motion_dim) the clip's rest latent (`rest_anchor` models)
 
 
 def denoising_loss(
@@ -65,11 +66,11 @@ def denoising_loss(
 
     t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(batch.target.shape, generator=generator).to(device)
-    # (B, W, z): absolute, or offsets (`relative`), band-emphasised when the model is (`to_diffusion`)
-    clean = model.to_diffusion(batch.target - model.anchor(batch.context))
+    # (B, W, z): absolute, or offsets (`relative`, `rest_anchor`), band-emphasised when the model is (`to_diffusion`)
+    clean = model.to_diffusion(batch.target - model.anchor(batch.context, batch.rest))
     x_t = noise_scheduler.add_noise(clean, noise, t)
     cond = ConditionInputs(batch.agent, batch.partner, batch.style, batch.context, coin(drop.style), coin(drop.audio),
-                           coin(drop.context))
+                           coin(drop.context), batch.rest)
     kind = noise_scheduler.config.prediction_type
     if kind not in ("epsilon", "sample"):
         raise ValueError(f"prediction type {kind!r} is not supported (epsilon or sample)")

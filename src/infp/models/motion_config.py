@@ -36,6 +36,7 @@ class MotionConfig:
     motion_band: int = 2  # motion attention reads f_m within +- this many frames (-1: all frames)
     audio_film: bool = False  # each frame's f_m also enters its adaptive layer norm (not in the paper; denoiser.py)
     relative: bool = False  # a window is generated as offsets from the context's last latent (not in the paper)
+    rest_anchor: bool = False  # a window and its context are offsets from the portrait's rest latent (not in the paper)
     band_emphasis: float = 0.0  # windows are diffused with their ~2 Hz (nod) band 1 + this times louder (band_emphasis.py)
     use_memory: bool = True  # ablation switch: False = no memory banks
     use_style: bool = True  # ablation switch: False = no style modulation
@@ -51,10 +52,17 @@ class MotionConfig:
             raise ValueError(f"need 1 <= context ({self.context}) <= window ({self.window})")
         if self.band_emphasis < 0:
             raise ValueError(f"band_emphasis must be >= 0, got {self.band_emphasis}")
-        if self.band_emphasis and not self.relative:
+        if self.relative and self.rest_anchor:
+            raise ValueError("a window is offsets from the context's end (relative) or from the rest (rest_anchor), not both")
+        if self.band_emphasis and not self.offsets:
             # Absolute models join windows by inpainting held frames, which would have to be filtered
-            # with the frames not yet generated; relative models blend after sampling.
-            raise ValueError("band_emphasis needs relative windows (relative=True)")
+            # with the frames not yet generated; anchored models blend after sampling.
+            raise ValueError("band_emphasis needs anchored windows (relative=True or rest_anchor=True)")
+
+    @property
+    def offsets(self) -> bool:
+        """Windows are generated as offsets from an anchor (`relative` or `rest_anchor`), joined by blending."""
+        return self.relative or self.rest_anchor
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -50,6 +50,7 @@ class ConditionInputs(NamedTuple):
     drop_style: torch.Tensor | None = None  # zero s_m
     drop_audio: torch.Tensor | None = None
     drop_context: torch.Tensor | None = None
+    rest: torch.Tensor | None = None  # (B, 1, motion_dim) normalised rest latent (`rest_anchor` models)
 
 
 def _where(mask: torch.Tensor | None, null: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
@@ -118,21 +119,35 @@ class MotionGenerator(nn.Module):
     def condition(
         self, agent: torch.Tensor, partner: torch.Tensor, style: torch.Tensor, context: torch.Tensor,
         drop_audio: torch.Tensor | None = None, drop_context: torch.Tensor | None = None,
+        rest: torch.Tensor | None = None,
     ) -> Condition:
         """agent/partner (B, per_frame * W, F) feature rows, `s_m` (B, style_dim), context (B, C, motion_dim)
-        normalised latents; (B,) bool masks replace a sample's audio or context by the null embedding."""
+        normalised latents; (B,) bool masks replace a sample's audio or context by the null embedding;
+        `rest` (B, 1, motion_dim) the normalised rest latent, which a `rest_anchor` model needs."""
         f_m = self.guider(self.audio_encoder(agent), self.audio_encoder(partner), style)
-        prev = self.denoiser.embed_context(context)
-        return Condition(_where(drop_audio, self.null_audio, f_m), _where(drop_context, self.null_context, prev),
-                         self.anchor(context))
+        anchor = self.anchor(context, rest)
+        # a rest-anchored network sees its context as offsets from the rest too: it never sees absolute latents
+        prev = self.denoiser.embed_context(context - anchor if self.cfg.rest_anchor else context)
+        return Condition(_where(drop_audio, self.null_audio, f_m), _where(drop_context, self.null_context, prev), anchor)
 
-    def anchor(self, context: torch.Tensor) -> torch.Tensor:
+    def anchor(self, context: torch.Tensor, rest: torch.Tensor | None = None) -> torch.Tensor:
         """(B, 1, motion_dim): the normalised latent a window's latents are generated relative to, from
-        its (B, C, motion_dim) normalised context. With `relative` it is the context's last latent, so the
-        network generates offsets from where the head is, and a window starts where the last one ended
-        without having to copy it through temporal attention (measured: it barely did; docs/stage2.md).
-        Otherwise zeros: the paper's absolute latents. A dropped context (guidance dropout) leaves the
-        anchor in place: the offsets stay defined, only the network no longer sees where it is."""
+        its (B, C, motion_dim) normalised context and the (B, 1, motion_dim) normalised `rest` latent.
+
+        With `relative` it is the context's last latent, so the network generates offsets from where
+        the head is, and a window starts where the last one ended without having to copy it through
+        temporal attention (measured: it barely did; docs/stage2.md); but nothing holds the offsets to
+        the portrait, and over minutes the face drifts from it (`infp eval drift`). With `rest_anchor`
+        it is the rest latent: the portrait's own at generation, a clip's typical silent state in
+        training (`infp.data.motion.rest_latent`), so a window is motion about the person's rest, which
+        cannot accumulate. Otherwise zeros: the paper's absolute latents, which hold no drift either
+        but pull every portrait to the training data's usual state. A dropped context (guidance
+        dropout) leaves the anchor in place: the offsets stay defined, only the network no longer sees
+        where it is."""
+        if self.cfg.rest_anchor:
+            if rest is None:
+                raise ValueError("a rest-anchored model (rest_anchor) needs the rest latent")
+            return rest.to(context).expand(context.shape[0], 1, -1)
         return context[:, -1:] if self.cfg.relative else torch.zeros_like(context[:, -1:])
 
     def to_diffusion(self, offsets: torch.Tensor) -> torch.Tensor:
@@ -151,7 +166,8 @@ class MotionGenerator(nn.Module):
             style = self.style(cond.style_reference)
             if cond.drop_style is not None:
                 style = style * (~cond.drop_style).to(style.dtype)[:, None]
-            cond = self.condition(cond.agent, cond.partner, style, cond.context, cond.drop_audio, cond.drop_context)
+            cond = self.condition(cond.agent, cond.partner, style, cond.context, cond.drop_audio, cond.drop_context,
+                                  rest=cond.rest)
         return self.denoiser(x_t, t, cond.f_m, cond.prev)
 
     # -- checkpoints -----------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def _to_batch(model: MotionGenerator, b: WindowBatch, device, hears: str = "both
         partner = silence.to(partner).expand_as(partner)
     elif hears == "partner":
         agent = silence.to(agent).expand_as(agent)
-    return MotionBatch(agent, partner, z(b.target), z(b.context), z(b.style))
+    return MotionBatch(agent, partner, z(b.target), z(b.context), z(b.style), None if b.rest is None else z(b.rest))
 
 
 class MotionTrainer(RunLoop):
@@ -219,8 +219,9 @@ def train_motion(
     # the motion space is sized by real motion when there is any: the synthetic behaviour model moves
     # the head and mouth along a few directions only, and whitening by it drops what real faces do
     real = [c for c in loaded.clips if c.kind == "real"]
-    log.info("latent whitening fitted on the %s", f"{len(real)} real clips" if real else "training clips")
-    stats = latent_moments(real or loaded.clips)
+    about = " (motion about each clip's rest)" if model_cfg.rest_anchor else ""
+    log.info("latent whitening fitted on the %s%s", f"{len(real)} real clips" if real else "training clips", about)
+    stats = latent_moments(real or loaded.clips, about_rest=model_cfg.rest_anchor)
     kept = visible_directions(imitator, *stats, cfg.whiten_px) if imitator.keypoint_decoder is not None else None
     trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), stats, card, cpu, dtype, kept,
                             silence_features(featurizer))
