@@ -330,6 +330,26 @@ def test_rest_anchored_windows_are_offsets_from_the_rest():
         motion_preset("tiny", rest_anchor=True, relative=True)
 
 
+def test_a_returning_anchor_starts_at_the_context_end_and_decays_to_the_rest():
+    """`rest_return` tau: the anchor of window frame t is rest + (context end - rest) exp(-(t + 1) / tau),
+    so an untrained clean-latent model starts its window beside the context's last latent and ends
+    near the rest; it is refused without `rest_anchor`."""
+    b = _batch(2)
+    rest = torch.randn(2, 1, CFG.motion_dim, generator=torch.Generator().manual_seed(5))
+    m = MotionGenerator(motion_preset("tiny", rest_anchor=True, rest_return=2.0)).eval()
+    a = m.anchor(b.context, rest)
+    assert a.shape == (2, CFG.window, CFG.motion_dim)
+    decay = torch.exp(-torch.arange(1, CFG.window + 1) / 2.0).view(1, -1, 1)
+    torch.testing.assert_close(a, rest + (b.context[:, -1:] - rest) * decay)
+    cond = m.condition(b.agent, b.partner, m.style(None, 2), b.context, rest=rest)
+    with torch.no_grad():
+        x = sample_window(m, DiffusionConfig(prediction="sample").sampling_scheduler(4), cond, 2.0,
+                          torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, a, atol=0.05, rtol=0)
+    with pytest.raises(ValueError, match="rest_return"):
+        motion_preset("tiny", rest_return=2.0)
+
+
 def test_blended_join_starts_where_the_held_frames_end():
     """`blend`: the window is sampled freely (the same draws as without held frames), and its new frames
     are shifted by (last held frame - the window's own estimate of it), fading to zero over `blend`

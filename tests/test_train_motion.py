@@ -90,14 +90,14 @@ def test_ablation_flags_reach_the_model(synth_clips, imitator, tmp_path):
 
 
 def test_a_rest_anchored_model_trains_and_generates_about_the_portrait(synth_clips, imitator, tmp_path):
-    """`--rest-anchor` reaches the model; the run whitens motion about each clip's rest; an untrained
-    clean-latent model generates the portrait's own latent (its rest) for the whole conversation."""
+    """`--rest-anchor` and `--rest-return` reach the model; an untrained clean-latent model generates the
+    portrait's own latent (its rest, and where each window's context ends) for the whole conversation."""
     from infp.diffusion.sampling import generate
 
     main(["train", "motion", "--data", str(synth_clips), "--imitator", str(imitator), "--out", str(tmp_path / "r"),
-          "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--device", "cpu", "--rest-anchor"])
+          "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--device", "cpu", "--rest-anchor", "--rest-return", "5"])
     m = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint")
-    assert m.cfg.rest_anchor and not m.cfg.relative
+    assert m.cfg.rest_anchor and not m.cfg.relative and m.cfg.rest_return == 5.0
     fresh = MotionGenerator(m.cfg).eval()  # zero output layer, the trained model's whitening
     fresh.load_state_dict({k: v for k, v in m.state_dict().items() if k.startswith("latent_")}, strict=False)
     portrait = m.denormalize(torch.randn(m.cfg.motion_dim, generator=torch.Generator().manual_seed(0)) * 0.5)

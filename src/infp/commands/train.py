@@ -119,6 +119,8 @@ def run_motion(args: argparse.Namespace) -> None:
         overrides["audio_dilation"] = args.audio_dilation
     if args.band_emphasis:
         overrides["band_emphasis"] = args.band_emphasis
+    if args.rest_return:
+        overrides["rest_return"] = args.rest_return
     try:
         model_cfg = motion_preset(args.preset, **overrides)
     except ValueError as e:  # flags that do not fit together, e.g. --band-emphasis without --relative
@@ -273,6 +275,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="generate each window, and read its context, as offsets from the person's rest state "
                         "(the portrait; a clip's median silent latent in training), so long calls cannot drift "
                         "from the portrait (not in the paper; docs/stage2.md)")
+    m.add_argument("--rest-return", type=non_negative, default=0.0,
+                   help="with --rest-anchor: a window's anchor starts at the last latent before it and returns to "
+                        "the rest within about this many frames, so windows start where the head is "
+                        "(docs/stage2.md; default 0: the rest from the first frame)")
     m.add_argument("--band-emphasis", type=non_negative, default=0.0,
                    help="diffuse each window with its ~2 Hz (nod) band 1 + K times louder, inverted after "
                         "sampling; needs --relative or --rest-anchor (not in the paper; docs/stage2.md; default 0: off)")

@@ -37,6 +37,7 @@ class MotionConfig:
     audio_film: bool = False  # each frame's f_m also enters its adaptive layer norm (not in the paper; denoiser.py)
     relative: bool = False  # a window is generated as offsets from the context's last latent (not in the paper)
     rest_anchor: bool = False  # a window and its context are offsets from the portrait's rest latent (not in the paper)
+    rest_return: float = 0.0  # with rest_anchor: frames in which the anchor returns from the context's end to the rest (0: none)
     band_emphasis: float = 0.0  # windows are diffused with their ~2 Hz (nod) band 1 + this times louder (band_emphasis.py)
     use_memory: bool = True  # ablation switch: False = no memory banks
     use_style: bool = True  # ablation switch: False = no style modulation
@@ -54,6 +55,8 @@ class MotionConfig:
             raise ValueError(f"band_emphasis must be >= 0, got {self.band_emphasis}")
         if self.relative and self.rest_anchor:
             raise ValueError("a window is offsets from the context's end (relative) or from the rest (rest_anchor), not both")
+        if self.rest_return < 0 or (self.rest_return and not self.rest_anchor):
+            raise ValueError(f"rest_return needs rest_anchor and must be >= 0, got {self.rest_return}")
         if self.band_emphasis and not self.offsets:
             # Absolute models join windows by inpainting held frames, which would have to be filtered
             # with the frames not yet generated; anchored models blend after sampling.

@@ -36,7 +36,7 @@ KIND = "motion"
 class Condition(NamedTuple):
     f_m: torch.Tensor  # (B, W, width) interactive motion features
     prev: torch.Tensor  # (B, C, width) embedded previous-window latents
-    anchor: torch.Tensor | None = None  # (B, 1, motion_dim) what the window is generated relative to (`anchor`)
+    anchor: torch.Tensor | None = None  # (B, 1 or W, motion_dim) what the window is generated relative to (`anchor`)
 
 
 class ConditionInputs(NamedTuple):
@@ -127,12 +127,12 @@ class MotionGenerator(nn.Module):
         f_m = self.guider(self.audio_encoder(agent), self.audio_encoder(partner), style)
         anchor = self.anchor(context, rest)
         # a rest-anchored network sees its context as offsets from the rest too: it never sees absolute latents
-        prev = self.denoiser.embed_context(context - anchor if self.cfg.rest_anchor else context)
+        prev = self.denoiser.embed_context(context - rest.to(context) if self.cfg.rest_anchor else context)
         return Condition(_where(drop_audio, self.null_audio, f_m), _where(drop_context, self.null_context, prev), anchor)
 
     def anchor(self, context: torch.Tensor, rest: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, 1, motion_dim): the normalised latent a window's latents are generated relative to, from
-        its (B, C, motion_dim) normalised context and the (B, 1, motion_dim) normalised `rest` latent.
+        """(B, 1 or W, motion_dim): the normalised latents a window's latents are generated relative to,
+        from its (B, C, motion_dim) normalised context and the (B, 1, motion_dim) normalised `rest` latent.
 
         With `relative` it is the context's last latent, so the network generates offsets from where
         the head is, and a window starts where the last one ended without having to copy it through
@@ -140,14 +140,20 @@ class MotionGenerator(nn.Module):
         the portrait, and over minutes the face drifts from it (`infp eval drift`). With `rest_anchor`
         it is the rest latent: the portrait's own at generation, a clip's typical silent state in
         training (`infp.data.motion.rest_latent`), so a window is motion about the person's rest, which
-        cannot accumulate. Otherwise zeros: the paper's absolute latents, which hold no drift either
-        but pull every portrait to the training data's usual state. A dropped context (guidance
-        dropout) leaves the anchor in place: the offsets stay defined, only the network no longer sees
-        where it is."""
+        cannot accumulate. With `rest_return` tau as well, the anchor of frame t starts at the context's
+        last latent and returns to the rest as exp(-(t + 1) / tau): a window starts where the head is,
+        as a relative one, and its default is to come back to the rest. Otherwise zeros: the paper's
+        absolute latents, which hold no drift either but pull every portrait to the training data's
+        usual state. A dropped context (guidance dropout) leaves the anchor in place: the offsets stay
+        defined, only the network no longer sees where it is."""
         if self.cfg.rest_anchor:
             if rest is None:
                 raise ValueError("a rest-anchored model (rest_anchor) needs the rest latent")
-            return rest.to(context).expand(context.shape[0], 1, -1)
+            rest = rest.to(context).expand(context.shape[0], 1, -1)
+            if not self.cfg.rest_return:
+                return rest
+            t = torch.arange(1, self.cfg.window + 1, device=context.device, dtype=context.dtype)
+            return rest + (context[:, -1:] - rest) * torch.exp(-t / self.cfg.rest_return)[None, :, None]  # (B, W, z)
         return context[:, -1:] if self.cfg.relative else torch.zeros_like(context[:, -1:])
 
     def to_diffusion(self, offsets: torch.Tensor) -> torch.Tensor:
