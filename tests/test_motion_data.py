@@ -23,6 +23,7 @@ from infp.data.motion import (
     latent_stats,
     load_motion_clips,
     rest_latent,
+    with_rests,
 )
 from infp.errors import InfpError
 from infp.models import Imitator, imitator_preset
@@ -230,6 +231,21 @@ def test_rest_is_the_median_of_the_silent_face_frames_and_comes_with_each_window
         clip = int(b.target[i, 0, 0]) // 1000
         expect = rest_latent(fakes[clip].latents, fakes[clip].agent_active)
         torch.testing.assert_close(b.rest[i, 0], torch.from_numpy(expect))
+
+
+def test_given_rests_are_what_windows_and_moments_use(fakes):
+    """`with_rests` sets each clip's rest to the neutral of its typical latent (here: shifted by 7), and
+    the sampler and the moments about the rest use it instead of the typical latent."""
+    shifted = with_rests(fakes, lambda z: z + 7)
+    for c, d in zip(fakes, shifted):
+        np.testing.assert_allclose(d.rest, rest_latent(c.latents, c.agent_active) + 7)
+    b = WindowSampler(shifted, window=8, context=4, style_frames=6).sample(np.random.default_rng(0), 8)
+    for i in range(8):
+        clip = int(b.target[i, 0, 0]) // 1000
+        torch.testing.assert_close(b.rest[i, 0], torch.from_numpy(shifted[clip].rest))
+    # every offset moves by the same 7: the covariance about the rest is unchanged
+    np.testing.assert_allclose(latent_moments(shifted[:2], about_rest=True)[1], latent_moments(fakes[:2], about_rest=True)[1],
+                               atol=1e-3)
 
 
 def test_moments_about_the_rest_leave_out_where_each_clip_rests():

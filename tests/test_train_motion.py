@@ -98,6 +98,8 @@ def test_a_rest_anchored_model_trains_and_generates_about_the_portrait(synth_cli
           "--preset", "tiny", "--steps", "1", "--batch-size", "2", "--device", "cpu", "--rest-anchor", "--rest-return", "5"])
     m = MotionGenerator.from_pretrained(tmp_path / "r" / "checkpoint")
     assert m.cfg.rest_anchor and not m.cfg.relative and m.cfg.rest_return == 5.0
+    # no expression space fits the tiny imitator: the clips rest at their typical latents, as the card says
+    assert json.loads((tmp_path / "r" / "checkpoint" / "config.json").read_text())["training"]["rest"] == "typical"
     fresh = MotionGenerator(m.cfg).eval()  # zero output layer, the trained model's whitening
     fresh.load_state_dict({k: v for k, v in m.state_dict().items() if k.startswith("latent_")}, strict=False)
     portrait = m.denormalize(torch.randn(m.cfg.motion_dim, generator=torch.Generator().manual_seed(0)) * 0.5)

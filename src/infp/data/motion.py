@@ -115,6 +115,7 @@ class MotionClip:
     partner: np.ndarray  # (per_frame * T, F) float32 features of A_other
     agent_active: np.ndarray  # (T,) bool
     partner_active: np.ndarray  # (T,) bool
+    rest: np.ndarray | None = None  # (z,) where the face rests (`with_rests`); None: `rest_latent`
 
     @property
     def n_frames(self) -> int:
@@ -275,7 +276,7 @@ def latent_moments(clips: list[MotionClip], about_rest: bool = False) -> tuple[n
     their faces rest (on real talking videos, mostly who they are and how the camera sees them)."""
     rows = _rows(clips)
     if about_rest:
-        offsets = _rows([replace(c, latents=c.latents - rest_latent(c.latents, c.agent_active)) for c in clips])
+        offsets = _rows([replace(c, latents=c.latents - clip_rest(c)) for c in clips])
         return rows.mean(0).astype(np.float32), np.cov(offsets, rowvar=False).astype(np.float32)
     return rows.mean(0).astype(np.float32), np.cov(rows, rowvar=False).astype(np.float32)
 
@@ -284,15 +285,31 @@ REST_MIN_FRAMES = 25  # silent frames (1 s) a clip needs for its rest to be take
 
 
 def rest_latent(latents: np.ndarray, agent_active: np.ndarray) -> np.ndarray:
-    """(z,) a clip's rest state: the per-dimension median of its face frames where the agent is silent
-    (all its face frames when fewer than REST_MIN_FRAMES are): what a `rest_anchor` model's windows
-    are offsets from in training. At generation the portrait's latent takes its place, a face at rest;
-    a clip's first frame would not do, since a real clip often starts mid-word. The median, not the
-    mean: blinks and nods are brief departures from the rest, not part of it."""
+    """(z,) a clip's typical state: the per-dimension median of its face frames where the agent is silent
+    (all its face frames when fewer than REST_MIN_FRAMES are), from which its rest is made (`with_rests`,
+    `clip_rest`). A clip's first frame would not do, since a real clip often starts mid-word. The
+    median, not the mean: blinks and nods are brief departures from the rest, not part of it."""
     face = np.isfinite(latents).all(1)
     quiet = face & ~np.asarray(agent_active, bool)[: len(latents)]
     rows = latents[quiet] if quiet.sum() >= REST_MIN_FRAMES else latents[face]
     return np.median(rows, axis=0).astype(np.float32)
+
+
+def clip_rest(clip: MotionClip) -> np.ndarray:
+    """(z,) the rest a `rest_anchor` model's windows of this clip are offsets from."""
+    return clip.rest if clip.rest is not None else rest_latent(clip.latents, clip.agent_active)
+
+
+def with_rests(clips: list[MotionClip], neutral) -> list[MotionClip]:
+    """The clips with their rest set to `neutral` ((N, z) -> (N, z) latents) of their `rest_latent`: the
+    same operation that gives a portrait its rest at generation (the expression space's neutral start,
+    lips closed and eyes open), so that training and generation anchor on the same kind of state. A
+    real monologue has few pauses, and its median is a half-open speaking mouth: anchored there, a
+    model learns speech as small motion about it, and speaks with a barely open mouth from a closed rest."""
+    if not clips:
+        return clips
+    rests = neutral(np.stack([rest_latent(c.latents, c.agent_active) for c in clips]))
+    return [replace(c, rest=np.asarray(r, np.float32)) for c, r in zip(clips, rests)]
 
 
 class WindowBatch(NamedTuple):
@@ -329,7 +346,7 @@ def _index(clip: MotionClip, window: int, context: int, style: int) -> _Index:
     agent_any = _window_sums(clip.agent_active, window)[starts] > 0
     partner_any = _window_sums(clip.partner_active, window)[starts] > 0
     return _Index(starts, starts[agent_any != partner_any], np.where(_window_sums(bad, style) == 0)[0],
-                  np.where(~bad)[0], rest_latent(clip.latents, clip.agent_active))
+                  np.where(~bad)[0], clip_rest(clip))
 
 
 def mixed(counts: np.ndarray, real: np.ndarray, real_fraction: float | None) -> np.ndarray:

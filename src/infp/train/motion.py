@@ -24,6 +24,7 @@ from infp.data.motion import (
     imitator_fingerprint,
     latent_moments,
     load_motion_clips,
+    with_rests,
 )
 from infp.data.shards import data_source, is_shards, shard_clips
 from infp.diffusion.schedule import DiffusionConfig
@@ -170,6 +171,26 @@ class MotionTrainer(RunLoop):
                                         training={**self.card, "step": self.step, "ema_decay": self.cfg.ema_decay})
 
 
+def _rested(clips: list, fingerprint: str) -> tuple[list, str]:
+    """The clips with the rests a rest-anchored model trains on, and how they were made: the bundled
+    expression space's neutral start of each clip's typical latent where that space was fitted on this
+    imitator (what generation anchors on), else the typical latent itself."""
+    from infp.pipeline.neutral import load_expression_space
+    from infp.pretrained import expression_dir
+
+    path = expression_dir()
+    try:
+        space = load_expression_space(path, fingerprint) if path else None
+    except InfpError as e:
+        log.warning("rests are the clips' typical latents, not neutral ones: %s", e)
+        space = None
+    if space is None:
+        return clips, "typical"
+    neutral = lambda z: space.neutral(torch.as_tensor(z, dtype=torch.float32)).latent.numpy()
+    log.info("rests: the neutral start (expression space %s) of each clip's typical latent", path)
+    return with_rests(clips, neutral), "neutral"
+
+
 def train_motion(
     data: list[Path], imitator_dir: Path, out: Path, model_cfg: MotionConfig, cfg: MotionTrainConfig,
     diffusion: DiffusionConfig | None = None, resume: bool = False, progress: bool = True, cpu: bool = False,
@@ -201,27 +222,30 @@ def train_motion(
     cache_dir = Path(cache_dir or out / "cache").resolve()
     loaded = load_motion_clips(clips, imitator, fingerprint, featurizer, cache_dir,
                                progress=progress, min_speech=cfg.min_speech)
+    clips, rest = loaded.clips, None
+    if model_cfg.rest_anchor:
+        clips, rest = _rested(clips, fingerprint)
     window = {"window": model_cfg.window, "context": model_cfg.context, "style_frames": model_cfg.style_frames,
               "static_context_prob": cfg.static_context}
     window |= {"real_fraction": cfg.real_fraction, "gain_db": cfg.gain_db}
-    full = WindowSampler(loaded.clips, **window)
-    one_sided = WindowSampler(loaded.clips, one_sided=True, **window) if cfg.one_sided_steps else None
+    full = WindowSampler(clips, **window)
+    one_sided = WindowSampler(clips, one_sided=True, **window) if cfg.one_sided_steps else None
     log.info("stage-2 data: %s", full.describe())
     if cfg.hears not in HEARS:
         raise InfpError(f"hears must be one of {', '.join(HEARS)}, got {cfg.hears!r}")
     card = {"imitator_fingerprint": fingerprint, "imitator_preset": imitator.cfg.preset,
             "data": [str(d) for d in data], "clips": len(loaded.clips), "skipped": len(loaded.skipped),
-            "hears": cfg.hears}
+            "hears": cfg.hears, **({"rest": rest} if rest else {})}
     write_run(out, {"model": model_cfg.to_dict(), "diffusion": diffusion.to_dict(), "train": asdict(cfg),
                     "data": [str(d) for d in data], "imitator": str(Path(imitator_dir).resolve()),
                     "imitator_fingerprint": fingerprint, "speech_model": str(speech_model) if speech_model else None,
                     "cache": str(cache_dir)})
     # the motion space is sized by real motion when there is any: the synthetic behaviour model moves
     # the head and mouth along a few directions only, and whitening by it drops what real faces do
-    real = [c for c in loaded.clips if c.kind == "real"]
+    real = [c for c in clips if c.kind == "real"]
     about = " (motion about each clip's rest)" if model_cfg.rest_anchor else ""
     log.info("latent whitening fitted on the %s%s", f"{len(real)} real clips" if real else "training clips", about)
-    stats = latent_moments(real or loaded.clips, about_rest=model_cfg.rest_anchor)
+    stats = latent_moments(real or clips, about_rest=model_cfg.rest_anchor)
     kept = visible_directions(imitator, *stats, cfg.whiten_px) if imitator.keypoint_decoder is not None else None
     trainer = MotionTrainer(model_cfg, diffusion, cfg, out, (one_sided, full), stats, card, cpu, dtype, kept,
                             silence_features(featurizer))
