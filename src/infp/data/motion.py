@@ -271,7 +271,7 @@ def latent_stats(clips: list[MotionClip]) -> tuple[np.ndarray, np.ndarray]:
 
 def latent_moments(clips: list[MotionClip], about_rest: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(mean (z,), covariance (z, z)) over every finite latent row: what stage 2 whitens its latents by.
-    `about_rest`: the covariance of each row's offset from its clip's rest (`rest_latent`) instead, the
+    `about_rest`: the covariance of each row's offset from its clip's rest (`clip_rest`) instead, the
     space a `rest_anchor` model generates in: the motion people make, without the spread of where
     their faces rest (on real talking videos, mostly who they are and how the camera sees them)."""
     rows = _rows(clips)
@@ -319,7 +319,7 @@ class WindowBatch(NamedTuple):
     context: torch.Tensor  # (B, C, z) the latents just before the window (or one latent repeated)
     style: torch.Tensor  # (B, R, z) a reference segment of the same clip
     static: torch.Tensor  # (B,) bool: the context is one latent repeated (the first window of generation)
-    rest: torch.Tensor | None = None  # (B, 1, z) the clip's rest latent (`rest_latent`)
+    rest: torch.Tensor | None = None  # (B, 1, z) the clip's rest latent (`clip_rest`)
 
 
 def _window_sums(x: np.ndarray, width: int) -> np.ndarray:
@@ -336,7 +336,7 @@ class _Index:
     one_sided: np.ndarray
     style: np.ndarray
     faces: np.ndarray
-    rest: np.ndarray  # (z,) `rest_latent`
+    rest: np.ndarray  # (z,) `clip_rest`
 
 
 def _index(clip: MotionClip, window: int, context: int, style: int) -> _Index:

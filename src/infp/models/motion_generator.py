@@ -138,9 +138,9 @@ class MotionGenerator(nn.Module):
         the head is, and a window starts where the last one ended without having to copy it through
         temporal attention (measured: it barely did; docs/stage2.md); but nothing holds the offsets to
         the portrait, and over minutes the face drifts from it (`infp eval drift`). With `rest_anchor`
-        it is the rest latent: the portrait's own at generation, a clip's typical silent state in
-        training (`infp.data.motion.rest_latent`), so a window is motion about the person's rest, which
-        cannot accumulate. With `rest_return` tau as well, the anchor of frame t starts at the context's
+        it is the rest latent: the portrait's neutral start at generation, each clip's rest in training
+        (`infp.data.motion.clip_rest`), so a window is motion about the person's rest, which cannot
+        accumulate. With `rest_return` tau as well, the anchor of frame t starts at the context's
         last latent and returns to the rest as exp(-(t + 1) / tau): a window starts where the head is,
         as a relative one, and its default is to come back to the rest. Otherwise zeros: the paper's
         absolute latents, which hold no drift either but pull every portrait to the training data's
