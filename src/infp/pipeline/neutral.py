@@ -47,6 +47,18 @@ def load_expression_space(path: str | Path, fingerprint: str) -> ExpressionSpace
     return ExpressionSpace.from_pretrained(path)
 
 
+def bundled_space(path: Path | None, fingerprint: str) -> ExpressionSpace | None:
+    """The bundled expression space at `path` where it was fitted on the latents of the imitator whose
+    E_m has `fingerprint`, else None."""
+    if path is None:
+        return None
+    try:
+        return load_expression_space(path, fingerprint)
+    except InfpError as e:
+        log.info("the bundled expression space does not fit this imitator (%s)", e)
+        return None
+
+
 def rest_state(imitator: Imitator, space: ExpressionSpace | None, latent: torch.Tensor, points, expression: str) -> RestState:
     """Where generation starts and how the renderer is calibrated for one portrait: `latent` (motion_dim,)
     its z_src, `points` (478, 3) its landmarks in crop pixels."""

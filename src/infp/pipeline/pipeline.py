@@ -35,7 +35,7 @@ from infp.models.expression_space import ExpressionSpace
 from infp.models.imitator import Calibration
 from infp.pipeline.check import PortraitCheck, check_face
 from infp.pipeline.live import MAX_FRAMES, MAX_LAG_S, LiveSession
-from infp.pipeline.neutral import load_expression_space, rest_state
+from infp.pipeline.neutral import bundled_space, load_expression_space, rest_state
 from infp.pipeline.portrait import FaceCrop, find_face
 from infp.guard import LATENT_MAX, check_finite
 from infp.pipeline.stages import MotionStage, load_imitator, load_motion_stage
@@ -100,7 +100,7 @@ class InfpPipeline:
         model = load_imitator(imitator_path)
         fingerprint = imitator_fingerprint(imitator_path)
         stage2 = load_motion_stage(Path(motion) if motion else motion_dir(), model, fingerprint, speech_model)
-        space = load_expression_space(expression, fingerprint) if expression else _bundled_space(expression_dir(), fingerprint)
+        space = load_expression_space(expression, fingerprint) if expression else bundled_space(expression_dir(), fingerprint)
         pipe = cls(model, stage2, device, dtype, space)
         pipe.stage1.path = imitator_path
         return pipe
@@ -192,17 +192,6 @@ class InfpPipeline:
         stream = self.motion_stream(portrait, Settings(**settings))
         parts = stream.push(conversation.agent, conversation.partner) + stream.finish()
         return np.concatenate(parts)
-
-
-def _bundled_space(path: Path | None, fingerprint: str) -> ExpressionSpace | None:
-    """The bundled expression space where it was fitted on this imitator's latents, else None."""
-    if path is None:
-        return None
-    try:
-        return load_expression_space(path, fingerprint)
-    except InfpError as e:
-        log.info("the bundled expression space does not fit this imitator (%s)", e)
-        return None
 
 
 def _conversation(agent: np.ndarray, partner: np.ndarray) -> Conversation:

@@ -175,19 +175,15 @@ def _rested(clips: list, fingerprint: str) -> tuple[list, str]:
     """The clips with the rests a rest-anchored model trains on, and how they were made: the bundled
     expression space's neutral start of each clip's typical latent where that space was fitted on this
     imitator (what generation anchors on), else the typical latent itself."""
-    from infp.pipeline.neutral import load_expression_space
+    from infp.pipeline.neutral import bundled_space
     from infp.pretrained import expression_dir
 
-    path = expression_dir()
-    try:
-        space = load_expression_space(path, fingerprint) if path else None
-    except InfpError as e:
-        log.warning("rests are the clips' typical latents, not neutral ones: %s", e)
-        space = None
+    space = bundled_space(expression_dir(), fingerprint)
     if space is None:
-        return clips, "typical"
+        log.warning("rests are the clips' typical latents, not neutral ones: no expression space fits this imitator")
+        return with_rests(clips, lambda z: z), "typical"
     neutral = lambda z: space.neutral(torch.as_tensor(z, dtype=torch.float32)).latent.numpy()
-    log.info("rests: the neutral start (expression space %s) of each clip's typical latent", path)
+    log.info("rests: the neutral start (expression space %s) of each clip's typical latent", expression_dir())
     return with_rests(clips, neutral), "neutral"
 
 
