@@ -89,6 +89,25 @@ def test_the_landmarks_at_rest_close_the_mouth_and_open_the_eyes(astronaut_point
     np.testing.assert_allclose(open_eyes(pts, 0.1), pts)  # already more open than asked: unchanged
 
 
+def test_a_smile_relaxes_to_a_real_resting_mouth_and_a_neutral_mouth_stays(astronaut_points):
+    from infp.face.neutral import SMILE_LIFT, SMILE_WIDTH, close_mouth, relax_smile, smile_measures
+
+    pts = close_mouth(np.asarray(astronaut_points, np.float32))
+    width, lift = smile_measures(pts)
+    assert width > SMILE_WIDTH + 0.05 and lift > SMILE_LIFT + 0.03  # a broad smile (0.71 wide, corners up 0.10)
+    for p in (pts, _rotated(pts, 25.0)):  # a tilted head relaxes along its own axis
+        relaxed = relax_smile(p)
+        assert smile_measures(relaxed) == pytest.approx((SMILE_WIDTH, SMILE_LIFT), abs=2e-3)
+        assert abs(mouth_opening(np.asarray(relaxed, np.float64)[None])[0]) < 0.004  # the lips stay closed
+        moved = np.abs(relaxed - p).max(1) > 1e-4
+        assert moved.sum() > 20 and np.abs(relaxed[:, 2] - p[:, 2]).max() == 0
+        from infp.face.neutral import _lips
+        assert set(np.flatnonzero(moved)) <= set(_lips().tolist())  # only the lips move: cheeks and jaw stay
+        np.testing.assert_allclose(relax_smile(relaxed), relaxed, atol=1e-3)  # relaxed stays relaxed
+    calm = relax_smile(pts, width=1.0, lift=1.0)
+    np.testing.assert_array_equal(calm, pts)  # within both bounds: unchanged
+
+
 def test_a_calibration_on_the_decoded_keypoints_renders_as_without_one():
     from infp.models import Imitator, imitator_preset
     from infp.models.imitator import Calibration
@@ -225,6 +244,8 @@ def test_eval_listening_end_to_end(tiny_models, face_crop, tmp_path):
     assert list(report["listeners"]) == ["a"] and report["reference"]["frames"] == 50  # b carries its own voice
     (p,) = report["portraits"]
     assert p["name"] == "astronaut.png" and p["listening"]["frames"] > 0 and isinstance(p["passed"], bool)
+    real_width = report["shapes"]["a"]["width"]  # the listener is the smiling astronaut's own crop
+    assert 0.6 < real_width < 0.8 and 0.3 < p["listening_shape"]["width"] < 1.0
     assert report["partner_seconds"] == pytest.approx(2.5, abs=0.05) and report["speech_seconds"] == pytest.approx(1.0)
     sheet = cv2.imread(str(out / "listening_contact.png"))
     assert sheet.shape[1] == 5 * 192  # the photo, 2 listening and 2 speaking frames

@@ -12,6 +12,10 @@ at 25 fps, pooled over clips. Two numbers per listening video, each as a ratio t
   mouth's resting opening (issue 25 asks for at most 1.5x);
 - **mouth activity**: the mean |frame-to-frame change| of that gap (issue 25: at most 2x).
 
+Beside them, the listening mouth's shape, medians over the frames: its width and how far its corners
+are lifted (`face.expression.mouth_width`, `corner_lift`; a smile is wide with lifted corners), against
+the real listeners' (who smile as they listen: ../shared's ViCo listeners 0.52-0.82 wide).
+
 The speaking video gives the same two numbers, and speaking / listening mouth activity says whether
 the mouth still opens with the agent's speech.
 """
@@ -32,7 +36,7 @@ from infp import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from infp.data.contact import pick, sheet
 from infp.errors import InfpError
 from infp.eval.real import MouthActivity, mouth_activity, pool_activity, ratio, tile
-from infp.face.expression import mouth_opening
+from infp.face.expression import corner_lift, mouth_opening, mouth_width
 
 log = logging.getLogger(__name__)
 TILE = 192  # side of a contact-sheet frame
@@ -89,6 +93,21 @@ def _activity(landmarks: np.ndarray) -> MouthActivity:
 
 
 @dataclass(frozen=True)
+class MouthShape:
+    """Medians over a video's face frames (NaN without any)."""
+
+    width: float  # `face.expression.mouth_width`
+    lift: float  # `face.expression.corner_lift`
+
+
+def mouth_shape(landmarks: np.ndarray) -> MouthShape:
+    lm = np.asarray(landmarks, np.float64)
+    w, lift = mouth_width(lm), corner_lift(lm)
+    ok = np.isfinite(w) & np.isfinite(lift)
+    return MouthShape(float(np.median(w[ok])), float(np.median(lift[ok]))) if ok.any() else MouthShape(math.nan, math.nan)
+
+
+@dataclass(frozen=True)
 class PortraitResult:
     name: str
     photo_mouth: float  # the photo's own lip gap (the portrait check)
@@ -96,6 +115,7 @@ class PortraitResult:
     expression: str  # the resting state used: "neutral" or "keep"
     listening: MouthActivity
     speaking: MouthActivity
+    listening_shape: MouthShape
     gap_ratio: float  # listening mean lip gap / the real listeners'
     activity_ratio: float  # listening mouth activity / the real listeners'
     speaking_contrast: float  # speaking / listening mouth activity
@@ -109,6 +129,7 @@ class PortraitResult:
 class ListeningReport:
     listeners: dict[str, MouthActivity]
     reference: MouthActivity  # pooled over the listeners
+    shapes: dict[str, MouthShape]  # the real listeners'
     partner_seconds: float
     speech_seconds: float
     portraits: list[PortraitResult]
@@ -121,15 +142,18 @@ class ListeningReport:
             f"mouth activity {r.speed:.4f} / frame. Listening: {self.partner_seconds:.1f} s of their speakers' "
             f"speech as the partner, the agent silent. Speaking: {self.speech_seconds:.1f} s of speech as the agent.", "",
             "| portrait | photo lip gap | rest | listening lip gap | x real | listening activity | x real | "
-            "speaking lip gap | speaking activity | speaking / listening | within 1.5x / 2x |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "speaking lip gap | speaking activity | speaking / listening | within 1.5x / 2x | listening mouth width / lift |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in self.portraits:
             lines.append(f"| {p.name} | {p.photo_mouth:.3f} | {p.expression} | {p.listening.mean:.4f} | {p.gap_ratio:.2f} | "
                          f"{p.listening.speed:.4f} | {p.activity_ratio:.2f} | {p.speaking.mean:.4f} | "
-                         f"{p.speaking.speed:.4f} | {p.speaking_contrast:.2f} | {'yes' if p.passed else '**no**'} |")
-        lines += ["", "| real listener | frames | mean lip gap | mouth activity | std |", "|---|---|---|---|---|"]
-        lines += [f"| {k} | {a.frames} | {a.mean:.4f} | {a.speed:.4f} | {a.std:.4f} |" for k, a in self.listeners.items()]
+                         f"{p.speaking.speed:.4f} | {p.speaking_contrast:.2f} | {'yes' if p.passed else '**no**'} | "
+                         f"{p.listening_shape.width:.3f} / {p.listening_shape.lift:.3f} |")
+        lines += ["", "| real listener | frames | mean lip gap | mouth activity | std | mouth width / lift |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {k} | {a.frames} | {a.mean:.4f} | {a.speed:.4f} | {a.std:.4f} | {self.shapes[k].width:.3f} / "
+                  f"{self.shapes[k].lift:.3f} |" for k, a in self.listeners.items()]
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:
@@ -157,7 +181,7 @@ def partner_speech(listeners: list[Listener], gap_s: float = 0.5) -> np.ndarray:
 
 
 def _generate(pipe, portrait, agent: np.ndarray, partner: np.ndarray, settings: dict, video: Path | None,
-              frames: int) -> tuple[MouthActivity, list[np.ndarray]]:
+              frames: int) -> tuple[MouthActivity, MouthShape, list[np.ndarray]]:
     """Generate, measure the face crops and keep `frames` of them (in each stretch the widest mouth)."""
     from infp.eval.motion import measure_landmarks
 
@@ -169,7 +193,7 @@ def _generate(pipe, portrait, agent: np.ndarray, partner: np.ndarray, settings: 
     mouth = mouth_opening(np.asarray(lm, np.float64))
     ok = np.isfinite(mouth)
     kept = [all_frames[i] for i in pick(ok, np.where(ok, mouth, -np.inf), frames)]
-    return mouth_activity(mouth, ok), kept
+    return mouth_activity(mouth, ok), mouth_shape(lm), kept
 
 
 def evaluate_listening(pipe, portraits: list[tuple[str, np.ndarray]], listeners: list[Listener], speech: np.ndarray,
@@ -180,8 +204,10 @@ def evaluate_listening(pipe, portraits: list[tuple[str, np.ndarray]], listeners:
     from infp.eval.motion import measure_landmarks
     from tqdm import tqdm
 
-    real = {c.name: _activity(measure_landmarks(listener_frames(c))) for c in tqdm(listeners, desc="real listeners",
-                                                                                  disable=not progress)}
+    landmarks = {c.name: measure_landmarks(listener_frames(c)) for c in tqdm(listeners, desc="real listeners",
+                                                                             disable=not progress)}
+    real = {k: _activity(lm) for k, lm in landmarks.items()}
+    shapes = {k: mouth_shape(lm) for k, lm in landmarks.items()}
     reference = pool_activity(list(real.values()))
     partner = partner_speech(listeners)
     results, rows = [], []
@@ -189,17 +215,17 @@ def evaluate_listening(pipe, portraits: list[tuple[str, np.ndarray]], listeners:
         portrait = pipe.prepare(image, name, expression=expression)
         silent_a, silent_p = np.zeros_like(partner), np.zeros_like(speech)
         stem = Path(name).stem
-        listen, listen_frames = _generate(pipe, portrait, silent_a, partner, settings,
+        listen, shape, listen_frames = _generate(pipe, portrait, silent_a, partner, settings,
                                           out / f"{stem}_listening.mp4" if videos else None, frames)
-        speak, speak_frames = _generate(pipe, portrait, speech, silent_p, settings,
+        speak, _, speak_frames = _generate(pipe, portrait, speech, silent_p, settings,
                                         out / f"{stem}_speaking.mp4" if videos else None, frames)
-        results.append(PortraitResult(name, portrait.check.mouth, portrait.check.eyes, portrait.expression, listen, speak,
+        results.append(PortraitResult(name, portrait.check.mouth, portrait.check.eyes, portrait.expression, listen, speak, shape,
                                       ratio(listen.mean, reference.mean), ratio(listen.speed, reference.speed),
                                       ratio(speak.speed, listen.speed)))
         rows.append([tile(portrait.face.crop, stem[:22], TILE)] + [tile(f, "listening", TILE) for f in listen_frames]
                     + [tile(f, "speaking", TILE) for f in speak_frames])
         log.info("%s: listening lip gap %.4f (%.2fx real), activity %.4f (%.2fx); speaking activity %.4f", name,
                  listen.mean, results[-1].gap_ratio, listen.speed, results[-1].activity_ratio, speak.speed)
-    report = ListeningReport(real, reference, len(partner) / SAMPLE_RATE, len(speech) / SAMPLE_RATE, results)
+    report = ListeningReport(real, reference, shapes, len(partner) / SAMPLE_RATE, len(speech) / SAMPLE_RATE, results)
     return report, sheet(rows, TILE)
 
