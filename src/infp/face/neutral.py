@@ -5,12 +5,9 @@ The renderer moves the portrait's own pixels from its landmarks to where the dri
 photo taken mid-word or mid-laugh rests with closed lips. Geometry in the face's own frame (x along
 the mouth, y from forehead to chin), so a tilted head closes its mouth along its own axis:
 
-- the mouth closes as a jaw does: the lower lip rises by two thirds of the inner-lip gap at each
-  point along the mouth and the upper lip lowers by one third (the gap fades to nothing at the mouth's
-  corners); the chin and the face below the lips rise as one piece with the lip's middle, fading as
-  cos^2 towards the widest point of the face outline below the mouth. (Lifting each point by the gap
-  above it, as before 2026-12-08, raised the chin's middle alone: a wide-open photo rested with a notch
-  in its chin.)
+- the mouth closes as a jaw does: the lower lip and everything below it on the face rise by two thirds
+  of the inner-lip gap at their position along the mouth, the upper lip lowers by one third, and the
+  gap fades to nothing at the mouth's corners (the jaw's sides stay where they are);
 - a smile relaxes: a mouth wider than SMILE_WIDTH of the outer eye corners' distance narrows to it
   about its middle, and corners lifted above the lips' middle by more than SMILE_LIFT of that distance
   come down to it, the lips between following in proportion (the cheeks and jaw stay);
@@ -74,24 +71,10 @@ def close_mouth(points: np.ndarray) -> np.ndarray:
     dv[upper] = UPPER_SHARE * g[upper]
     below = uv[:, 1] >= lower_at(uv[:, 0]) - 1e-6  # the lower lip and the face under it
     below[upper] = False
-    lips = np.zeros(len(points), bool)
-    lips[_lips()] = True
-    dv[below & lips] = -(1 - UPPER_SHARE) * g[below & lips]
-    skin = below & ~lips  # the chin and jaw rise as one, fading towards the ears
-    dv[skin] = -(1 - UPPER_SHARE) * g.max() * _jaw(uv, skin)
+    dv[below] = -(1 - UPPER_SHARE) * g[below]
     out = points.astype(np.float64).copy()
     out[:, :2] += dv[:, None] * ey
     return out.astype(points.dtype)
-
-
-def _jaw(uv: np.ndarray, skin: np.ndarray) -> np.ndarray:
-    """(n,) how much of the chin's rise each `skin` point takes: 1 under the mouth's middle, falling as
-    cos^2 to 0 at the face outline's widest point below the mouth."""
-    centre = (uv[tp.MOUTH_LEFT, 0] + uv[tp.MOUTH_RIGHT, 0]) / 2
-    oval = tp.face_oval()
-    half = np.abs(uv[oval[uv[oval, 1] >= 0], 0] - centre).max()
-    x = np.clip(np.abs(uv[skin, 0] - centre) / half, 0, 1)
-    return np.cos(np.pi / 2 * x) ** 2
 
 
 def _lips() -> np.ndarray:
