@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -234,11 +235,16 @@ def test_rest_is_the_median_of_the_silent_face_frames_and_comes_with_each_window
 
 
 def test_given_rests_are_what_windows_and_moments_use(fakes):
-    """`with_rests` sets each clip's rest to the neutral of its typical latent (here: shifted by 7), and
-    the sampler and the moments about the rest use it instead of the typical latent."""
+    """`with_rests` sets a clip's rest to its silent median when it has pauses, else to the neutral of its
+    typical latent (here: shifted by 7), and the sampler and the moments about the rest use it."""
+    from infp.data.motion import has_pauses
+
+    fakes = [*fakes[:-1], replace(fakes[-1], agent_active=np.ones_like(fakes[-1].agent_active))]  # a monologue
+    paused = [has_pauses(c.latents, c.agent_active) for c in fakes]
+    assert any(paused) and not paused[-1]
     shifted = with_rests(fakes, lambda z: z + 7)
-    for c, d in zip(fakes, shifted):
-        np.testing.assert_allclose(d.rest, rest_latent(c.latents, c.agent_active) + 7)
+    for c, d, p in zip(fakes, shifted, paused):
+        np.testing.assert_allclose(d.rest, rest_latent(c.latents, c.agent_active) + (0 if p else 7))
     b = WindowSampler(shifted, window=8, context=4, style_frames=6).sample(np.random.default_rng(0), 8)
     for i in range(8):
         clip = int(b.target[i, 0, 0]) // 1000

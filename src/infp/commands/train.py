@@ -273,7 +273,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "where the last one ended (not in the paper; docs/stage2.md)")
     m.add_argument("--rest-anchor", action="store_true",
                    help="generate each window, and read its context, as offsets from the person's rest state "
-                        "(the portrait's neutral start; that of a clip's typical latent in training), so long calls cannot drift "
+                        "(the portrait's neutral start; in training a clip's silent median, or the neutral start of a "
+                        "monologue's median), so long calls cannot drift "
                         "from the portrait (not in the paper; docs/stage2.md)")
     m.add_argument("--rest-return", type=non_negative, default=0.0,
                    help="with --rest-anchor: a window's anchor starts at the last latent before it and returns to "

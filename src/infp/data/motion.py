@@ -284,13 +284,22 @@ def latent_moments(clips: list[MotionClip], about_rest: bool = False) -> tuple[n
 REST_MIN_FRAMES = 25  # silent frames (1 s) a clip needs for its rest to be taken over them alone
 
 
+def _quiet_face(latents: np.ndarray, agent_active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    face = np.isfinite(latents).all(1)
+    return face, face & ~np.asarray(agent_active, bool)[: len(latents)]
+
+
+def has_pauses(latents: np.ndarray, agent_active: np.ndarray) -> bool:
+    """Whether a clip has REST_MIN_FRAMES face frames where the agent is silent: enough to rest on."""
+    return bool(_quiet_face(latents, agent_active)[1].sum() >= REST_MIN_FRAMES)
+
+
 def rest_latent(latents: np.ndarray, agent_active: np.ndarray) -> np.ndarray:
     """(z,) a clip's typical state: the per-dimension median of its face frames where the agent is silent
     (all its face frames when fewer than REST_MIN_FRAMES are), from which its rest is made (`with_rests`,
     `clip_rest`). A clip's first frame would not do, since a real clip often starts mid-word. The
     median, not the mean: blinks and nods are brief departures from the rest, not part of it."""
-    face = np.isfinite(latents).all(1)
-    quiet = face & ~np.asarray(agent_active, bool)[: len(latents)]
+    face, quiet = _quiet_face(latents, agent_active)
     rows = latents[quiet] if quiet.sum() >= REST_MIN_FRAMES else latents[face]
     return np.median(rows, axis=0).astype(np.float32)
 
@@ -301,14 +310,21 @@ def clip_rest(clip: MotionClip) -> np.ndarray:
 
 
 def with_rests(clips: list[MotionClip], neutral) -> list[MotionClip]:
-    """The clips with their rest set to `neutral` ((N, z) -> (N, z) latents) of their `rest_latent`: the
-    same operation that gives a portrait its rest at generation (the expression space's neutral start,
-    lips closed and eyes open), so that training and generation anchor on the same kind of state. A
-    real monologue has few pauses, and its median is a half-open speaking mouth: anchored there, a
-    model learns speech as small motion about it, and speaks with a barely open mouth from a closed rest."""
+    """The clips with their rest set: a clip with pauses (`has_pauses`) rests at its `rest_latent`, the
+    median of its silent frames, which is where it listens; a clip without rests at `neutral` ((N, z) ->
+    (N, z) latents) of its median, the operation that gives a portrait its rest at generation (the
+    expression space's neutral start, lips closed and eyes open). Why both: a real monologue's median is
+    a half-open speaking mouth (anchored there, a model learns speech as small motion about it), while
+    the neutral start closes the mouth further than people listen (on the synthetic conversations the
+    listening mouth reads 0.017 above it), so a model anchored on it for every clip learns listening as a
+    slightly open mouth and draws parted lips from a portrait's closed rest (docs/stage2.md)."""
     if not clips:
         return clips
-    rests = neutral(np.stack([rest_latent(c.latents, c.agent_active) for c in clips]))
+    typical = np.stack([rest_latent(c.latents, c.agent_active) for c in clips])
+    paused = np.array([has_pauses(c.latents, c.agent_active) for c in clips])
+    rests = typical.copy()
+    if not paused.all():
+        rests[~paused] = neutral(typical[~paused])
     return [replace(c, rest=np.asarray(r, np.float32)) for c, r in zip(clips, rests)]
 
 

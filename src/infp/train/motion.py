@@ -172,9 +172,9 @@ class MotionTrainer(RunLoop):
 
 
 def _rested(clips: list, fingerprint: str) -> tuple[list, str]:
-    """The clips with the rests a rest-anchored model trains on, and how they were made: the bundled
-    expression space's neutral start of each clip's typical latent where that space was fitted on this
-    imitator (what generation anchors on), else the typical latent itself."""
+    """The clips with the rests a rest-anchored model trains on (`with_rests`), and how they were made: a
+    clip without pauses rests at the bundled expression space's neutral start of its typical latent where
+    that space was fitted on this imitator (what generation anchors on), else at the typical latent itself."""
     from infp.pipeline.neutral import bundled_space
     from infp.pretrained import expression_dir
 
@@ -183,8 +183,9 @@ def _rested(clips: list, fingerprint: str) -> tuple[list, str]:
         log.warning("rests are the clips' typical latents, not neutral ones: no expression space fits this imitator")
         return with_rests(clips, lambda z: z), "typical"
     neutral = lambda z: space.neutral(torch.as_tensor(z, dtype=torch.float32)).latent.numpy()
-    log.info("rests: the neutral start (expression space %s) of each clip's typical latent", expression_dir())
-    return with_rests(clips, neutral), "neutral"
+    log.info("rests: each clip's silent median; without pauses, the neutral start (expression space %s) of its "
+             "median", expression_dir())
+    return with_rests(clips, neutral), "quiet, else neutral"
 
 
 def train_motion(
