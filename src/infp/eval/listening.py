@@ -101,6 +101,7 @@ class MouthShape:
 
 
 def mouth_shape(landmarks: np.ndarray) -> MouthShape:
+    """The mouth's median width and corner lift over (T, 478, 3) landmarks (NaN rows: no face)."""
     lm = np.asarray(landmarks, np.float64)
     w, lift = mouth_width(lm), corner_lift(lm)
     ok = np.isfinite(w) & np.isfinite(lift)
@@ -216,9 +217,9 @@ def evaluate_listening(pipe, portraits: list[tuple[str, np.ndarray]], listeners:
         silent_a, silent_p = np.zeros_like(partner), np.zeros_like(speech)
         stem = Path(name).stem
         listen, shape, listen_frames = _generate(pipe, portrait, silent_a, partner, settings,
-                                          out / f"{stem}_listening.mp4" if videos else None, frames)
+                                                 out / f"{stem}_listening.mp4" if videos else None, frames)
         speak, _, speak_frames = _generate(pipe, portrait, speech, silent_p, settings,
-                                        out / f"{stem}_speaking.mp4" if videos else None, frames)
+                                           out / f"{stem}_speaking.mp4" if videos else None, frames)
         results.append(PortraitResult(name, portrait.check.mouth, portrait.check.eyes, portrait.expression, listen, speak, shape,
                                       ratio(listen.mean, reference.mean), ratio(listen.speed, reference.speed),
                                       ratio(speak.speed, listen.speed)))
