@@ -19,6 +19,7 @@ from infp.data.motion import (
     MotionClip,
     WindowSampler,
     compute_latents,
+    has_pauses,
     imitator_fingerprint,
     latent_moments,
     latent_stats,
@@ -237,8 +238,6 @@ def test_rest_is_the_median_of_the_silent_face_frames_and_comes_with_each_window
 def test_given_rests_are_what_windows_and_moments_use(fakes):
     """`with_rests` sets a clip's rest to its silent median when it has pauses, else to the neutral of its
     typical latent (here: shifted by 7), and the sampler and the moments about the rest use it."""
-    from infp.data.motion import has_pauses
-
     fakes = [*fakes[:-1], replace(fakes[-1], agent_active=np.ones_like(fakes[-1].agent_active))]  # a monologue
     paused = [has_pauses(c.latents, c.agent_active) for c in fakes]
     assert any(paused) and not paused[-1]

@@ -27,14 +27,15 @@ def eye_opening(landmarks: np.ndarray) -> np.ndarray:
             + one(tp.LEFT_EYE_TOP, tp.LEFT_EYE_BOTTOM, tp.LEFT_EYE_OUTER, tp.LEFT_EYE_INNER)) / 2
 
 
-def _eye_span(landmarks: np.ndarray) -> np.ndarray:
+def eye_span(landmarks: np.ndarray) -> np.ndarray:
+    """(T,) the outer eye corners' distance (T, 478, 3 landmarks): the unit of the mouth's shape below."""
     return np.linalg.norm(landmarks[:, tp.LEFT_EYE_OUTER, :2] - landmarks[:, tp.RIGHT_EYE_OUTER, :2], axis=-1)
 
 
 def mouth_width(landmarks: np.ndarray) -> np.ndarray:
     """(T,) outer mouth corners' distance over the outer eye corners' (T, 478, 3 landmarks; NaN where no
     face): about 0.55 for a closed mouth at rest (real talking clips), 0.7-0.8 in a broad smile."""
-    return np.linalg.norm(landmarks[:, tp.MOUTH_LEFT, :2] - landmarks[:, tp.MOUTH_RIGHT, :2], axis=-1) / _eye_span(landmarks)
+    return np.linalg.norm(landmarks[:, tp.MOUTH_LEFT, :2] - landmarks[:, tp.MOUTH_RIGHT, :2], axis=-1) / eye_span(landmarks)
 
 
 def corner_lift(landmarks: np.ndarray) -> np.ndarray:
@@ -45,4 +46,4 @@ def corner_lift(landmarks: np.ndarray) -> np.ndarray:
     down = down / np.linalg.norm(down, axis=-1, keepdims=True)
     middle = (p[:, tp.UPPER_LIP_INNER] + p[:, tp.LOWER_LIP_INNER]) / 2
     corners = (p[:, tp.MOUTH_LEFT] + p[:, tp.MOUTH_RIGHT]) / 2
-    return ((middle - corners) * down).sum(-1) / _eye_span(landmarks)
+    return ((middle - corners) * down).sum(-1) / eye_span(landmarks)

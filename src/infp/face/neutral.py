@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from infp.face import topology as tp
-from infp.face.expression import corner_lift, mouth_width
+from infp.face.expression import corner_lift, eye_span, mouth_width
 
 UPPER_SHARE = 1 / 3  # of the gap closed by the upper lip; the lower lip (the jaw) closes the rest
 # A resting mouth at most as wide and as lifted at the corners as 9 in 10 real people's: the 90th
@@ -98,7 +98,7 @@ def relax_smile(points: np.ndarray, width: float = SMILE_WIDTH, lift: float = SM
     if have_w <= width and have_lift <= lift:
         return points.copy()
     origin, ex, ey = _frame(points)
-    eye = float(np.linalg.norm(points[tp.LEFT_EYE_OUTER, :2] - points[tp.RIGHT_EYE_OUTER, :2]))
+    eye = float(eye_span(np.asarray(points, np.float64)[None])[0])
     lips = _lips()
     uv = (points[lips, :2] - origin) @ np.stack([ex, ey], 1)  # (L, 2)
     corners = (points[[tp.MOUTH_RIGHT, tp.MOUTH_LEFT], :2] - origin) @ ex  # (2,) u of the outer corners
